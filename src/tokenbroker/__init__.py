@@ -1,0 +1,3 @@
+"""tokenbroker: platform OIDC tokens in, short-lived Vault, AWS and GCP credentials out."""
+
+__version__ = "0.1.0"

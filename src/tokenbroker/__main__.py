@@ -1,0 +1,7 @@
+"""``python -m tokenbroker``."""
+
+import sys
+
+from tokenbroker.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""Credential types by name, from the ``tokenbroker.backends`` entry-point group.
+
+Built-ins register through the same group as third-party packages (see pyproject.toml), and a
+class is imported only when its type is first used, so a missing optional dependency of one
+backend (boto3, google-auth) never breaks the others.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+
+from pydantic import BaseModel
+
+from tokenbroker.backends.base import BackendFactory
+
+ENTRY_POINT_GROUP = "tokenbroker.backends"
+
+# Extras that provide a built-in backend's dependencies, for the install hint.
+_INSTALL_HINTS = {"aws_oidc": "tokenbroker[aws]", "gcp_oidc": "tokenbroker[gcp]"}
+
+
+class UnknownCredentialType(LookupError):
+    """No installed backend provides this credential type."""
+
+    def __init__(self, type_name: str, known: list[str]) -> None:
+        super().__init__(
+            f"unknown credential type {type_name!r}; installed types: {', '.join(known) or 'none'}"
+        )
+        self.type_name = type_name
+
+
+class BackendUnavailable(ImportError):
+    """The backend is registered but its module or a dependency of it cannot be imported."""
+
+
+@cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def credential_types() -> list[str]:
+    """Names of every installed credential type."""
+    return sorted(_entry_points())
+
+
+@cache
+def backend_class(type_name: str) -> BackendFactory:
+    """The backend class of a credential type, imported on first use."""
+    entry_point = _entry_points().get(type_name)
+    if entry_point is None:
+        raise UnknownCredentialType(type_name, credential_types())
+    try:
+        loaded: BackendFactory = entry_point.load()
+    except ImportError as exc:
+        hint = _INSTALL_HINTS.get(type_name)
+        suffix = f"; install {hint!r}" if hint else ""
+        raise BackendUnavailable(
+            f"credential type {type_name!r} cannot be loaded: {exc}{suffix}"
+        ) from exc
+    if loaded.type_name != type_name:
+        raise BackendUnavailable(
+            f"entry point {type_name!r} names a backend of type {loaded.type_name!r}"
+        )
+    return loaded
+
+
+def settings_model_for(type_name: str) -> type[BaseModel]:
+    """The pydantic schema a credential of this type must validate against."""
+    return backend_class(type_name).settings_model

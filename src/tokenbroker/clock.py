@@ -1,0 +1,37 @@
+"""An injectable clock, so tests can freeze and move time."""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Something that tells the current Unix time in seconds."""
+
+    def now(self) -> float:
+        """Return the current Unix time in seconds."""
+        ...
+
+
+class SystemClock:
+    """The wall clock."""
+
+    def now(self) -> float:
+        """Return ``time.time()``."""
+        return time.time()
+
+
+class FrozenClock:
+    """A clock that only moves when told to; for tests."""
+
+    def __init__(self, at: float) -> None:
+        self._at = at
+
+    def now(self) -> float:
+        """Return the frozen time."""
+        return self._at
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward (or back, with a negative number)."""
+        self._at += seconds

@@ -1,0 +1,224 @@
+"""The typed configuration. ``config.example.toml`` documents every key here."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from tokenbroker.config.urls import require_trusted_url
+
+TrustedUrl = Annotated[str, AfterValidator(require_trusted_url)]
+ProfileName = Literal["env0", "circleci", "gitpod", "github", "generic"]
+ClaimValue = str | bool | int | list[str]
+
+# Algorithms a platform token may be signed with. `none` and the HS* family are never accepted:
+# a shared secret would let anyone holding the issuer's public key forge tokens.
+SUPPORTED_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_ADMIN_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError("must be 1-128 letters, digits, '_', '.' or '-', starting alphanumeric")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_check_name)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    """``[server]``: where the broker listens and what it calls itself."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8400, ge=0, le=65535)
+    public_url: TrustedUrl | None = None
+    data_dir: Path = Path(".tokenbroker")
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    client_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+
+    @property
+    def issuer_url(self) -> str:
+        """The broker's own issuer URL (``public_url`` without a trailing slash)."""
+        if self.public_url is not None:
+            return self.public_url.rstrip("/")
+        return f"http://{self.host}:{self.port}"
+
+
+class LoggingSettings(_Section):
+    """``[logging]``: level and format of log lines."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+class StoreSettings(_Section):
+    """``[store]``: the database holding organizations, credentials, assignments, audit, keys."""
+
+    url: str | None = None
+    migrate_on_start: bool = True
+    prune_declarative: bool = False
+    encryption_key: SecretStr | None = None
+    redis_url: str | None = None
+
+    def resolved_url(self, data_dir: Path) -> str:
+        """The database URL, defaulting to SQLite in the data directory."""
+        if self.url:
+            return self.url
+        return f"sqlite+aiosqlite:///{data_dir / 'tokenbroker.db'}"
+
+
+class AdminSettings(_Section):
+    """``[admin]``: hashed bearer tokens for ``/v1/admin``."""
+
+    tokens: list[str] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _hashed(cls, tokens: list[str]) -> list[str]:
+        for token in tokens:
+            if not _ADMIN_TOKEN_HASH.match(token):
+                raise ValueError("admin tokens must be given as 'sha256:<64 hex digits>'")
+        return tokens
+
+
+class SigningSettings(_Section):
+    """``[signing]``: the broker's own issuer keys and the tokens it mints."""
+
+    algorithm: Literal["ES256", "RS256"] = "ES256"
+    token_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
+    # A retired key stays published this long after rotation, so tokens it signed still verify.
+    retire_after_seconds: int = Field(default=3600 + 300, ge=60)
+
+
+class IssuerSettings(_Section):
+    """``[[issuers]]``: one trusted platform issuer."""
+
+    name: Name
+    issuer: TrustedUrl
+    jwks_uri: TrustedUrl | None = None
+    audiences: list[str] = Field(min_length=1)
+    profile: ProfileName
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
+    leeway_seconds: int = Field(default=60, ge=0, le=600)
+    max_token_age_seconds: int = Field(default=24 * 3600 + 300, ge=60)
+    max_token_bytes: int = Field(default=16 * 1024, ge=512, le=1024 * 1024)
+    required_claims: dict[str, ClaimValue] = Field(default_factory=dict)
+    jwks_cache_seconds: int = Field(default=3600, ge=30, le=86400)
+    jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    # Profile-specific knobs, e.g. circleci `allow_ssh_rerun`, generic `org_pointer`.
+    options: dict[str, str | bool | int] = Field(default_factory=dict)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        for alg in algorithms:
+            if alg not in SUPPORTED_ALGORITHMS:
+                raise ValueError(f"algorithm {alg!r} is not allowed (asymmetric algorithms only)")
+        return algorithms
+
+
+class OrganizationConfig(_Section):
+    """``[[organizations]]``: a platform organization known to the broker."""
+
+    name: Name
+    issuer: Name
+    platform_org_id: str = Field(min_length=1, max_length=256)
+
+
+class CredentialConfig(_Section):
+    """``[[credentials]]``: a typed credential of an organization.
+
+    ``settings`` is validated against the type's schema when it is applied to the store.
+    """
+
+    organization: Name
+    name: Name
+    type: Name
+    token: Literal["passthrough", "mint"] = "passthrough"
+    audience: str | None = None
+    settings: dict[str, object] = Field(default_factory=dict)
+    bound_claims: dict[str, str | list[str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _mint_needs_audience(self) -> CredentialConfig:
+        if self.token == "mint" and not self.audience:
+            raise ValueError("audience is required when token = 'mint'")
+        return self
+
+
+class AssignmentConfig(_Section):
+    """``[[assignments]]``: credentials a project of an organization may use."""
+
+    organization: Name
+    project: str = Field(min_length=1, max_length=256)
+    credentials: list[Name] = Field(min_length=1)
+
+
+class Settings(_Section):
+    """The whole configuration file."""
+
+    server: ServerSettings = ServerSettings()
+    logging: LoggingSettings = LoggingSettings()
+    store: StoreSettings = StoreSettings()
+    admin: AdminSettings = AdminSettings()
+    signing: SigningSettings = SigningSettings()
+    issuers: list[IssuerSettings] = Field(default_factory=list)
+    organizations: list[OrganizationConfig] = Field(default_factory=list)
+    credentials: list[CredentialConfig] = Field(default_factory=list)
+    assignments: list[AssignmentConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Settings:
+        problems: list[str] = []
+        issuer_names = [i.name for i in self.issuers]
+        issuer_urls = [i.issuer.rstrip("/") for i in self.issuers]
+        for index, name in enumerate(issuer_names):
+            if issuer_names.index(name) != index:
+                problems.append(f"issuers[{index}].name: duplicate issuer name {name!r}")
+        for index, url in enumerate(issuer_urls):
+            if issuer_urls.index(url) != index:
+                problems.append(f"issuers[{index}].issuer: duplicate issuer URL")
+        org_names = {o.name for o in self.organizations}
+        for index, org in enumerate(self.organizations):
+            if org.issuer not in issuer_names:
+                problems.append(f"organizations[{index}].issuer: no issuer named {org.issuer!r}")
+        credentials = {(c.organization, c.name) for c in self.credentials}
+        for index, cred in enumerate(self.credentials):
+            if cred.organization not in org_names:
+                problems.append(
+                    f"credentials[{index}].organization: "
+                    f"no organization named {cred.organization!r}"
+                )
+        for index, assignment in enumerate(self.assignments):
+            if assignment.organization not in org_names:
+                problems.append(
+                    f"assignments[{index}].organization: "
+                    f"no organization named {assignment.organization!r}"
+                )
+            for name in assignment.credentials:
+                if (assignment.organization, name) not in credentials:
+                    problems.append(
+                        f"assignments[{index}].credentials: no credential named {name!r} "
+                        f"in organization {assignment.organization!r}"
+                    )
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self

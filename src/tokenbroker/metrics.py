@@ -1,0 +1,52 @@
+"""Prometheus metrics, held in a registry per application (no process-global state)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Every metric the broker exports, registered in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.exchanges = Counter(
+            "tokenbroker_exchanges",
+            "Exchanges decided, by credential type and outcome.",
+            ["credential_type", "outcome"],
+            registry=self.registry,
+        )
+        self.exchange_seconds = Histogram(
+            "tokenbroker_exchange_seconds",
+            "Latency of a whole exchange.",
+            ["credential_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.backend_seconds = Histogram(
+            "tokenbroker_backend_seconds",
+            "Latency of a backend call.",
+            ["credential_type"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.jwks_fetches = Counter(
+            "tokenbroker_jwks_fetches",
+            "JWKS fetches, by issuer and outcome.",
+            ["issuer", "outcome"],
+            registry=self.registry,
+        )
+        self.cache_hits = Counter(
+            "tokenbroker_cache_hits",
+            "Lookups answered from a cache, by cache.",
+            ["cache"],
+            registry=self.registry,
+        )
+        self.cache_misses = Counter(
+            "tokenbroker_cache_misses",
+            "Lookups that missed a cache, by cache.",
+            ["cache"],
+            registry=self.registry,
+        )
