@@ -11,6 +11,7 @@ from aiohttp import web
 from tokenbroker import __version__
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
+from tokenbroker.metrics import Metrics
 from tokenbroker.web import keys
 from tokenbroker.web.errors import request_context_middleware
 from tokenbroker.web.routes import health
@@ -24,7 +25,9 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     )
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or SystemClock()
+    app[keys.METRICS] = Metrics()
     app[health.READINESS_CHECKS] = {}
+    # Order matters: each resource may use the ones opened before it.
     app.cleanup_ctx.append(_http_client)
     health.add_routes(app)
     return app
