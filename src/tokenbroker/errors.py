@@ -127,3 +127,24 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+
+
+class InvalidGrant(BrokerError):
+    """RFC 6749: the subject token is invalid, expired, or not allowed this grant."""
+
+    error = "invalid_grant"
+    status = 400
+
+
+class InvalidTarget(BrokerError):
+    """RFC 8693: the requested audience is not one the caller may have."""
+
+    error = "invalid_target"
+    status = 400
+
+
+class UnsupportedGrantType(BrokerError):
+    """RFC 6749: the grant type is not token exchange."""
+
+    error = "unsupported_grant_type"
+    status = 400

@@ -66,3 +66,20 @@ class BackendFactory(Protocol):
     settings_model: ClassVar[type[BaseModel]]
 
     def __call__(self, context: BackendContext) -> Backend: ...
+
+
+@runtime_checkable
+class OutboundClaimsProvider(Protocol):
+    """A backend that adds claims to the tokens the broker mints for it (e.g. AWS session tags)."""
+
+    def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
+        """Extra claims for a minted outbound token."""
+        ...
+
+
+@runtime_checkable
+class OAuthTokenProvider(Protocol):
+    """A backend whose credential is one token, so ``/oauth2/token`` can return it."""
+
+    oauth_token_value: ClassVar[str]
+    oauth_token_type: ClassVar[str]

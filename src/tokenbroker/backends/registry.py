@@ -12,7 +12,7 @@ from importlib.metadata import EntryPoint, entry_points
 
 from pydantic import BaseModel
 
-from tokenbroker.backends.base import BackendFactory
+from tokenbroker.backends.base import Backend, BackendContext, BackendFactory
 
 ENTRY_POINT_GROUP = "tokenbroker.backends"
 
@@ -68,3 +68,27 @@ def backend_class(type_name: str) -> BackendFactory:
 def settings_model_for(type_name: str) -> type[BaseModel]:
     """The pydantic schema a credential of this type must validate against."""
     return backend_class(type_name).settings_model
+
+
+class Backends:
+    """The backend instances of one application, built on first use and closed at shutdown."""
+
+    def __init__(self, context: BackendContext) -> None:
+        self._context = context
+        self._instances: dict[str, Backend] = {}
+
+    def get(self, type_name: str) -> Backend:
+        """The backend for a credential type (raises UnknownCredentialType/BackendUnavailable)."""
+        backend = self._instances.get(type_name)
+        if backend is None:
+            backend = backend_class(type_name)(self._context)
+            self._instances[type_name] = backend
+        return backend
+
+    async def close(self) -> None:
+        """Release what each backend holds (thread pools, clients)."""
+        for backend in self._instances.values():
+            close = getattr(backend, "close", None)
+            if close is not None:
+                await close()
+        self._instances.clear()

@@ -1,0 +1,427 @@
+"""ExchangeService: validate -> identify -> resolve -> outbound token -> backend -> audit.
+
+No aiohttp here: the web layer hands in a token and gets back a result or a BrokerError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from pydantic import BaseModel, ValidationError
+
+from tokenbroker.backends.base import Backend, IssuedCredential, OutboundClaimsProvider
+from tokenbroker.backends.registry import Backends, BackendUnavailable, UnknownCredentialType
+from tokenbroker.clock import Clock
+from tokenbroker.config.models import SigningSettings
+from tokenbroker.errors import AccessDenied, BrokerError, UpstreamError
+from tokenbroker.identity.fingerprint import token_fingerprint
+from tokenbroker.identity.models import Identity
+from tokenbroker.identity.profiles import identify
+from tokenbroker.identity.validator import TokenValidator, ValidatedToken
+from tokenbroker.issuer.keyring import KeyRing
+from tokenbroker.issuer.minting import mint_for_identity
+from tokenbroker.metrics import Metrics
+from tokenbroker.policy.bound_claims import bound_claims_satisfied, match_bound_claims
+from tokenbroker.policy.decision import check_bound_claims, choose_credential
+from tokenbroker.policy.models import AuditEvent, Credential, Organization, Outcome
+from tokenbroker.reuse import IssuedCredentialCache, ReuseKey
+from tokenbroker.store import Store
+
+log = logging.getLogger(__name__)
+
+# Credential types whose value *is* the outbound token: a passthrough would hand the platform
+# token back, so they only make sense with a broker-minted token.
+_MINT_ONLY_TYPES = frozenset({"oidc_token"})
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRequest:
+    """One runner's request: its platform token and, optionally, the credential it names."""
+
+    token: str = field(repr=False)
+    credential: str | None
+    request_id: str
+    client_address: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeResult:
+    """A credential issued (or reused) for a request."""
+
+    credential: Credential
+    issued: IssuedCredential
+    reused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One check of a dry run: what was checked, whether it passed, and why."""
+
+    check: str
+    ok: bool
+    detail: str
+    data: Mapping[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        out: dict[str, object] = {"check": self.check, "ok": self.ok, "detail": self.detail}
+        if self.data:
+            out.update(self.data)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionTrace:
+    """The whole decision of a dry run, without calling the backend."""
+
+    allowed: bool
+    steps: list[TraceStep]
+    error: BrokerError | None = None
+    credential: Credential | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        out: dict[str, object] = {
+            "allowed": self.allowed,
+            "checks": [step.as_dict() for step in self.steps],
+        }
+        if self.credential is not None:
+            out["credential"] = self.credential.name
+            out["type"] = self.credential.type
+        if self.error is not None:
+            out["error"] = self.error.error
+            out["reason"] = self.error.reason
+            out["error_description"] = self.error.description
+        return out
+
+
+@dataclass(slots=True)
+class _Decision:
+    """What the policy part of an exchange found, filled in as it goes (for audit and traces)."""
+
+    validated: ValidatedToken | None = None
+    identity: Identity | None = None
+    organization: Organization | None = None
+    credential: Credential | None = None
+
+
+class ExchangeService:
+    """The broker's main job, with every dependency passed in."""
+
+    def __init__(
+        self,
+        *,
+        validator: TokenValidator,
+        store: Store,
+        keyring: KeyRing,
+        backends: Backends,
+        metrics: Metrics,
+        clock: Clock,
+        issuer_url: str,
+        signing: SigningSettings,
+        reuse: IssuedCredentialCache,
+    ) -> None:
+        self._validator = validator
+        self._store = store
+        self._keyring = keyring
+        self._backends = backends
+        self._metrics = metrics
+        self._clock = clock
+        self._issuer_url = issuer_url
+        self._signing = signing
+        self._reuse = reuse
+        self._settings_cache: dict[tuple[int, str], BaseModel] = {}
+
+    async def exchange(self, request: ExchangeRequest) -> ExchangeResult:
+        """Issue the requested credential, or raise the BrokerError that explains why not.
+
+        Exactly one audit event is committed for the decision before this returns or raises.
+        """
+        started = time.perf_counter()
+        decision = _Decision()
+        fingerprint = token_fingerprint(request.token)
+        try:
+            await self._decide(request, decision)
+            assert decision.credential is not None and decision.identity is not None
+            assert decision.validated is not None
+            result = await self._issue(request, decision, fingerprint)
+        except BrokerError as exc:
+            outcome: Outcome = "error" if exc.status >= 500 else "denied"
+            await self._audit(request, decision, fingerprint, outcome, exc.reason, started)
+            self._count(decision, outcome, started)
+            raise
+        reason = "reused" if result.reused else "issued"
+        await self._audit(request, decision, fingerprint, "success", reason, started)
+        self._count(decision, "success", started)
+        return result
+
+    async def explain(self, request: ExchangeRequest) -> DecisionTrace:
+        """Run every check of an exchange and report each, without calling the backend."""
+        started = time.perf_counter()
+        decision = _Decision()
+        steps: list[TraceStep] = []
+        fingerprint = token_fingerprint(request.token)
+        try:
+            await self._decide(request, decision, steps)
+        except BrokerError as exc:
+            await self._audit(
+                request, decision, fingerprint, "denied", f"dry_run:{exc.reason}", started
+            )
+            return DecisionTrace(False, steps, error=exc, credential=decision.credential)
+        await self._audit(request, decision, fingerprint, "success", "dry_run", started)
+        return DecisionTrace(True, steps, credential=decision.credential)
+
+    async def _decide(
+        self, request: ExchangeRequest, decision: _Decision, steps: list[TraceStep] | None = None
+    ) -> None:
+        trace = steps if steps is not None else []
+        try:
+            decision.validated = await self._validator.validate_platform_token(request.token)
+        except BrokerError as exc:
+            trace.append(TraceStep("token", False, exc.description, {"reason": exc.reason}))
+            raise
+        issuer = decision.validated.issuer
+        trace.append(
+            TraceStep(
+                "token",
+                True,
+                f"signature, issuer, audience, lifetime and required claims valid "
+                f"for issuer {issuer.name!r}",
+                {"issuer": issuer.name, "kid": decision.validated.header.get("kid")},
+            )
+        )
+        try:
+            decision.identity = identify(issuer, decision.validated.claims)
+        except BrokerError as exc:
+            trace.append(TraceStep("identity", False, exc.description, {"reason": exc.reason}))
+            raise
+        identity = decision.identity
+        trace.append(
+            TraceStep(
+                "identity",
+                True,
+                f"{issuer.profile} profile read the claims",
+                {
+                    "org": identity.org,
+                    "project": identity.project,
+                    "environment": identity.environment,
+                    "subject": identity.subject,
+                },
+            )
+        )
+        decision.organization = await self._store.find_organization(issuer.name, identity.org)
+        if decision.organization is None:
+            exc = AccessDenied(
+                "organization_unknown",
+                f"no organization is registered for issuer {issuer.name!r} "
+                f"and platform organization {identity.org!r}",
+            )
+            trace.append(TraceStep("organization", False, exc.description, {"reason": exc.reason}))
+            raise exc
+        organization = decision.organization
+        trace.append(
+            TraceStep("organization", True, f"organization {organization.name!r}")
+        )
+        assigned = (
+            await self._store.assigned_credentials(organization.id, identity.project)
+            if identity.project is not None
+            else []
+        )
+        try:
+            decision.credential = choose_credential(
+                assigned,
+                request.credential,
+                organization=organization.name,
+                project=identity.project,
+            )
+        except BrokerError as exc:
+            trace.append(
+                TraceStep(
+                    "assignment",
+                    False,
+                    exc.description,
+                    {"reason": exc.reason, "assigned": [c.name for c in assigned]},
+                )
+            )
+            raise
+        credential = decision.credential
+        trace.append(
+            TraceStep(
+                "assignment",
+                True,
+                f"credential {credential.name!r} ({credential.type}) is assigned to project "
+                f"{identity.project!r}",
+            )
+        )
+        checks = match_bound_claims(credential.bound_claims, identity.claims)
+        trace.append(
+            TraceStep(
+                "bound_claims",
+                bound_claims_satisfied(checks),
+                "every bound claim matches"
+                if bound_claims_satisfied(checks)
+                else "a bound claim does not match",
+                {
+                    "claims": [
+                        {
+                            "claim": check.key,
+                            "expected": check.expected,
+                            "actual": check.actual,
+                            "matched": check.matched,
+                        }
+                        for check in checks
+                    ]
+                },
+            )
+        )
+        check_bound_claims(credential, identity.claims)
+
+    async def _issue(
+        self, request: ExchangeRequest, decision: _Decision, fingerprint: str
+    ) -> ExchangeResult:
+        credential = decision.credential
+        identity = decision.identity
+        validated = decision.validated
+        assert credential is not None and identity is not None and validated is not None
+        backend = self._backend(credential)
+        settings = self._settings(credential, backend.settings_model)
+        key = ReuseKey(fingerprint, credential.id, _credential_version(credential))
+        token_exp = validated.claims.get("exp")
+        token_expires_at = float(token_exp) if isinstance(token_exp, int | float) else 0.0
+
+        async def call_backend() -> IssuedCredential:
+            outbound = self._outbound_token(request, credential, identity, backend)
+            backend_started = time.perf_counter()
+            try:
+                return await backend.exchange(identity, outbound, settings)
+            finally:
+                self._metrics.backend_seconds.labels(credential.type).observe(
+                    time.perf_counter() - backend_started
+                )
+
+        issued, reused = await self._reuse.get_or_issue(key, token_expires_at, call_backend)
+        if reused:
+            self._metrics.cache_hits.labels("issued").inc()
+        else:
+            self._metrics.cache_misses.labels("issued").inc()
+        return ExchangeResult(credential, issued, reused)
+
+    def _backend(self, credential: Credential) -> Backend:
+        try:
+            return self._backends.get(credential.type)
+        except (UnknownCredentialType, BackendUnavailable) as exc:
+            log.error("credential type cannot be served", extra={"type": credential.type})
+            raise UpstreamError(
+                "backend_unavailable", f"credential type {credential.type!r}: {exc}"
+            ) from None
+
+    def _settings(self, credential: Credential, model: type[BaseModel]) -> BaseModel:
+        # Settings were validated when stored; parse once per credential version, not per call.
+        cache_key = (credential.id, _credential_version(credential))
+        parsed = self._settings_cache.get(cache_key)
+        if parsed is None:
+            try:
+                parsed = model.model_validate(dict(credential.settings))
+            except ValidationError:
+                raise UpstreamError(
+                    "credential_misconfigured",
+                    f"credential {credential.name!r} has settings its type no longer accepts; "
+                    "an administrator must update it",
+                ) from None
+            if len(self._settings_cache) > 10_000:
+                self._settings_cache.clear()
+            self._settings_cache[cache_key] = parsed
+        return parsed
+
+    def _outbound_token(
+        self,
+        request: ExchangeRequest,
+        credential: Credential,
+        identity: Identity,
+        backend: Backend,
+    ) -> str:
+        if credential.token == "passthrough":
+            if credential.type in _MINT_ONLY_TYPES:
+                raise AccessDenied(
+                    "credential_misconfigured",
+                    f"credential {credential.name!r} of type {credential.type} needs token = 'mint'",
+                )
+            return request.token
+        audience = credential.audience
+        if not audience:
+            raise AccessDenied(
+                "credential_misconfigured",
+                f"credential {credential.name!r} mints tokens but has no audience",
+            )
+        return mint_for_identity(
+            self._keyring,
+            identity,
+            issuer_url=self._issuer_url,
+            audience=audience,
+            lifetime_seconds=self._signing.token_lifetime_seconds,
+            clock=self._clock,
+            extra_claims=dict(backend.outbound_claims(identity))
+            if isinstance(backend, OutboundClaimsProvider)
+            else None,
+        )
+
+    async def _audit(
+        self,
+        request: ExchangeRequest,
+        decision: _Decision,
+        fingerprint: str,
+        outcome: Outcome,
+        reason: str,
+        started: float,
+    ) -> None:
+        identity = decision.identity
+        event = AuditEvent(
+            time=datetime.fromtimestamp(self._clock.now(), UTC),
+            request_id=request.request_id,
+            outcome=outcome,
+            reason=reason,
+            latency_ms=round((time.perf_counter() - started) * 1000, 3),
+            issuer=decision.validated.issuer.name if decision.validated else None,
+            organization=decision.organization.name if decision.organization else None,
+            project=identity.project if identity else None,
+            subject=identity.subject if identity else None,
+            credential=decision.credential.name if decision.credential else request.credential,
+            credential_type=decision.credential.type if decision.credential else None,
+            token_fingerprint=fingerprint,
+            client_address=request.client_address,
+        )
+        await self._store.record_audit(event)
+        log.info(
+            "exchange decided",
+            extra={
+                "outcome": outcome,
+                "reason": reason,
+                "credential": event.credential,
+                "organization": event.organization,
+                "project": event.project,
+                "token_fingerprint": fingerprint,
+            },
+        )
+
+    def _count(self, decision: _Decision, outcome: str, started: float) -> None:
+        credential_type = decision.credential.type if decision.credential else "unknown"
+        self._metrics.exchanges.labels(credential_type, outcome).inc()
+        self._metrics.exchange_seconds.labels(credential_type).observe(
+            time.perf_counter() - started
+        )
+
+
+def _credential_version(credential: Credential) -> str:
+    # A changed credential (settings, audience, mode) must never reuse what the old one issued.
+    material = json.dumps(
+        [credential.type, credential.token, credential.audience, credential.settings],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]

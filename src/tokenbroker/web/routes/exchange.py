@@ -1,0 +1,76 @@
+"""``POST /v1/exchange``: a platform token in, a credential out (or a dry-run trace)."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from tokenbroker.errors import InvalidRequest, InvalidToken
+from tokenbroker.logs import request_id_var
+from tokenbroker.output import parse_format, render
+from tokenbroker.service import ExchangeRequest
+from tokenbroker.web import keys
+
+_TRUE = frozenset({"1", "true", "yes"})
+
+
+def bearer_token(request: web.Request) -> str:
+    """The bearer token of the Authorization header; 401 when absent or malformed."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not header:
+        raise InvalidToken("token_missing", "send the platform token as 'Authorization: Bearer'")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise InvalidToken("token_missing", "the Authorization header must be 'Bearer <token>'")
+    return token.strip()
+
+
+async def requested_credential(request: web.Request) -> str | None:
+    """The optional ``{"credential": "<name>"}`` body."""
+    raw = await request.read()
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("body_malformed", "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("body_malformed", "the body must be a JSON object")
+    unknown = sorted(set(body) - {"credential"})
+    if unknown:
+        raise InvalidRequest("body_malformed", f"unknown field(s): {', '.join(unknown)}")
+    credential = body.get("credential")
+    if credential is None:
+        return None
+    if not isinstance(credential, str) or not 0 < len(credential) <= 128:
+        raise InvalidRequest("body_malformed", "credential must be a name of 1-128 characters")
+    return credential
+
+
+async def exchange(request: web.Request) -> web.Response:
+    """Exchange the bearer platform token for the requested credential."""
+    fmt = parse_format(request.query.get("format"))
+    dry_run = request.query.get("dry_run", "").lower() in _TRUE
+    exchange_request = ExchangeRequest(
+        token=bearer_token(request),
+        credential=await requested_credential(request),
+        request_id=request_id_var.get(),
+        client_address=request.remote,
+    )
+    service = request.app[keys.SERVICE]
+    if dry_run:
+        trace = await service.explain(exchange_request)
+        return web.json_response(trace.as_dict())
+    result = await service.exchange(exchange_request)
+    content_type, body = render(fmt, result.credential.name, result.credential.type, result.issued)
+    return web.Response(
+        text=body,
+        content_type=content_type,
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the exchange route."""
+    app.router.add_post("/v1/exchange", exchange)

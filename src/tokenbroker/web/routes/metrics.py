@@ -1,0 +1,21 @@
+"""``GET /metrics``: Prometheus text format from the app's own registry."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from tokenbroker.web import keys
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Render every metric of this application."""
+    body = generate_latest(request.app[keys.METRICS].registry)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the metrics route."""
+    app.router.add_get("/metrics", metrics)

@@ -1,0 +1,105 @@
+"""``POST /oauth2/token``: RFC 8693 token exchange over the same service."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tokenbroker.backends.base import OAuthTokenProvider
+from tokenbroker.backends.registry import backend_class
+from tokenbroker.errors import (
+    AccessDenied,
+    BrokerError,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidTarget,
+    InvalidToken,
+    UnsupportedGrantType,
+)
+from tokenbroker.logs import request_id_var
+from tokenbroker.service import ExchangeRequest
+from tokenbroker.web import keys
+
+TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
+SUBJECT_TOKEN_TYPES = frozenset(
+    {"urn:ietf:params:oauth:token-type:jwt", "urn:ietf:params:oauth:token-type:id_token"}
+)
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+# Reasons that mean "this audience is not yours to ask for" rather than "your token is bad".
+_TARGET_REASONS = frozenset(
+    {"credential_not_assigned", "credential_required", "project_not_assigned", "no_project"}
+)
+
+
+def _as_oauth_error(exc: BrokerError) -> BrokerError:
+    # RFC 6749 section 5.2 codes for a token endpoint; upstream failures keep their own.
+    if isinstance(exc, InvalidToken):
+        return InvalidGrant(exc.reason, exc.description)
+    if isinstance(exc, AccessDenied):
+        if exc.reason in _TARGET_REASONS:
+            return InvalidTarget(exc.reason, exc.description)
+        return InvalidGrant(exc.reason, exc.description)
+    return exc
+
+
+async def token(request: web.Request) -> web.Response:
+    """Exchange ``subject_token`` for the credential named by ``audience``."""
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise InvalidRequest(
+            "body_malformed", "send the request as application/x-www-form-urlencoded"
+        )
+    form = await request.post()
+    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    grant_type = fields.get("grant_type")
+    if grant_type is None:
+        raise InvalidRequest("grant_type_missing", "grant_type is required")
+    if grant_type != TOKEN_EXCHANGE_GRANT:
+        raise UnsupportedGrantType("grant_type_unsupported", f"use {TOKEN_EXCHANGE_GRANT}")
+    subject_token = fields.get("subject_token")
+    if not subject_token:
+        raise InvalidRequest("subject_token_missing", "subject_token is required")
+    if fields.get("subject_token_type") not in SUBJECT_TOKEN_TYPES:
+        raise InvalidRequest(
+            "subject_token_type_unsupported",
+            f"subject_token_type must be one of: {', '.join(sorted(SUBJECT_TOKEN_TYPES))}",
+        )
+    audience = fields.get("audience") or None
+    service = request.app[keys.SERVICE]
+    exchange_request = ExchangeRequest(
+        token=subject_token,
+        credential=audience,
+        request_id=request_id_var.get(),
+        client_address=request.remote,
+    )
+    try:
+        result = await service.exchange(exchange_request)
+    except BrokerError as exc:
+        raise _as_oauth_error(exc) from None
+    backend = backend_class(result.credential.type)
+    if not isinstance(backend, OAuthTokenProvider):
+        raise InvalidTarget(
+            "token_type_unsupported",
+            f"credential {result.credential.name!r} ({result.credential.type}) is not a single "
+            "token; use POST /v1/exchange",
+        )
+    requested_type = fields.get("requested_token_type")
+    issued_type = backend.oauth_token_type
+    if requested_type and requested_type != issued_type:
+        raise InvalidRequest(
+            "requested_token_type_unsupported",
+            f"this credential issues {issued_type}",
+        )
+    now = request.app[keys.CLOCK].now()
+    return web.json_response(
+        {
+            "access_token": result.issued.values[backend.oauth_token_value],
+            "issued_token_type": issued_type,
+            "token_type": "Bearer" if issued_type == ACCESS_TOKEN_TYPE else "N_A",
+            "expires_in": max(0, int(result.issued.expires_at.timestamp() - now)),
+        },
+        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the token endpoint."""
+    app.router.add_post("/oauth2/token", token)
