@@ -6,6 +6,13 @@ import pytest
 
 from tokenbroker.config import Settings, parse_settings
 
+pytest_plugins = [
+    "tests.support.openbao",
+    "tests.support.aws",
+    "tests.support.platform",
+    "tests.support.gcp",
+]
+
 
 @pytest.fixture
 def settings(tmp_path: object) -> Settings:

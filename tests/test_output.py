@@ -72,9 +72,9 @@ def test_shell_format_round_trips_any_value_through_the_shell_parser(value: str)
 
 
 def test_shell_format_survives_a_real_shell() -> None:
-    script = render_shell({"V": "it's $(rm -rf /) `x` \"q\""}) + 'printf %s "$V"'
+    script = render_shell({"V": 'it\'s $(rm -rf /) `x` "q"'}) + 'printf %s "$V"'
     out = subprocess.run(["bash", "-c", script], capture_output=True, text=True, check=True)
-    assert out.stdout == "it's $(rm -rf /) `x` \"q\""
+    assert out.stdout == 'it\'s $(rm -rf /) `x` "q"'
 
 
 def test_aws_credential_process_is_version_1_json() -> None:

@@ -24,11 +24,13 @@ class CountingIssuer:
     def __init__(self, lifetime: float = 3600) -> None:
         self.calls = 0
         self.lifetime = lifetime
+        self.started = asyncio.Event()
         self.release = asyncio.Event()
         self.release.set()
 
     async def __call__(self) -> IssuedCredential:
         self.calls += 1
+        self.started.set()
         await self.release.wait()
         return issued(self.lifetime)
 
@@ -67,8 +69,7 @@ async def test_concurrent_identical_requests_share_one_backend_call() -> None:
     issue = CountingIssuer()
     issue.release.clear()
     tasks = [asyncio.create_task(cache.get_or_issue(KEY, NOW + 3600, issue)) for _ in range(5)]
-    while issue.calls == 0:
-        await asyncio.sleep(0)
+    await issue.started.wait()
     issue.release.set()
     results = await asyncio.gather(*tasks)
     assert issue.calls == 1

@@ -36,7 +36,9 @@ def isoformat_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def render_json(credential: str, credential_type: str, issued: IssuedCredential) -> dict[str, object]:
+def render_json(
+    credential: str, credential_type: str, issued: IssuedCredential
+) -> dict[str, object]:
     """The ``format=json`` document of DESIGN.md."""
     return {
         "credential": credential,

@@ -35,7 +35,9 @@ class _Entry:
 class IssuedCredentialCache:
     """A bounded LRU of issued credentials plus the calls in flight."""
 
-    def __init__(self, clock: Clock, *, max_entries: int = 10_000, margin_seconds: int = 60) -> None:
+    def __init__(
+        self, clock: Clock, *, max_entries: int = 10_000, margin_seconds: int = 60
+    ) -> None:
         self._clock = clock
         self._max_entries = max_entries
         self._margin = margin_seconds

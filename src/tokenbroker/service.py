@@ -15,11 +15,22 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, ValidationError
 
-from tokenbroker.backends.base import Backend, IssuedCredential, OutboundClaimsProvider
-from tokenbroker.backends.registry import Backends, BackendUnavailable, UnknownCredentialType
+from tokenbroker.backends.base import (
+    Backend,
+    BackendFactory,
+    IssuedCredential,
+    OAuthTokenProvider,
+    OutboundClaimsProvider,
+)
+from tokenbroker.backends.registry import (
+    Backends,
+    BackendUnavailable,
+    UnknownCredentialType,
+    backend_class,
+)
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import SigningSettings
-from tokenbroker.errors import AccessDenied, BrokerError, UpstreamError
+from tokenbroker.errors import AccessDenied, BrokerError, InvalidTarget, UpstreamError
 from tokenbroker.identity.fingerprint import token_fingerprint
 from tokenbroker.identity.models import Identity
 from tokenbroker.identity.profiles import identify
@@ -48,6 +59,8 @@ class ExchangeRequest:
     credential: str | None
     request_id: str
     client_address: str | None = None
+    # RFC 8693 callers want one token back: credentials of other shapes are refused up front.
+    single_token: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +160,8 @@ class ExchangeService:
         decision = _Decision()
         fingerprint = token_fingerprint(request.token)
         try:
-            await self._decide(request, decision)
-            assert decision.credential is not None and decision.identity is not None
-            assert decision.validated is not None
-            result = await self._issue(request, decision, fingerprint)
+            validated, identity, credential = await self._decide(request, decision)
+            result = await self._issue(request, validated, identity, credential, fingerprint)
         except BrokerError as exc:
             outcome: Outcome = "error" if exc.status >= 500 else "denied"
             await self._audit(request, decision, fingerprint, outcome, exc.reason, started)
@@ -179,7 +190,8 @@ class ExchangeService:
 
     async def _decide(
         self, request: ExchangeRequest, decision: _Decision, steps: list[TraceStep] | None = None
-    ) -> None:
+    ) -> tuple[ValidatedToken, Identity, Credential]:
+        """Every check before the backend; fills ``decision`` as it goes, for the audit event."""
         trace = steps if steps is not None else []
         try:
             decision.validated = await self._validator.validate_platform_token(request.token)
@@ -217,17 +229,17 @@ class ExchangeService:
         )
         decision.organization = await self._store.find_organization(issuer.name, identity.org)
         if decision.organization is None:
-            exc = AccessDenied(
+            unknown = AccessDenied(
                 "organization_unknown",
                 f"no organization is registered for issuer {issuer.name!r} "
                 f"and platform organization {identity.org!r}",
             )
-            trace.append(TraceStep("organization", False, exc.description, {"reason": exc.reason}))
-            raise exc
+            trace.append(
+                TraceStep("organization", False, unknown.description, {"reason": unknown.reason})
+            )
+            raise unknown
         organization = decision.organization
-        trace.append(
-            TraceStep("organization", True, f"organization {organization.name!r}")
-        )
+        trace.append(TraceStep("organization", True, f"organization {organization.name!r}"))
         assigned = (
             await self._store.assigned_credentials(organization.id, identity.project)
             if identity.project is not None
@@ -251,6 +263,14 @@ class ExchangeService:
             )
             raise
         credential = decision.credential
+        if request.single_token and not isinstance(
+            self._backend_class(credential), OAuthTokenProvider
+        ):
+            raise InvalidTarget(
+                "token_type_unsupported",
+                f"credential {credential.name!r} ({credential.type}) is not a single token; "
+                "use POST /v1/exchange",
+            )
         trace.append(
             TraceStep(
                 "assignment",
@@ -281,14 +301,16 @@ class ExchangeService:
             )
         )
         check_bound_claims(credential, identity.claims)
+        return decision.validated, identity, credential
 
     async def _issue(
-        self, request: ExchangeRequest, decision: _Decision, fingerprint: str
+        self,
+        request: ExchangeRequest,
+        validated: ValidatedToken,
+        identity: Identity,
+        credential: Credential,
+        fingerprint: str,
     ) -> ExchangeResult:
-        credential = decision.credential
-        identity = decision.identity
-        validated = decision.validated
-        assert credential is not None and identity is not None and validated is not None
         backend = self._backend(credential)
         settings = self._settings(credential, backend.settings_model)
         key = ReuseKey(fingerprint, credential.id, _credential_version(credential))
@@ -315,6 +337,15 @@ class ExchangeService:
     def _backend(self, credential: Credential) -> Backend:
         try:
             return self._backends.get(credential.type)
+        except (UnknownCredentialType, BackendUnavailable) as exc:
+            log.error("credential type cannot be served", extra={"type": credential.type})
+            raise UpstreamError(
+                "backend_unavailable", f"credential type {credential.type!r}: {exc}"
+            ) from None
+
+    def _backend_class(self, credential: Credential) -> BackendFactory:
+        try:
+            return backend_class(credential.type)
         except (UnknownCredentialType, BackendUnavailable) as exc:
             log.error("credential type cannot be served", extra={"type": credential.type})
             raise UpstreamError(
@@ -350,7 +381,8 @@ class ExchangeService:
             if credential.type in _MINT_ONLY_TYPES:
                 raise AccessDenied(
                     "credential_misconfigured",
-                    f"credential {credential.name!r} of type {credential.type} needs token = 'mint'",
+                    f"credential {credential.name!r} of type {credential.type} "
+                    "needs token = 'mint'",
                 )
             return request.token
         audience = credential.audience

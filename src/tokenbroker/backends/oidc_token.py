@@ -51,7 +51,9 @@ def _expiry_of_minted(token: str) -> datetime:
         payload = json.loads(extract_compact(token.encode("ascii")).payload)
         exp = payload["exp"]
     except (JoseError, ValueError, KeyError, TypeError, UnicodeError):
-        raise InvalidRequest("token_mode_invalid", "oidc_token credentials need token = 'mint'")
+        raise InvalidRequest(
+            "token_mode_invalid", "oidc_token credentials need token = 'mint'"
+        ) from None
     if not isinstance(exp, int):
         raise InvalidRequest("token_mode_invalid", "oidc_token credentials need token = 'mint'")
     return datetime.fromtimestamp(exp, UTC)

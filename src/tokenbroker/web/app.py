@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,12 +11,23 @@ import aiohttp
 from aiohttp import web
 
 from tokenbroker import __version__
+from tokenbroker.backends.base import BackendContext
+from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
+from tokenbroker.identity.jwks import JwksCache
+from tokenbroker.identity.validator import TokenValidator
+from tokenbroker.issuer import key_store_for
+from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
+from tokenbroker.reuse import IssuedCredentialCache
+from tokenbroker.service import ExchangeService
+from tokenbroker.store import Store
+from tokenbroker.store.declarative import apply_declarative
 from tokenbroker.web import keys
+from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
-from tokenbroker.web.routes import health
+from tokenbroker.web.routes import exchange, health, metrics, oauth, wellknown
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -29,7 +42,16 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[health.READINESS_CHECKS] = {}
     # Order matters: each resource may use the ones opened before it.
     app.cleanup_ctx.append(_http_client)
+    app.cleanup_ctx.append(_token_validator)
+    app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_keyring)
+    app.cleanup_ctx.append(_exchange_service)
     health.add_routes(app)
+    wellknown.add_routes(app)
+    exchange.add_routes(app)
+    oauth.add_routes(app)
+    metrics.add_routes(app)
+    app.add_subapp("/v1/admin", create_admin_app(settings))
     return app
 
 
@@ -42,3 +64,66 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
     ) as session:
         app[keys.HTTP_CLIENT] = session
         yield
+
+
+@asynccontextmanager
+async def _token_validator(app: web.Application) -> AsyncIterator[None]:
+    # One JWKS cache per application, shared by every request (never process-global).
+    jwks = JwksCache(app[keys.HTTP_CLIENT], app[keys.CLOCK], app[keys.METRICS])
+    app[keys.TOKEN_VALIDATOR] = TokenValidator(app[keys.SETTINGS].issuers, jwks, app[keys.CLOCK])
+    yield
+    await jwks.aclose()
+
+
+@asynccontextmanager
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    settings.server.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+    try:
+        if settings.store.migrate_on_start:
+            await store.upgrade()
+        await apply_declarative(store, settings)
+        app[keys.STORE] = store
+        app[health.READINESS_CHECKS]["store"] = store.ping
+        yield
+    finally:
+        await store.close()
+
+
+# Other processes (`tokenbroker keys rotate`, other instances) save keys; pick them up this often.
+_KEY_RELOAD_SECONDS = 60.0
+
+
+@asynccontextmanager
+async def _keyring(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    ring = await KeyRing.open(key_store_for(settings), settings.signing, app[keys.CLOCK])
+    app[keys.KEYRING] = ring
+    app[health.READINESS_CHECKS]["keys"] = ring.check
+    refresher = asyncio.create_task(ring.refresh_forever(_KEY_RELOAD_SECONDS))
+    yield
+    refresher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await refresher
+
+
+@asynccontextmanager
+async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    clock = app[keys.CLOCK]
+    backends = Backends(BackendContext(http=app[keys.HTTP_CLIENT], clock=clock))
+    app[keys.BACKENDS] = backends
+    app[keys.SERVICE] = ExchangeService(
+        validator=app[keys.TOKEN_VALIDATOR],
+        store=app[keys.STORE],
+        keyring=app[keys.KEYRING],
+        backends=backends,
+        metrics=app[keys.METRICS],
+        clock=clock,
+        issuer_url=settings.server.issuer_url,
+        signing=settings.signing,
+        reuse=IssuedCredentialCache(clock),
+    )
+    yield
+    await backends.close()

@@ -5,11 +5,21 @@ from __future__ import annotations
 import aiohttp
 from aiohttp import web
 
+from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import Settings
+from tokenbroker.identity.validator import TokenValidator
+from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
+from tokenbroker.service import ExchangeService
+from tokenbroker.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
 HTTP_CLIENT = web.AppKey("http_client", aiohttp.ClientSession)
 METRICS = web.AppKey("metrics", Metrics)
+KEYRING = web.AppKey("keyring", KeyRing)
+STORE = web.AppKey("store", Store)
+TOKEN_VALIDATOR = web.AppKey("token_validator", TokenValidator)
+BACKENDS = web.AppKey("backends", Backends)
+SERVICE = web.AppKey("service", ExchangeService)

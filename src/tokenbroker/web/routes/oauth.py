@@ -69,18 +69,15 @@ async def token(request: web.Request) -> web.Response:
         credential=audience,
         request_id=request_id_var.get(),
         client_address=request.remote,
+        single_token=True,
     )
     try:
         result = await service.exchange(exchange_request)
     except BrokerError as exc:
         raise _as_oauth_error(exc) from None
     backend = backend_class(result.credential.type)
-    if not isinstance(backend, OAuthTokenProvider):
-        raise InvalidTarget(
-            "token_type_unsupported",
-            f"credential {result.credential.name!r} ({result.credential.type}) is not a single "
-            "token; use POST /v1/exchange",
-        )
+    if not isinstance(backend, OAuthTokenProvider):  # the service refuses these up front
+        raise InvalidTarget("token_type_unsupported", "use POST /v1/exchange")
     requested_type = fields.get("requested_token_type")
     issued_type = backend.oauth_token_type
     if requested_type and requested_type != issued_type:

@@ -1,0 +1,420 @@
+"""The ``aws_oidc`` backend: AWS STS ``AssumeRoleWithWebIdentity`` with the outbound token.
+
+AWS checks the token against the role's trust policy (the OIDC provider, ``aud``, ``sub`` and,
+for minted tokens, the session tags under ``https://aws.amazon.com/tags``) and answers with
+temporary credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import re
+import string
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, ClassVar, Final
+
+import boto3
+from botocore import UNSIGNED
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ParamValidationError,
+    ReadTimeoutError,
+)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+from tokenbroker.backends.base import BackendContext, IssuedCredential
+from tokenbroker.backends.retry import RetryPolicy, Sleep, with_retries
+from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.errors import (
+    AccessDenied,
+    BrokerError,
+    InvalidRequest,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tokenbroker.identity.models import Identity
+
+if TYPE_CHECKING:
+    from mypy_boto3_sts.client import STSClient
+    from mypy_boto3_sts.type_defs import AssumeRoleWithWebIdentityResponseTypeDef
+
+_ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$", re.A)
+_POLICY_ARN = re.compile(
+    r"^arn:aws[a-z-]*:iam::(?:\d{12}|aws):policy/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,128}$", re.A
+)
+_REGION = re.compile(r"^[a-z]{2}(?:-[a-z]+)+-\d{1,2}$")
+_SESSION_NAME_UNSAFE = re.compile(r"[^\w+=,.@-]+", re.A)
+_TAG_VALUE_UNSAFE = re.compile(r"[^A-Za-z0-9 _.:/=+@-]+")
+
+SESSION_NAME_FIELDS: Final = frozenset(
+    {"issuer", "org", "project", "subject", "environment", "deployment", "actor"}
+)
+DEFAULT_SESSION_NAME: Final = "{project}-{deployment}"
+_SESSION_NAME_MIN, _SESSION_NAME_MAX, _SESSION_NAME_HASH = 2, 64, 8
+_SESSION_NAME_FALLBACK: Final = "tokenbroker"
+
+# Session tags: AWS allows 50 per session, values up to 256 characters of a narrow charset.
+AWS_TAGS_CLAIM: Final = "https://aws.amazon.com/tags"
+_TAG_VALUE_MAX = 256
+_SESSION_TAGS: Final = (
+    ("organizationId", "org"),
+    ("projectId", "project"),
+    ("environmentId", "environment"),
+    ("deploymentId", "deployment"),
+    ("deployerEmail", "actor"),
+)
+
+# STS error codes, as AWS documents them for AssumeRoleWithWebIdentity.
+_REFUSED_CODES: Final = frozenset(
+    {"AccessDenied", "IDPRejectedClaim", "InvalidIdentityToken", "ExpiredTokenException"}
+)
+_REJECTED_CODES: Final = frozenset(
+    {
+        "MalformedPolicyDocument",
+        "ValidationError",
+        "PackedPolicyTooLarge",
+        "RegionDisabledException",
+    }
+)
+_TRANSIENT_CODES: Final = frozenset(
+    {
+        "IDPCommunicationError",
+        "Throttling",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "ServiceUnavailable",
+        "InternalFailure",
+    }
+)
+
+_POOL_SIZE = 16
+_CONNECT_TIMEOUT_SECONDS = 3.0
+_MESSAGE_MAX = 300
+
+logger = logging.getLogger(__name__)
+
+
+def _role_arn(value: str) -> str:
+    if not _ROLE_ARN.match(value):
+        raise ValueError("must be an IAM role ARN like arn:aws:iam::123456789012:role/name")
+    return value
+
+
+def _policy_arn(value: str) -> str:
+    if not _POLICY_ARN.match(value):
+        raise ValueError("must be an IAM policy ARN like arn:aws:iam::aws:policy/ReadOnlyAccess")
+    return value
+
+
+def _sts_endpoint(value: str) -> str:
+    require_trusted_url(value)
+    return value.rstrip("/")
+
+
+RoleArn = Annotated[str, AfterValidator(_role_arn)]
+PolicyArn = Annotated[str, AfterValidator(_policy_arn)]
+StsEndpoint = Annotated[str, AfterValidator(_sts_endpoint)]
+
+
+class AwsOidcSettings(BaseModel):
+    """Settings of an ``aws_oidc`` credential: the role to assume and how."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    role_arn: RoleArn
+    # A template over identity fields, rendered per exchange and sanitized for AWS.
+    session_name: str = Field(default=DEFAULT_SESSION_NAME, min_length=1, max_length=256)
+    duration_seconds: int = Field(default=3600, ge=900, le=43200)
+    region: str = "us-east-1"
+    sts_endpoint: StsEndpoint | None = None
+    policy: str | None = Field(default=None, max_length=2048)
+    policy_arns: list[PolicyArn] = Field(default_factory=list, max_length=10)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    max_retries: int = Field(default=2, ge=0, le=5)
+
+    @field_validator("session_name")
+    @classmethod
+    def _session_name_template(cls, value: str) -> str:
+        check_session_name_template(value)
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_name(cls, value: str) -> str:
+        if not _REGION.match(value):
+            raise ValueError("must be an AWS region name like us-east-1")
+        return value
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_document(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            document = json.loads(value)
+        except ValueError as exc:
+            raise ValueError("policy must be a JSON policy document") from exc
+        if not isinstance(document, dict):
+            raise ValueError("policy must be a JSON object")
+        return value
+
+
+def check_session_name_template(template: str) -> None:
+    """Raise ValueError unless the template only uses plain ``{field}`` identity placeholders."""
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"session_name is not a valid template: {exc}") from exc
+    for _literal, field_name, format_spec, conversion in parts:
+        if field_name is None:
+            continue
+        # Plain names only: attribute or index access in a format string can reach any object.
+        if field_name not in SESSION_NAME_FIELDS or format_spec or conversion:
+            known = ", ".join(sorted(SESSION_NAME_FIELDS))
+            raise ValueError(f"session_name placeholders must be one of {{{known}}}")
+
+
+def render_session_name(template: str, identity: Identity) -> str:
+    """Render the session name template for an identity, sanitized for AWS (2..64 chars)."""
+    check_session_name_template(template)
+    fields = {name: getattr(identity, name) or "" for name in SESSION_NAME_FIELDS}
+    rendered = template.format_map(fields)
+    return sanitize_session_name(rendered)
+
+
+def sanitize_session_name(value: str) -> str:
+    """Replace what AWS refuses in a role session name and fit it into 2..64 characters."""
+    cleaned = _SESSION_NAME_UNSAFE.sub("-", value).strip("-")
+    if len(cleaned) > _SESSION_NAME_MAX:
+        # Cut, but keep names of different sessions apart: end with a hash of the whole name.
+        digest = hashlib.sha256(cleaned.encode()).hexdigest()[:_SESSION_NAME_HASH]
+        cleaned = f"{cleaned[: _SESSION_NAME_MAX - _SESSION_NAME_HASH - 1]}-{digest}"
+    if len(cleaned) < _SESSION_NAME_MIN:
+        cleaned = f"{_SESSION_NAME_FALLBACK}-{cleaned}" if cleaned else _SESSION_NAME_FALLBACK
+    return cleaned
+
+
+def sanitize_tag_value(value: str) -> str:
+    """Fit a value into AWS's session tag charset (letters, digits, `` _.:/=+-@``) and length."""
+    return _TAG_VALUE_UNSAFE.sub("_", value)[:_TAG_VALUE_MAX]
+
+
+def aws_session_tags(identity: Identity) -> dict[str, object]:
+    """The ``https://aws.amazon.com/tags`` claim of a minted token: principal, transitive tags."""
+    principal_tags: dict[str, list[str]] = {}
+    for tag, attribute in _SESSION_TAGS:
+        value = getattr(identity, attribute)
+        if value:
+            principal_tags[tag] = [sanitize_tag_value(str(value))]
+    # Transitive so the tenancy tags survive role chaining: a chained role cannot drop them.
+    return {"principal_tags": principal_tags, "transitive_tag_keys": sorted(principal_tags)}
+
+
+def _redact(message: str, secret: str) -> str:
+    # STS does not echo the token, but a description must never carry it even if it did.
+    if secret:
+        message = message.replace(secret, "[redacted]")
+    return message[:_MESSAGE_MAX]
+
+
+class _RetryableStsError(Exception):
+    """A transient STS failure; carries the error to raise once retries are spent."""
+
+    def __init__(self, final: BrokerError) -> None:
+        super().__init__(final.description)
+        self.final = final
+
+
+def _is_retryable(exc: Exception) -> bool:
+    return isinstance(exc, _RetryableStsError)
+
+
+class AwsOidcBackend:
+    """Assume an IAM role with the outbound token through AWS STS."""
+
+    type_name: ClassVar[str] = "aws_oidc"
+    settings_model: ClassVar[type[BaseModel]] = AwsOidcSettings
+
+    def __init__(
+        self,
+        context: BackendContext,
+        *,
+        pool_size: int = _POOL_SIZE,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._context = context
+        self._sleep = sleep
+        # boto3 is synchronous: its calls run in this bounded pool, off the event loop.
+        self._pool = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix="tokenbroker-aws")
+        self._pool_size = pool_size
+        # A boto3 session is not thread-safe while it creates clients; the lock guards that.
+        self._session = boto3.session.Session()
+        self._clients: dict[tuple[str | None, str, float], STSClient] = {}
+        self._clients_lock = threading.Lock()
+        _keep_botocore_debug_quiet()
+
+    def sts_client(
+        self, region: str, endpoint: str | None, timeout_seconds: float = 10.0
+    ) -> STSClient:
+        """The STS client for an endpoint and region, created on first use and then reused.
+
+        Creating a boto3 client is expensive (it loads service models); clients are thread-safe.
+        """
+        key = (endpoint, region, timeout_seconds)
+        with self._clients_lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._session.client(
+                    "sts",
+                    region_name=region,
+                    endpoint_url=endpoint,
+                    config=Config(
+                        # AssumeRoleWithWebIdentity is authenticated by the token, not by AWS keys.
+                        signature_version=UNSIGNED,
+                        # Our retry policy is the only one: botocore makes exactly one attempt.
+                        retries={"mode": "standard", "total_max_attempts": 1},
+                        connect_timeout=min(_CONNECT_TIMEOUT_SECONDS, timeout_seconds),
+                        read_timeout=timeout_seconds,
+                        max_pool_connections=self._pool_size,
+                    ),
+                )
+                self._clients[key] = client
+        return client
+
+    async def exchange(
+        self, identity: Identity, outbound_token: str, settings: BaseModel
+    ) -> IssuedCredential:
+        """Call AssumeRoleWithWebIdentity; map STS's answer to credentials or a BrokerError."""
+        assert isinstance(settings, AwsOidcSettings)
+        session_name = render_session_name(settings.session_name, identity)
+        call = functools.partial(self._assume_role, settings, session_name, outbound_token)
+        loop = asyncio.get_running_loop()
+
+        async def attempt() -> AssumeRoleWithWebIdentityResponseTypeDef:
+            return await loop.run_in_executor(self._pool, call)
+
+        try:
+            response = await with_retries(
+                attempt,
+                policy=RetryPolicy(retries=settings.max_retries),
+                retry_on_error=_is_retryable,
+                sleep=self._sleep,
+            )
+        except _RetryableStsError as exc:
+            raise exc.final from None
+        return _issued_credential(response, settings, session_name)
+
+    def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
+        """Claims for a minted outbound token: the AWS session tags of the identity."""
+        return {AWS_TAGS_CLAIM: aws_session_tags(identity)}
+
+    async def close(self) -> None:
+        """Shut the thread pool down; the app calls this at cleanup."""
+        await asyncio.get_running_loop().run_in_executor(
+            None, functools.partial(self._pool.shutdown, wait=True, cancel_futures=True)
+        )
+
+    def _assume_role(
+        self, settings: AwsOidcSettings, session_name: str, token: str
+    ) -> AssumeRoleWithWebIdentityResponseTypeDef:
+        client = self.sts_client(settings.region, settings.sts_endpoint, settings.timeout_seconds)
+        params: dict[str, object] = {
+            "RoleArn": settings.role_arn,
+            "RoleSessionName": session_name,
+            "WebIdentityToken": token,
+            "DurationSeconds": settings.duration_seconds,
+        }
+        if settings.policy is not None:
+            params["Policy"] = settings.policy
+        if settings.policy_arns:
+            params["PolicyArns"] = [{"arn": arn} for arn in settings.policy_arns]
+        try:
+            return client.assume_role_with_web_identity(**params)  # type: ignore[arg-type]
+        except ClientError as exc:
+            raise _map_client_error(exc, token) from None
+        except (ConnectTimeoutError, ReadTimeoutError):
+            raise UpstreamTimeout("backend_timeout", "AWS STS did not answer in time") from None
+        except (EndpointConnectionError, ConnectionClosedError) as exc:
+            raise _RetryableStsError(
+                UpstreamError(
+                    "backend_unreachable", f"AWS STS could not be reached ({type(exc).__name__})"
+                )
+            ) from None
+        except ParamValidationError:
+            raise InvalidRequest(
+                "backend_rejected_request", "AWS STS parameters do not validate"
+            ) from None
+        except BotoCoreError as exc:
+            raise UpstreamError(
+                "backend_error", f"AWS STS call failed ({type(exc).__name__})"
+            ) from None
+
+
+def _map_client_error(exc: ClientError, token: str) -> Exception:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    message = _redact(str(error.get("Message", "")), token)
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+    detail = f"{message} ({code})" if message else code
+    if code in _REFUSED_CODES:
+        return AccessDenied("backend_refused", f"AWS STS refused the token: {detail}")
+    if code in _REJECTED_CODES:
+        return InvalidRequest("backend_rejected_request", f"AWS STS rejected the request: {detail}")
+    if code in _TRANSIENT_CODES or status >= 500:
+        return _RetryableStsError(UpstreamError("backend_error", f"AWS STS failed: {detail}"))
+    if status == 403:
+        return AccessDenied("backend_refused", f"AWS STS refused the token: {detail}")
+    if 400 <= status < 500:
+        return InvalidRequest("backend_rejected_request", f"AWS STS rejected the request: {detail}")
+    return UpstreamError("backend_error", f"AWS STS failed: {detail}")
+
+
+def _issued_credential(
+    response: AssumeRoleWithWebIdentityResponseTypeDef,
+    settings: AwsOidcSettings,
+    session_name: str,
+) -> IssuedCredential:
+    credentials = response["Credentials"]
+    # botocore parses Expiration into the local timezone; the broker speaks UTC.
+    expiration: datetime = credentials["Expiration"].astimezone(UTC)
+    metadata: dict[str, object] = {
+        "assumed_role_arn": response["AssumedRoleUser"]["Arn"],
+        "assumed_role_id": response["AssumedRoleUser"]["AssumedRoleId"],
+        "session_name": session_name,
+        "expiration": expiration.isoformat(),
+    }
+    subject = response.get("SubjectFromWebIdentityToken")
+    if subject:
+        metadata["subject_from_web_identity_token"] = subject
+    return IssuedCredential(
+        values={
+            "AWS_ACCESS_KEY_ID": credentials["AccessKeyId"],
+            "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+            "AWS_SESSION_TOKEN": credentials["SessionToken"],
+            "AWS_REGION": settings.region,
+            "AWS_DEFAULT_REGION": settings.region,
+        },
+        expires_at=expiration,
+        metadata=metadata,
+    )
+
+
+def _keep_botocore_debug_quiet() -> None:
+    # botocore's DEBUG logs print request and response bodies: the web identity token and the
+    # secret key. Whatever the app's log level, those loggers stay at INFO or above.
+    for name in ("botocore", "boto3"):
+        botocore_logger = logging.getLogger(name)
+        if botocore_logger.level < logging.INFO:
+            botocore_logger.setLevel(logging.INFO)

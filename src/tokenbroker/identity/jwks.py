@@ -1,0 +1,290 @@
+"""The JWKS cache: each trusted issuer's verification keys, fetched with aiohttp and kept warm.
+
+Keys come from the issuer's ``jwks_uri`` or, when unset, from its OIDC discovery document.
+A key set is cached for the issuer's ``Cache-Control: max-age`` bounded to
+``[60 s, jwks_cache_seconds]``; an unknown ``kid`` triggers at most one refetch per
+``jwks_refetch_interval_seconds``; when the endpoint is down the cached keys keep serving.
+Responses are size-capped and must be JSON; an empty key set is never cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import aiohttp
+from joserfc.errors import JoseError
+from joserfc.jwk import JWKRegistry, Key, RSAKey
+
+from tokenbroker.clock import Clock
+from tokenbroker.config.models import IssuerSettings
+from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.errors import InvalidToken, UpstreamError
+from tokenbroker.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+MAX_DOCUMENT_BYTES = 256 * 1024
+MIN_CACHE_SECONDS = 60
+MIN_RSA_BITS = 2048
+# Only asymmetric key types: a symmetric ("oct") key in a JWKS would be a published secret.
+_ACCEPTED_KEY_TYPES = frozenset({"RSA", "EC", "OKP"})
+_MAX_AGE = re.compile(r"max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+_NO_CACHE = re.compile(r"\bno-(?:store|cache)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True, slots=True)
+class PublicKeys:
+    """One fetched key set, imported into joserfc keys once, indexed by ``kid``."""
+
+    by_kid: Mapping[str, Key]
+    keys: tuple[Key, ...]
+
+    def find(self, kid: str | None) -> Key | None:
+        """The key for ``kid``; a token without ``kid`` only matches a set of exactly one key."""
+        if kid is None:
+            return self.keys[0] if len(self.keys) == 1 else None
+        return self.by_kid.get(kid)
+
+
+class JwksFetchError(Exception):
+    """A JWKS or discovery fetch failed; ``outcome`` is the metrics label."""
+
+    def __init__(self, outcome: str, description: str) -> None:
+        super().__init__(description)
+        self.outcome = outcome
+        self.description = description
+
+
+@dataclass(slots=True)
+class _Entry:
+    keys: PublicKeys | None = None
+    expires_at: float = -math.inf
+    last_fetch_at: float = -math.inf
+    retry_at: float = -math.inf
+    last_error: str = ""
+
+
+def parse_jwks(document: Mapping[str, object]) -> PublicKeys:
+    """Import the usable signing keys of a JWKS document; raise JwksFetchError when none are."""
+    raw_keys = document.get("keys")
+    if not isinstance(raw_keys, list):
+        raise JwksFetchError("invalid", "the JWKS has no 'keys' list")
+    by_kid: dict[str, Key] = {}
+    keys: list[Key] = []
+    for raw in raw_keys:
+        key = _import_signing_key(raw)
+        if key is None:
+            continue
+        kid = raw.get("kid")
+        if isinstance(kid, str):
+            if kid in by_kid:
+                continue
+            by_kid[kid] = key
+        keys.append(key)
+    if not keys:
+        raise JwksFetchError("empty", "the JWKS holds no usable signing key")
+    return PublicKeys(by_kid=by_kid, keys=tuple(keys))
+
+
+def _import_signing_key(raw: object) -> Key | None:
+    if not isinstance(raw, dict) or raw.get("kty") not in _ACCEPTED_KEY_TYPES:
+        return None
+    if raw.get("use", "sig") != "sig" or ("kid" in raw and not isinstance(raw["kid"], str)):
+        return None
+    modulus = raw.get("n")
+    if isinstance(modulus, str) and len(modulus) * 6 < MIN_RSA_BITS - 8:
+        return None  # refused before joserfc imports it (and warns about its size)
+    try:
+        key = JWKRegistry.import_key(raw)
+    except (JoseError, ValueError, TypeError, KeyError):
+        return None
+    if isinstance(key, RSAKey) and key.public_key.key_size < MIN_RSA_BITS:
+        return None
+    return key
+
+
+def cache_seconds(cache_control: str | None, issuer: IssuerSettings) -> float:
+    """How long to keep a key set: the response's max-age bounded to [60 s, the issuer's cap]."""
+    ceiling = issuer.jwks_cache_seconds
+    floor = min(MIN_CACHE_SECONDS, ceiling)
+    if not cache_control:
+        return float(ceiling)
+    if _NO_CACHE.search(cache_control):
+        return float(floor)
+    match = _MAX_AGE.search(cache_control)
+    if match is None:
+        return float(ceiling)
+    return float(max(floor, min(int(match.group(1)), ceiling)))
+
+
+class JwksCache:
+    """Per-issuer JWKS cache; one instance per application, shared by every request."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        clock: Clock,
+        metrics: Metrics | None = None,
+        *,
+        max_document_bytes: int = MAX_DOCUMENT_BYTES,
+    ) -> None:
+        self._http = http
+        self._clock = clock
+        self._metrics = metrics
+        self._max_bytes = max_document_bytes
+        self._entries: dict[str, _Entry] = {}
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+
+    async def key_for(self, issuer: IssuerSettings, kid: str | None) -> Key:
+        """The issuer's verification key for ``kid``, fetching the key set when needed.
+
+        Raises InvalidToken ``unknown_kid`` when the key is not published (after at most one
+        rate-limited refetch) and UpstreamError ``jwks_unavailable`` when no keys were ever
+        fetched and the endpoint cannot be reached.
+        """
+        entry = self._entries.get(issuer.name)
+        if entry is None:
+            entry = self._entries[issuer.name] = _Entry()
+        now = self._clock.now()
+        if entry.keys is not None:
+            key = entry.keys.find(kid)
+            fresh = now < entry.expires_at
+            if key is not None and (fresh or now < entry.retry_at):
+                self._count_lookup(hit=True)
+                return key
+            if key is None and (fresh or now < entry.retry_at):
+                # The issuer may have rotated its keys; look again, but only so often, so a
+                # stream of made-up kids cannot turn us into a load generator against it.
+                recently = now - entry.last_fetch_at < issuer.jwks_refetch_interval_seconds
+                if recently and issuer.name not in self._inflight:
+                    raise _unknown_kid(issuer, kid)
+        elif now < entry.retry_at:
+            raise _unavailable(issuer, entry)
+        self._count_lookup(hit=False)
+        await self._refresh(issuer, entry)
+        if entry.keys is None:
+            raise _unavailable(issuer, entry)
+        key = entry.keys.find(kid)
+        if key is None:
+            raise _unknown_kid(issuer, kid)
+        return key
+
+    async def aclose(self) -> None:
+        """Cancel fetches still in flight (at application shutdown)."""
+        tasks = list(self._inflight.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _refresh(self, issuer: IssuerSettings, entry: _Entry) -> None:
+        # Concurrent misses for one issuer share one fetch; shield it so a waiter that is
+        # cancelled (client went away) does not cancel the fetch for the others.
+        task = self._inflight.get(issuer.name)
+        if task is None:
+            task = asyncio.create_task(self._fetch_into(issuer, entry))
+            self._inflight[issuer.name] = task
+            task.add_done_callback(lambda _: self._inflight.pop(issuer.name, None))
+        await asyncio.shield(task)
+
+    async def _fetch_into(self, issuer: IssuerSettings, entry: _Entry) -> None:
+        started = self._clock.now()
+        entry.last_fetch_at = started
+        try:
+            keys, cache_control = await self._fetch(issuer)
+        except JwksFetchError as exc:
+            entry.retry_at = started + issuer.jwks_refetch_interval_seconds
+            entry.last_error = exc.description
+            self._count_fetch(issuer, exc.outcome)
+            log.warning(
+                "JWKS fetch failed for issuer %s (%s): %s%s",
+                issuer.name,
+                exc.outcome,
+                exc.description,
+                "; serving cached keys" if entry.keys is not None else "",
+            )
+            return
+        entry.keys = keys
+        entry.expires_at = started + cache_seconds(cache_control, issuer)
+        entry.retry_at = -math.inf
+        entry.last_error = ""
+        self._count_fetch(issuer, "ok")
+
+    async def _fetch(self, issuer: IssuerSettings) -> tuple[PublicKeys, str | None]:
+        jwks_uri = issuer.jwks_uri or await self._discover(issuer)
+        document, cache_control = await self._get_json(jwks_uri)
+        return parse_jwks(document), cache_control
+
+    async def _discover(self, issuer: IssuerSettings) -> str:
+        url = issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        document, _ = await self._get_json(url)
+        # A discovery document speaking for another issuer must not hand us its keys.
+        if document.get("issuer") != issuer.issuer:
+            raise JwksFetchError(
+                "discovery_mismatch", "the discovery document names a different issuer"
+            )
+        jwks_uri = document.get("jwks_uri")
+        if not isinstance(jwks_uri, str):
+            raise JwksFetchError("invalid", "the discovery document has no jwks_uri")
+        try:
+            return require_trusted_url(jwks_uri)
+        except ValueError as exc:
+            raise JwksFetchError("untrusted_url", f"discovered jwks_uri: {exc}") from None
+
+    async def _get_json(self, url: str) -> tuple[dict[str, object], str | None]:
+        try:
+            # Redirects are not followed: the URL was checked, wherever it points was not.
+            async with self._http.get(
+                url, allow_redirects=False, headers={"Accept": "application/json"}
+            ) as response:
+                if response.status != 200:
+                    raise JwksFetchError("http_status", f"GET {url}: HTTP {response.status}")
+                if "json" not in response.content_type:
+                    raise JwksFetchError("not_json", f"GET {url}: not a JSON response")
+                if (response.content_length or 0) > self._max_bytes:
+                    raise _too_large(url, self._max_bytes)
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(16 * 1024):
+                    body += chunk
+                    if len(body) > self._max_bytes:
+                        raise _too_large(url, self._max_bytes)
+                cache_control = response.headers.get("Cache-Control")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise JwksFetchError("unreachable", f"GET {url}: {type(exc).__name__}") from None
+        try:
+            document = json.loads(body)
+        except ValueError:
+            raise JwksFetchError("not_json", f"GET {url}: not a JSON document") from None
+        if not isinstance(document, dict):
+            raise JwksFetchError("invalid", f"GET {url}: not a JSON object")
+        return document, cache_control
+
+    def _count_fetch(self, issuer: IssuerSettings, outcome: str) -> None:
+        if self._metrics is not None:
+            self._metrics.jwks_fetches.labels(issuer=issuer.name, outcome=outcome).inc()
+
+    def _count_lookup(self, *, hit: bool) -> None:
+        if self._metrics is not None:
+            counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
+            counter.labels(cache="jwks").inc()
+
+
+def _too_large(url: str, limit: int) -> JwksFetchError:
+    return JwksFetchError("too_large", f"GET {url}: response over {limit} bytes")
+
+
+def _unknown_kid(issuer: IssuerSettings, kid: str | None) -> InvalidToken:
+    shown = repr(kid[:64]) if kid is not None else "(none)"
+    return InvalidToken("unknown_kid", f"issuer {issuer.name!r} publishes no key with kid {shown}")
+
+
+def _unavailable(issuer: IssuerSettings, entry: _Entry) -> UpstreamError:
+    return UpstreamError(
+        "jwks_unavailable",
+        f"the keys of issuer {issuer.name!r} cannot be fetched: {entry.last_error}",
+    )

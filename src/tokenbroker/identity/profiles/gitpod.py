@@ -1,0 +1,45 @@
+"""Gitpod (``gitpod idp token``): org claim, project/environment/actor from the ``sub`` forms."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from tokenbroker.errors import InvalidToken
+from tokenbroker.identity.models import Claims, Identity
+from tokenbroker.identity.profiles._claims import required_str
+
+REQUIRED_CLAIMS = frozenset({"org", "sub"})
+OPTIONAL_CLAIMS: frozenset[str] = frozenset()
+
+# The four published forms: org:<o>/user:<u>, org:<o>/rnr:<r>, org:<o>/env:<e> and
+# org:<o>/prj:<p>/env:<e>.
+_SUB = re.compile(
+    r"org:(?P<org>[^/]+)/(?:"
+    r"user:(?P<user>[^/]+)"
+    r"|rnr:(?P<runner>[^/]+)"
+    r"|(?:prj:(?P<project>[^/]+)/)?env:(?P<environment>[^/]+)"
+    r")"
+)
+
+
+def identity_from_claims(
+    issuer_name: str, claims: Claims, options: Mapping[str, str | bool | int]
+) -> Identity:
+    """Map a Gitpod token's claims to an Identity."""
+    org = required_str(claims, "org")
+    subject = required_str(claims, "sub")
+    match = _SUB.fullmatch(subject)
+    if match is None:
+        raise InvalidToken("claim_invalid", "the 'sub' claim is not a Gitpod subject")
+    if match["org"] != org:
+        raise InvalidToken("claim_invalid", "the 'sub' and 'org' claims disagree")
+    return Identity(
+        issuer=issuer_name,
+        org=org,
+        project=match["project"],
+        subject=subject,
+        environment=match["environment"],
+        actor=match["user"] or match["runner"],
+        claims=claims,
+    )

@@ -1,0 +1,106 @@
+"""Engines for SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg) from one URL, and migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# An execution option marking a connection that will write: SQLite then takes the write lock
+# up front (BEGIN IMMEDIATE) instead of failing with SQLITE_BUSY when a read turns into a write.
+WRITE_OPTION = "tokenbroker_write"
+_SQLITE_BUSY_TIMEOUT_MS = 5000
+
+
+def parse_url(url: str) -> URL:
+    """Parse and check a store URL: only the async drivers this package ships with."""
+    parsed = make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    if parsed.drivername == "sqlite":
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
+        raise ValueError(
+            "store.url must be sqlite+aiosqlite:///<file> or postgresql+asyncpg://...; "
+            f"got driver {parsed.drivername!r}"
+        )
+    return parsed
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """An async engine for ``url``; a SQLite file's directory is created, WAL switched on.
+
+    A PostgreSQL URL may carry ``?search_path=<schema>`` to keep the tables in one schema.
+    """
+    parsed = parse_url(url)
+    connect_args: dict[str, Any] = {}
+    if parsed.drivername.startswith("postgresql"):
+        search_path = parsed.query.get("search_path")
+        if search_path is not None:
+            parsed = parsed.difference_update_query(["search_path"])
+            connect_args["server_settings"] = {"search_path": str(search_path)}
+        engine = create_async_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+    else:
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(parsed)
+        _install_sqlite_hooks(engine)
+    return engine
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        # We emit BEGIN ourselves (below): the driver's own transaction handling would leave
+        # DDL and SELECTs outside the transaction. Foreign keys are off by default per connection.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Writes take the write lock up front. Reads run without BEGIN (each statement its own
+        # snapshot, like READ COMMITTED): the exchange's lookups are single statements, and
+        # BEGIN/ROLLBACK would each cost a trip through aiosqlite's thread.
+        if connection.get_execution_options().get(WRITE_OPTION, False):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    """Alembic's config for our migrations; ``connection`` is the one they run on."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def run_upgrade(connection: Connection) -> None:
+    """Apply every migration not applied yet (sync: run through ``AsyncConnection.run_sync``)."""
+    command.upgrade(alembic_config(connection), "head")
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at, or None before the first migration."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    """The newest revision this package ships."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()

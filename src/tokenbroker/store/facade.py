@@ -1,0 +1,244 @@
+"""``Store``: the broker's database behind one object, each call its own transaction."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenbroker.policy.models import AuditEvent, Credential, CredentialAssignment, Organization
+from tokenbroker.store import engine as engines
+from tokenbroker.store.repository import UNSET, Repository, Unset
+
+# Held for the length of an upgrade on PostgreSQL, so instances starting together migrate once.
+_MIGRATION_LOCK_ID = 0x746F6B656E62726B  # "tokenbrk"
+
+
+class Store:
+    """Organizations, credentials, assignments, audit events; SQLite or PostgreSQL.
+
+    Every mutation runs in one transaction: when it raises, nothing of it was written.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> Store:
+        """Connect lazily to the database at ``url`` (see ``engine.create_engine``)."""
+        return cls(engines.create_engine(url))
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self._engine.dialect.name
+
+    @property
+    def display_url(self) -> str:
+        """The database URL with any password masked, for messages."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._engine.dispose()
+
+    async def upgrade(self) -> None:
+        """Apply every migration not applied yet (Alembic, in one transaction)."""
+        async with self.transaction() as repo:
+            connection = repo.connection
+            if self.dialect == "postgresql":
+                await connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                )
+            await connection.run_sync(engines.run_upgrade)
+
+    async def revision(self) -> str | None:
+        """The migration the database is at (None before the first)."""
+        async with self._engine.connect() as connection:
+            return await connection.run_sync(engines.current_revision)
+
+    async def ping(self) -> None:
+        """Readiness: the database answers a trivial query."""
+        async with self._engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Repository]:
+        """A Repository in one write transaction: committed on exit, rolled back on error."""
+        async with self._engine.connect() as connection:
+            await connection.execution_options(**{engines.WRITE_OPTION: True})
+            async with connection.begin():
+                yield Repository(connection)
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[Repository]:
+        """A Repository for reads (each statement sees what was committed before it)."""
+        async with self._engine.connect() as connection:
+            yield Repository(connection)
+
+    # -- organizations ---------------------------------------------------------------------
+
+    async def create_organization(
+        self, name: str, issuer: str, platform_org_id: str
+    ) -> Organization:
+        """Add an organization; Conflict if its name or (issuer, platform org id) is taken."""
+        async with self.transaction() as repo:
+            return await repo.create_organization(name, issuer, platform_org_id)
+
+    async def get_organization(self, name: str) -> Organization:
+        """The named organization, or NotFound."""
+        async with self.reading() as repo:
+            return await repo.get_organization(name)
+
+    async def list_organizations(self) -> list[Organization]:
+        """Every organization, by name."""
+        async with self.reading() as repo:
+            return await repo.list_organizations()
+
+    async def update_organization(
+        self, name: str, *, issuer: str | None = None, platform_org_id: str | None = None
+    ) -> Organization:
+        """Change an organization's issuer and/or platform org id."""
+        async with self.transaction() as repo:
+            return await repo.update_organization(
+                name, issuer=issuer, platform_org_id=platform_org_id
+            )
+
+    async def delete_organization(self, name: str) -> None:
+        """Remove an organization with its credentials and assignments."""
+        async with self.transaction() as repo:
+            await repo.delete_organization(name)
+
+    async def find_organization(self, issuer: str, platform_org_id: str) -> Organization | None:
+        """The organization of a platform token (hot path, unique index)."""
+        async with self.reading() as repo:
+            return await repo.find_organization(issuer, platform_org_id)
+
+    # -- credentials -----------------------------------------------------------------------
+
+    async def create_credential(
+        self,
+        organization: str,
+        name: str,
+        type: str,
+        *,
+        token: str = "passthrough",  # noqa: S107 -- a token mode, not a secret
+        audience: str | None = None,
+        settings: Mapping[str, object],
+        bound_claims: Mapping[str, str | list[str]] | None = None,
+    ) -> Credential:
+        """Add a typed credential; invalid settings are a 422 naming ``settings.<field>``."""
+        async with self.transaction() as repo:
+            return await repo.create_credential(
+                organization,
+                name,
+                type,
+                token=token,
+                audience=audience,
+                settings=settings,
+                bound_claims=bound_claims,
+            )
+
+    async def get_credential(self, organization: str, name: str) -> Credential:
+        """The named credential of an organization, or NotFound."""
+        async with self.reading() as repo:
+            return await repo.get_credential(organization, name)
+
+    async def list_credentials(self, organization: str) -> list[Credential]:
+        """Every credential of an organization, by name."""
+        async with self.reading() as repo:
+            return await repo.list_credentials(organization)
+
+    async def update_credential(
+        self,
+        organization: str,
+        name: str,
+        *,
+        type: str | Unset = UNSET,
+        token: str | Unset = UNSET,
+        audience: str | Unset | None = UNSET,
+        settings: Mapping[str, object] | Unset = UNSET,
+        bound_claims: Mapping[str, str | list[str]] | Unset = UNSET,
+    ) -> Credential:
+        """Change only the given fields (``settings`` replaced whole); revalidated as a whole."""
+        async with self.transaction() as repo:
+            return await repo.update_credential(
+                organization,
+                name,
+                type=type,
+                token=token,
+                audience=audience,
+                settings=settings,
+                bound_claims=bound_claims,
+            )
+
+    async def delete_credential(self, organization: str, name: str) -> None:
+        """Remove a credential and its assignments."""
+        async with self.transaction() as repo:
+            await repo.delete_credential(organization, name)
+
+    # -- assignments -----------------------------------------------------------------------
+
+    async def assign(
+        self, organization: str, project: str, credential: str
+    ) -> CredentialAssignment:
+        """Make a credential available to a project (idempotent)."""
+        async with self.transaction() as repo:
+            return await repo.assign(organization, project, credential)
+
+    async def assign_many(self, organization: str, pairs: Iterable[tuple[str, str]]) -> int:
+        """Assign many ``(project, credential)`` pairs at once; how many were new."""
+        async with self.transaction() as repo:
+            return await repo.assign_many(organization, pairs)
+
+    async def unassign(self, organization: str, project: str, credential: str) -> None:
+        """Take a credential away from a project; NotFound if it was not assigned."""
+        async with self.transaction() as repo:
+            await repo.unassign(organization, project, credential)
+
+    async def list_assignments(
+        self, organization: str, project: str | None = None
+    ) -> list[CredentialAssignment]:
+        """Assignments of an organization, optionally of one project."""
+        async with self.reading() as repo:
+            return await repo.list_assignments(organization, project)
+
+    async def assigned_credentials(self, organization_id: int, project: str) -> list[Credential]:
+        """Credentials assigned to a project, by name (hot path: one indexed query)."""
+        async with self.reading() as repo:
+            return await repo.assigned_credentials(organization_id, project)
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def record_audit(self, event: AuditEvent) -> None:
+        """Append an audit event; committed before this returns."""
+        async with self.transaction() as repo:
+            await repo.record_audit(event)
+
+    async def list_audit(
+        self,
+        *,
+        organization: str | None = None,
+        project: str | None = None,
+        credential: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[AuditEvent]:
+        """Audit events newest first; ``before_id`` is the last id of the previous page."""
+        async with self.reading() as repo:
+            return await repo.list_audit(
+                organization=organization,
+                project=project,
+                credential=credential,
+                outcome=outcome,
+                since=since,
+                until=until,
+                limit=limit,
+                before_id=before_id,
+            )

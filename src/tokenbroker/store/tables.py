@@ -1,0 +1,161 @@
+"""The schema as SQLAlchemy Core tables: what the queries are written against.
+
+Migrations in ``migrations/versions`` create the same schema; a test compares the two.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+# Named constraints, so migrations can refer to them on every database.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite has no 64-bit autoincrement type other than INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timestamp that goes in and comes out as an aware UTC ``datetime`` on every database."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Refuse naive datetimes; SQLite keeps no zone, so it gets naive UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Attach UTC where the database returned a naive value."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+organizations = Table(
+    "organizations",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("issuer", String(128), nullable=False),
+    Column("platform_org_id", String(256), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("name"),
+    # The exchange hot path: organization by (issuer, platform org id).
+    UniqueConstraint("issuer", "platform_org_id"),
+)
+
+credentials = Table(
+    "credentials",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "organization_id",
+        Id,
+        ForeignKey("organizations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(128), nullable=False),
+    Column("type", String(128), nullable=False),
+    Column("token", String(16), nullable=False),
+    Column("audience", String(1024), nullable=True),
+    Column("settings", JSON(), nullable=False),
+    Column("bound_claims", JSON(), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
+    UniqueConstraint("organization_id", "name"),
+)
+
+assignments = Table(
+    "assignments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column(
+        "organization_id",
+        Id,
+        ForeignKey("organizations.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("project", String(256), nullable=False),
+    Column(
+        "credential_id",
+        Id,
+        ForeignKey("credentials.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("created_at", UtcDateTime(), nullable=False),
+    # Its leading (organization_id, project) columns serve the exchange hot path.
+    UniqueConstraint("organization_id", "project", "credential_id"),
+    # Deleting a credential finds its assignments without a scan.
+    Index(None, "credential_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("time", UtcDateTime(), nullable=False),
+    Column("request_id", String(128), nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("reason", String(128), nullable=False),
+    Column("latency_ms", Float(), nullable=False),
+    Column("issuer", String(512), nullable=True),
+    # Names, not foreign keys: the trail outlives what it mentions.
+    Column("organization", String(128), nullable=True),
+    Column("project", String(256), nullable=True),
+    Column("subject", String(1024), nullable=True),
+    Column("credential", String(128), nullable=True),
+    Column("credential_type", String(128), nullable=True),
+    Column("token_fingerprint", String(128), nullable=True),
+    Column("client_address", String(128), nullable=True),
+    Index(None, "time"),
+    Index(None, "organization", "id"),
+    Index(None, "project", "id"),
+    Index(None, "credential", "id"),
+)
+
+signing_keys = Table(
+    "signing_keys",
+    metadata,
+    Column("kid", String(128), primary_key=True),
+    Column("alg", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("retired_at", UtcDateTime(), nullable=True),
+    Column("public_jwk", JSON(), nullable=False),
+    # The private JWK sealed with store.encryption_key (issuer/sealing.py), never plaintext.
+    Column("private_jwk_sealed", Text(), nullable=False),
+)

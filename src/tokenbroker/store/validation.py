@@ -1,0 +1,160 @@
+"""Checks on what the store is asked to keep: pure functions that raise UnprocessableEntity.
+
+The admin API feeds the store directly, so the store checks every field itself and names each
+problem (``settings.role``, ``bound_claims./repo``) the way the caller spelled it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import cast
+
+from pydantic import BaseModel, ValidationError
+
+from tokenbroker.backends import registry
+from tokenbroker.errors import UnprocessableEntity
+from tokenbroker.policy.models import BoundClaims, TokenMode
+
+# The same shape as config's `Name`, so TOML and the admin API accept the same names.
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_RULE = "must be 1-128 letters, digits, '_', '.' or '-', starting alphanumeric"
+TOKEN_MODES: tuple[TokenMode, ...] = ("passthrough", "mint")
+OUTCOMES = ("success", "denied", "error")
+MAX_TEXT = 256
+MAX_AUDIENCE = 1024
+MAX_BOUND_CLAIMS = 64
+MAX_BOUND_VALUES = 256
+MAX_AUDIT_PAGE = 1000
+
+
+@dataclass
+class Problems:
+    """Field problems collected before anything is written."""
+
+    items: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, field_name: str, message: str) -> None:
+        """Record one problem with one field."""
+        self.items.append({"field": field_name, "message": message})
+
+    def raise_if_any(self, reason: str, what: str) -> None:
+        """Raise a 422 naming every field (never their values) if anything was recorded."""
+        if self.items:
+            names = ", ".join(item["field"] for item in self.items)
+            raise UnprocessableEntity(
+                reason, f"{what} does not validate: {names}", details={"fields": self.items}
+            )
+
+
+def check_name(problems: Problems, field_name: str, value: object) -> None:
+    """A name of an organization, issuer or credential."""
+    if not isinstance(value, str) or not _NAME.match(value):
+        problems.add(field_name, NAME_RULE)
+
+
+def check_text(problems: Problems, field_name: str, value: object, limit: int = MAX_TEXT) -> None:
+    """A free identifier from a platform (org id, project id): 1..limit printable characters."""
+    if not isinstance(value, str) or not 1 <= len(value) <= limit:
+        problems.add(field_name, f"must be a string of 1-{limit} characters")
+    elif not value.isprintable():
+        problems.add(field_name, "must not contain control characters")
+
+
+def check_token_mode(problems: Problems, token: object, audience: object) -> None:
+    """``token`` is passthrough or mint; mint needs an audience; an audience is a short string."""
+    if token not in TOKEN_MODES:
+        problems.add("token", "must be 'passthrough' or 'mint'")
+    if audience is not None:
+        check_text(problems, "audience", audience, MAX_AUDIENCE)
+    elif token == "mint":
+        problems.add("audience", "is required when token is 'mint'")
+
+
+def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:
+    """Claim name (or JSON pointer) -> string or non-empty list of strings."""
+    if not isinstance(bound_claims, Mapping):
+        problems.add("bound_claims", "must be an object of claim -> string or list of strings")
+        return {}
+    if len(bound_claims) > MAX_BOUND_CLAIMS:
+        problems.add("bound_claims", f"must have at most {MAX_BOUND_CLAIMS} keys")
+    clean: dict[str, str | list[str]] = {}
+    for key, value in bound_claims.items():
+        if not isinstance(key, str) or not 1 <= len(key) <= MAX_TEXT:
+            problems.add("bound_claims", f"keys must be strings of 1-{MAX_TEXT} characters")
+            continue
+        where = f"bound_claims.{key}"
+        if key.startswith("/") and not _valid_json_pointer(key):
+            problems.add(where, "a key starting with '/' must be a JSON pointer ('~' as ~0 or ~1)")
+        if isinstance(value, str):
+            clean[key] = value
+        elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+            if not value:
+                problems.add(where, "a list must not be empty")
+            elif len(value) > MAX_BOUND_VALUES:
+                problems.add(where, f"a list must have at most {MAX_BOUND_VALUES} values")
+            clean[key] = list(cast(list[str], value))
+        else:
+            problems.add(where, "must be a string or a list of strings")
+    return clean
+
+
+def _valid_json_pointer(pointer: str) -> bool:
+    # RFC 6901: '~' only as the escapes ~0 ('~') and ~1 ('/').
+    return re.search(r"~(?![01])", pointer) is None
+
+
+def check_settings(problems: Problems, type_name: str, settings: object) -> dict[str, object]:
+    """Validate settings with the credential type's schema; the JSON form of the result."""
+    try:
+        model = registry.settings_model_for(type_name)
+    except registry.UnknownCredentialType:
+        known = ", ".join(registry.credential_types()) or "none"
+        problems.add("type", f"unknown credential type; installed types: {known}")
+        return {}
+    except registry.BackendUnavailable as exc:
+        problems.add("type", str(exc))
+        return {}
+    if not isinstance(settings, Mapping):
+        problems.add("settings", "must be an object")
+        return {}
+    try:
+        validated: BaseModel = model.model_validate(dict(settings))
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False, include_input=False, include_context=False):
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.add(_settings_location(error["loc"]), message)
+        return {}
+    dumped: dict[str, object] = validated.model_dump(mode="json")
+    return dumped
+
+
+def _settings_location(loc: tuple[int | str, ...]) -> str:
+    out = "settings"
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def check_audit_query(
+    *,
+    outcome: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    before_id: int | None,
+) -> None:
+    """Filters of an audit listing."""
+    problems = Problems()
+    if outcome is not None and outcome not in OUTCOMES:
+        problems.add("outcome", f"must be one of {', '.join(OUTCOMES)}")
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+            problems.add(name, "must carry a timezone")
+    if isinstance(limit, bool) or not 1 <= limit <= MAX_AUDIT_PAGE:
+        problems.add("limit", f"must be 1-{MAX_AUDIT_PAGE}")
+    if before_id is not None and (isinstance(before_id, bool) or before_id < 1):
+        problems.add("before_id", "must be a positive integer")
+    problems.raise_if_any("invalid_audit_query", "audit query")

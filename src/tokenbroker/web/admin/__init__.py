@@ -1,0 +1,20 @@
+"""The admin API under ``/v1/admin``: a sub-app with its own bearer-token middleware.
+
+Errors raised here are mapped by the main app's error middleware, which aiohttp runs around a
+sub-app's handlers too.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from tokenbroker.config.models import Settings
+from tokenbroker.web.admin.auth import admin_auth_middleware
+from tokenbroker.web.admin.routes import routes
+
+
+def create_admin_app(settings: Settings) -> web.Application:
+    """Build the admin sub-app; mount it with ``app.add_subapp("/v1/admin", ...)``."""
+    app = web.Application(middlewares=[admin_auth_middleware(settings.admin.tokens)])
+    app.add_routes(routes)
+    return app

@@ -1,0 +1,1 @@
+"""Backend tests, against real servers."""

@@ -1,0 +1,142 @@
+"""Config: TOML into validated models, env overrides, one line per problem."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tokenbroker.config import load_settings, parse_settings
+from tokenbroker.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ISSUER = {
+    "name": "env0",
+    "issuer": "https://login.app.env0.com/",
+    "audiences": ["https://prod.env0.com"],
+    "profile": "env0",
+}
+
+
+def problems_of(raw: dict[str, object], environ: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_settings(raw, environ or {})
+    return caught.value.problems
+
+
+def test_the_example_config_is_valid() -> None:
+    settings = load_settings(ROOT / "config.example.toml", {})
+    assert [issuer.name for issuer in settings.issuers] == ["env0", "circleci-acme"]
+    assert settings.credentials[0].settings["role"] == "env0-deployer"
+
+
+def test_a_plain_http_jwks_uri_is_named_with_its_index() -> None:
+    bad = {**ISSUER, "name": "b", "issuer": "https://b.example", "jwks_uri": "http://b.example/j"}
+    assert problems_of({"issuers": [ISSUER, bad]}) == ["issuers[1].jwks_uri: not an https URL"]
+
+
+def test_loopback_http_is_allowed_for_the_local_stack() -> None:
+    local = {**ISSUER, "issuer": "http://127.0.0.1:8401/env0", "jwks_uri": "http://[::1]:1/j"}
+    settings = parse_settings({"issuers": [local]}, {})
+    assert settings.issuers[0].jwks_uri == "http://[::1]:1/j"
+
+
+def test_every_problem_gets_its_own_line() -> None:
+    bad = {"name": "x", "issuer": "ftp://x", "audiences": [], "profile": "nope"}
+    problems = problems_of({"issuers": [bad], "server": {"port": 70000}})
+    assert problems == [
+        "server.port: Input should be less than or equal to 65535",
+        "issuers[0].issuer: not an https URL",
+        "issuers[0].audiences: List should have at least 1 item after validation, not 0",
+        "issuers[0].profile: Input should be 'env0', 'circleci', 'gitpod', 'github' or 'generic'",
+    ]
+
+
+def test_hs256_is_never_an_allowed_algorithm() -> None:
+    assert problems_of({"issuers": [{**ISSUER, "algorithms": ["HS256"]}]}) == [
+        "issuers[0].algorithms: algorithm 'HS256' is not allowed (asymmetric algorithms only)"
+    ]
+
+
+def test_unknown_keys_are_refused() -> None:
+    assert problems_of({"server": {"prot": 1}}) == ["server.prot: Extra inputs are not permitted"]
+
+
+def test_references_between_sections_must_resolve() -> None:
+    problems = problems_of(
+        {
+            "issuers": [ISSUER],
+            "organizations": [{"name": "acme", "issuer": "github", "platform_org_id": "1"}],
+            "credentials": [{"organization": "acme", "name": "v", "type": "vault_oidc"}],
+            "assignments": [{"organization": "acme", "project": "p", "credentials": ["nope"]}],
+        }
+    )
+    assert problems == [
+        "organizations[0].issuer: no issuer named 'github'",
+        "assignments[0].credentials: no credential named 'nope' in organization 'acme'",
+    ]
+
+
+def test_mint_credentials_need_an_audience() -> None:
+    problems = problems_of(
+        {
+            "issuers": [ISSUER],
+            "organizations": [{"name": "acme", "issuer": "env0", "platform_org_id": "1"}],
+            "credentials": [
+                {"organization": "acme", "name": "v", "type": "vault_oidc", "token": "mint"}
+            ],
+        }
+    )
+    assert problems == ["credentials[0]: audience is required when token = 'mint'"]
+
+
+def test_admin_tokens_must_be_hashed() -> None:
+    assert problems_of({"admin": {"tokens": ["plain-secret"]}}) == [
+        "admin.tokens: admin tokens must be given as 'sha256:<64 hex digits>'"
+    ]
+
+
+def test_environment_overrides_a_key_of_a_section() -> None:
+    settings = parse_settings(
+        {"server": {"port": 1}},
+        {"TOKENBROKER_SERVER__PORT": "9000", "TOKENBROKER_LOGGING__FORMAT": "json"},
+    )
+    assert (settings.server.port, settings.logging.format) == (9000, "json")
+
+
+def test_client_variables_with_the_prefix_are_not_config() -> None:
+    settings = parse_settings({}, {"TOKENBROKER_URL": "x", "TOKENBROKER_PLATFORM_TOKEN": "y"})
+    assert settings.server.port == 8400
+
+
+def test_a_bad_override_is_reported_like_a_bad_key() -> None:
+    assert problems_of({}, {"TOKENBROKER_SERVER__PORT": "many"}) == [
+        "server.port: Input should be a valid integer, unable to parse string as an integer"
+    ]
+
+
+def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("[server\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, {})
+    assert len(caught.value.problems) == 1
+    assert "not valid TOML" in caught.value.problems[0]
+
+
+def test_serve_with_a_bad_config_prints_the_problems_and_no_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[[issuers]]\nname = "x"\nissuer = "http://example.com"\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "tokenbroker", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "issuers[0].issuer: not an https URL" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,1 @@
+"""Small fake servers that echo what they were asked, so tests can assert it."""

@@ -1,0 +1,33 @@
+"""Helpers shared by the store tests."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from tokenbroker.policy.models import Credential, CredentialAssignment, Organization
+from tokenbroker.store import Store
+
+VAULT_SETTINGS: Mapping[str, object] = {"address": "https://vault.example.com", "role": "deploy"}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything the store holds, for 'unchanged after a failure' checks."""
+
+    organizations: list[Organization]
+    credentials: list[Credential]
+    assignments: list[CredentialAssignment]
+    audit_ids: list[int | None]
+
+
+async def snapshot(store: Store) -> Snapshot:
+    """Read the whole store."""
+    organizations = await store.list_organizations()
+    credentials: list[Credential] = []
+    assignments: list[CredentialAssignment] = []
+    for org in organizations:
+        credentials += await store.list_credentials(org.name)
+        assignments += await store.list_assignments(org.name)
+    audit = await store.list_audit(limit=1000)
+    return Snapshot(organizations, credentials, assignments, [e.id for e in audit])

@@ -1,0 +1,169 @@
+"""Declarative config: TOML organizations, credentials and assignments applied to the store."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.store.helpers import VAULT_SETTINGS, snapshot
+from tokenbroker.config import Settings, parse_settings
+from tokenbroker.errors import ConfigError
+from tokenbroker.store import Store
+from tokenbroker.store.declarative import apply_declarative
+
+_ISSUER = {
+    "name": "env0",
+    "issuer": "https://login.app.env0.com/",
+    "audiences": ["https://prod.env0.com"],
+    "profile": "env0",
+}
+
+
+def _config(prune: bool = False, **sections: Any) -> Settings:
+    raw: dict[str, Any] = {
+        "store": {"prune_declarative": prune},
+        "issuers": [_ISSUER],
+        "organizations": [{"name": "acme", "issuer": "env0", "platform_org_id": "org-uuid-1"}],
+        "credentials": [
+            {
+                "organization": "acme",
+                "name": "prod-vault",
+                "type": "vault_oidc",
+                "settings": dict(VAULT_SETTINGS),
+                "bound_claims": {"environmentId": "env-1"},
+            }
+        ],
+        "assignments": [
+            {"organization": "acme", "project": "project-1", "credentials": ["prod-vault"]}
+        ],
+    }
+    raw.update(sections)
+    return parse_settings(raw, {})
+
+
+async def test_applying_creates_everything_declared(store: Store) -> None:
+    await apply_declarative(store, _config())
+    acme = await store.get_organization("acme")
+    assert acme.platform_org_id == "org-uuid-1"
+    (credential,) = await store.assigned_credentials(acme.id, "project-1")
+    assert credential.name == "prod-vault"
+    assert credential.bound_claims == {"environmentId": "env-1"}
+    assert credential.settings["auth_path"] == "jwt"
+
+
+async def test_applying_twice_changes_nothing(store: Store) -> None:
+    await apply_declarative(store, _config())
+    first = await snapshot(store)
+    await apply_declarative(store, _config())
+    assert await snapshot(store) == first
+
+
+async def test_applying_updates_what_differs(store: Store) -> None:
+    await apply_declarative(store, _config())
+    changed = _config(
+        organizations=[{"name": "acme", "issuer": "env0", "platform_org_id": "org-uuid-2"}],
+        credentials=[
+            {
+                "organization": "acme",
+                "name": "prod-vault",
+                "type": "vault_oidc",
+                "token": "mint",
+                "audience": "vault",
+                "settings": {**VAULT_SETTINGS, "namespace": "team-a"},
+            }
+        ],
+    )
+    await apply_declarative(store, changed)
+    assert (await store.get_organization("acme")).platform_org_id == "org-uuid-2"
+    credential = await store.get_credential("acme", "prod-vault")
+    assert (credential.token, credential.audience) == ("mint", "vault")
+    assert credential.settings["namespace"] == "team-a"
+    assert credential.bound_claims == {}
+
+
+async def test_entries_made_outside_the_config_stay_when_it_does_not_own_the_store(
+    store: Store,
+) -> None:
+    await apply_declarative(store, _config())
+    await store.create_organization("api-made", "env0", "org-uuid-9")
+    await store.create_credential("acme", "api-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.assign("acme", "project-2", "api-vault")
+    await store.assign("acme", "project-2", "prod-vault")
+    await apply_declarative(store, _config(credentials=[], assignments=[]))
+    assert {o.name for o in await store.list_organizations()} == {"acme", "api-made"}
+    assert {c.name for c in await store.list_credentials("acme")} == {"prod-vault", "api-vault"}
+    assert len(await store.list_assignments("acme")) == 3
+
+
+async def test_entries_absent_from_the_config_are_removed_when_it_owns_the_store(
+    store: Store,
+) -> None:
+    await apply_declarative(store, _config())
+    await store.create_organization("api-made", "env0", "org-uuid-9")
+    await store.create_credential("acme", "api-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.assign("acme", "project-2", "api-vault")
+    await store.assign("acme", "project-2", "prod-vault")
+    await apply_declarative(store, _config(prune=True))
+    assert [o.name for o in await store.list_organizations()] == ["acme"]
+    assert [c.name for c in await store.list_credentials("acme")] == ["prod-vault"]
+    assert [(a.project, a.credential) for a in await store.list_assignments("acme")] == [
+        ("project-1", "prod-vault")
+    ]
+
+
+async def test_invalid_credential_settings_name_the_entry_and_field_and_change_nothing(
+    store: Store,
+) -> None:
+    config = _config(
+        credentials=[
+            {
+                "organization": "acme",
+                "name": "a",
+                "type": "vault_oidc",
+                "settings": dict(VAULT_SETTINGS),
+            },
+            {
+                "organization": "acme",
+                "name": "b",
+                "type": "vault_oidc",
+                "settings": {"address": "https://v", "rol": "x"},
+            },
+        ],
+        assignments=[],
+    )
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, config)
+    assert caught.value.problems == [
+        "credentials[1].settings.role: Field required",
+        "credentials[1].settings.rol: Extra inputs are not permitted",
+    ]
+    assert await store.list_organizations() == []
+
+
+async def test_unknown_credential_type_names_the_entry(store: Store) -> None:
+    config = _config(
+        credentials=[{"organization": "acme", "name": "a", "type": "no_such_type", "settings": {}}],
+        assignments=[],
+    )
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, config)
+    assert caught.value.problems[0].startswith("credentials[0].type: unknown credential type")
+
+
+async def test_a_store_conflict_names_the_entry_and_rolls_back_the_whole_apply(
+    store: Store,
+) -> None:
+    await store.create_organization("api-made", "env0", "org-uuid-7")
+    before = await snapshot(store)
+    config = _config(
+        organizations=[
+            {"name": "acme", "issuer": "env0", "platform_org_id": "org-uuid-1"},
+            {"name": "beta", "issuer": "env0", "platform_org_id": "org-uuid-7"},
+        ]
+    )
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, config)
+    assert caught.value.problems[0].startswith("organizations[1]: ")
+    # acme, created before beta failed, is gone with the rest of the transaction.
+    assert await snapshot(store) == before

@@ -1,0 +1,1 @@
+"""Reusable test fixtures: real servers and their set-up."""

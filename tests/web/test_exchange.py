@@ -1,0 +1,457 @@
+"""POST /v1/exchange end to end: dev platform issuer -> broker -> a real OpenBao dev server.
+
+The flow of env0's Vault guide: an env0-shaped token, really signed, is exchanged through the
+broker, and the VAULT_TOKEN it returns writes and reads a KV secret.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import uuid
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from pytest_aiohttp import AiohttpClient, AiohttpServer
+from tests.fakes.vault import FakeVault, Reply
+from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth_in_thread
+from tests.support.platform import ServedDevIssuer
+
+from tokenbroker.config import parse_settings
+from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE
+from tokenbroker.web import keys
+from tokenbroker.web.app import create_app
+
+ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
+OTHER_ORG = "0b9d3a7e-1111-4222-8333-444455556666"
+PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
+UNASSIGNED_PROJECT = "9f0e8d7c-0000-4000-8000-0000000000aa"
+PROD_ENV = "9c3ca3cf-870d-4db4-9c60-5adf37faab45"
+ROLE = "env0-deployer"
+POLICY = "env0-access"
+KV = "secrets-for-env0"
+MINT_AUDIENCE = "vault-via-broker"
+
+pytestmark = pytest.mark.openbao
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Broker:
+    """A running broker wired to a dev platform issuer and a configured OpenBao."""
+
+    client: TestClient[web.Request, web.Application]
+    issuer: ServedDevIssuer
+    openbao: OpenBaoDevServer
+    fake_vault: FakeVault
+
+    def token(self, *, org: str = ORG, project: str = PROJECT, **kw: object) -> str:
+        return self.issuer.mint("env0", org=org, project=project, **kw)  # type: ignore[arg-type]
+
+    async def exchange(
+        self, token: str | None, credential: str | None = None, *, query: str = ""
+    ) -> aiohttp.ClientResponse:
+        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        body = {"credential": credential} if credential is not None else None
+        return await self.client.post(f"/v1/exchange{query}", json=body, headers=headers)
+
+    @property
+    def app(self) -> web.Application:
+        return self.client.server.app
+
+
+def vault_credential(name: str, address: str, path: str, **extra: object) -> dict[str, object]:
+    settings = {"address": address, "role": ROLE, "auth_path": path, "timeout_seconds": 2}
+    settings.update(extra.pop("settings", {}))  # type: ignore[call-overload]
+    return {
+        "organization": "acme",
+        "name": name,
+        "type": "vault_oidc",
+        "settings": settings,
+        **extra,
+    }
+
+
+@pytest.fixture
+async def broker(
+    tmp_path: object,
+    dev_issuer: ServedDevIssuer,
+    openbao: OpenBaoDevServer,
+    aiohttp_server: AiohttpServer,
+    aiohttp_client: AiohttpClient,
+) -> Broker:
+    suffix = uuid.uuid4().hex[:8]
+    passthrough_path, mint_path = f"env0-{suffix}", f"broker-{suffix}"
+    port = free_port()
+    public_url = f"http://127.0.0.1:{port}"
+    # Every call to the fake stalls: the slow Vault.
+    fake_vault = FakeVault(default=Reply(stall=True))
+    fake_server = await aiohttp_server(fake_vault.app())
+    fake_address = str(fake_server.make_url("")).rstrip("/")
+    issuer = dev_issuer.issuer_settings("env0")
+    settings = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path), "public_url": public_url, "port": port},
+            "issuers": [issuer.model_dump(mode="json")],
+            "organizations": [
+                {"name": "acme", "issuer": issuer.name, "platform_org_id": ORG},
+            ],
+            "credentials": [
+                vault_credential("prod-vault", openbao.address, passthrough_path),
+                vault_credential(
+                    "minted-vault",
+                    openbao.address,
+                    mint_path,
+                    token="mint",
+                    audience=MINT_AUDIENCE,
+                ),
+                vault_credential(
+                    "prod-only-vault",
+                    openbao.address,
+                    passthrough_path,
+                    bound_claims={"environmentId": PROD_ENV, "/aud/0": "https://prod.*"},
+                ),
+                vault_credential(
+                    "wrong-role-vault",
+                    openbao.address,
+                    passthrough_path,
+                    settings={"role": "no-such-role"},
+                ),
+                vault_credential(
+                    "down-vault",
+                    f"http://127.0.0.1:{free_port()}",
+                    "jwt",
+                    settings={"max_retries": 1},
+                ),
+                vault_credential(
+                    "slow-vault", fake_address, "jwt", settings={"timeout_seconds": 1}
+                ),
+                vault_credential("unassigned-vault", openbao.address, passthrough_path),
+            ],
+            "assignments": [
+                {
+                    "organization": "acme",
+                    "project": PROJECT,
+                    "credentials": [
+                        "prod-vault",
+                        "minted-vault",
+                        "prod-only-vault",
+                        "wrong-role-vault",
+                        "down-vault",
+                        "slow-vault",
+                    ],
+                },
+            ],
+        },
+        {},
+    )
+    server = TestServer(create_app(settings), port=port)
+    client = await aiohttp_client(server)
+    vault_admin = openbao.client()
+    await configure_jwt_auth_in_thread(
+        vault_admin,
+        path=passthrough_path,
+        jwks_url=dev_issuer.jwks_url("env0"),
+        bound_issuer=dev_issuer.issuer_url("env0"),
+        role=ROLE,
+        bound_audiences=[ENV0_AUDIENCE],
+        bound_claims={"organizationId": ORG, "apiKeyType": "oidc"},
+        policies=[POLICY],
+        kv_mount=KV,
+    )
+    await configure_jwt_auth_in_thread(
+        vault_admin,
+        path=mint_path,
+        jwks_url=f"{public_url}/.well-known/jwks.json",
+        bound_issuer=public_url,
+        role=ROLE,
+        bound_audiences=[MINT_AUDIENCE],
+        bound_claims={"organizationId": ORG},
+        policies=[POLICY],
+        kv_mount=KV,
+    )
+    return Broker(client, dev_issuer, openbao, fake_vault)
+
+
+async def assert_error(
+    response: aiohttp.ClientResponse, status: int, error: str, reason: str
+) -> dict[str, object]:
+    body: dict[str, object] = await response.json()
+    assert (response.status, body["error"], body["reason"]) == (status, error, reason), body
+    assert body["request_id"] == response.headers["X-Request-Id"]
+    return body
+
+
+def kv_round_trip(broker: Broker, vault_token: str) -> object:
+    runner = broker.openbao.client(token=vault_token)
+    runner.secrets.kv.v2.create_or_update_secret(
+        path="creds", secret={"password": "p4ss"}, mount_point=KV
+    )
+    read = runner.secrets.kv.v2.read_secret_version(
+        path="creds", mount_point=KV, raise_on_deleted_version=True
+    )
+    return read["data"]["data"]
+
+
+async def test_an_env0_token_gets_a_vault_token_that_writes_and_reads_kv(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), "prod-vault")
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    body = await response.json()
+    assert (body["credential"], body["type"]) == ("prod-vault", "vault_oidc")
+    assert body["values"]["VAULT_ADDR"] == broker.openbao.address
+    assert POLICY in body["metadata"]["policies"]
+    assert body["expires_at"].endswith("Z")
+    assert kv_round_trip(broker, body["values"]["VAULT_TOKEN"]) == {"password": "p4ss"}
+
+
+async def test_a_mint_credential_logs_in_with_a_broker_signed_token(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), "minted-vault")
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert kv_round_trip(broker, body["values"]["VAULT_TOKEN"]) == {"password": "p4ss"}
+
+
+async def test_env_and_shell_formats_carry_the_vault_values(broker: Broker) -> None:
+    token = broker.token()
+    env = await (await broker.exchange(token, "prod-vault", query="?format=env")).text()
+    shell = await (await broker.exchange(token, "prod-vault", query="?format=shell")).text()
+    env_values = dict(line.split("=", 1) for line in env.splitlines())
+    assert set(env_values) == {"VAULT_ADDR", "VAULT_TOKEN"}
+    assert f"export VAULT_TOKEN='{env_values['VAULT_TOKEN']}'" in shell.splitlines()
+
+
+async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Broker) -> None:
+    token = broker.token()
+    first = await (await broker.exchange(token, "prod-vault")).json()
+    second = await (await broker.exchange(token, "prod-vault")).json()
+    other = await (await broker.exchange(broker.token(), "prod-vault")).json()
+    assert first["values"]["VAULT_TOKEN"] == second["values"]["VAULT_TOKEN"]
+    assert other["values"]["VAULT_TOKEN"] != first["values"]["VAULT_TOKEN"]
+    events = await broker.app[keys.STORE].list_audit(credential="prod-vault")
+    assert sorted(event.reason for event in events) == ["issued", "issued", "reused"]
+
+
+async def test_the_only_assigned_credential_needs_no_name_but_several_do(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), None)
+    body = await assert_error(response, 400, "invalid_request", "credential_required")
+    assert "prod-vault" in str(body["error_description"])
+
+
+async def test_a_token_of_another_organization_is_denied(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(org=OTHER_ORG), "prod-vault")
+    await assert_error(response, 403, "access_denied", "organization_unknown")
+
+
+async def test_a_project_without_assignments_is_denied(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(project=UNASSIGNED_PROJECT), "prod-vault")
+    await assert_error(response, 403, "access_denied", "project_not_assigned")
+
+
+async def test_a_credential_not_assigned_to_the_project_is_denied_listing_the_choices(
+    broker: Broker,
+) -> None:
+    response = await broker.exchange(broker.token(), "unassigned-vault")
+    body = await assert_error(response, 403, "access_denied", "credential_not_assigned")
+    assert "prod-vault" in str(body["error_description"])
+
+
+async def test_a_bound_claim_mismatch_is_denied_at_the_broker(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(environment="staging-env"), "prod-only-vault")
+    body = await assert_error(response, 403, "access_denied", "bound_claims_mismatch")
+    assert "environmentId" in str(body["error_description"])
+
+
+async def test_matching_bound_claims_are_allowed(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(environment=PROD_ENV), "prod-only-vault")
+    assert response.status == 200
+
+
+async def test_a_role_mismatch_at_vault_passes_on_vaults_reason(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), "wrong-role-vault")
+    body = await assert_error(response, 403, "access_denied", "backend_refused")
+    assert "no-such-role" in str(body["error_description"])
+
+
+async def test_vault_down_is_a_502(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), "down-vault")
+    await assert_error(response, 502, "upstream_error", "backend_unreachable")
+
+
+async def test_vault_slow_is_a_504(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), "slow-vault")
+    await assert_error(response, 504, "upstream_timeout", "backend_timeout")
+
+
+async def test_dry_run_explains_each_check_and_calls_no_backend(broker: Broker) -> None:
+    response = await broker.exchange(
+        broker.token(environment="staging-env"), "slow-vault", query="?dry_run=true"
+    )
+    trace = await response.json()
+    assert response.status == 200
+    assert trace["allowed"] is True
+    assert [check["check"] for check in trace["checks"]] == [
+        "token",
+        "identity",
+        "organization",
+        "assignment",
+        "bound_claims",
+    ]
+    assert broker.fake_vault.requests == []
+
+
+async def test_dry_run_shows_expected_and_actual_bound_claim_values(broker: Broker) -> None:
+    response = await broker.exchange(
+        broker.token(environment="staging-env"), "prod-only-vault", query="?dry_run=true"
+    )
+    trace = await response.json()
+    assert (trace["allowed"], trace["reason"]) == (False, "bound_claims_mismatch")
+    bound = trace["checks"][-1]
+    assert bound["ok"] is False
+    by_claim = {entry["claim"]: entry for entry in bound["claims"]}
+    assert by_claim["environmentId"]["expected"] == [PROD_ENV]
+    assert by_claim["environmentId"]["actual"] == "staging-env"
+    assert by_claim["environmentId"]["matched"] is False
+    assert by_claim["/aud/0"]["matched"] is True
+
+
+async def test_dry_run_of_a_bad_token_names_the_failed_check(broker: Broker) -> None:
+    response = await broker.exchange("not.a.jwt", "prod-vault", query="?dry_run=true")
+    trace = await response.json()
+    assert trace["allowed"] is False
+    assert trace["checks"] == [
+        {
+            "check": "token",
+            "ok": False,
+            "detail": trace["error_description"],
+            "reason": "token_malformed",
+        }
+    ]
+
+
+async def test_no_bearer_token_is_a_401(broker: Broker) -> None:
+    await assert_error(
+        await broker.exchange(None, "prod-vault"), 401, "invalid_token", "token_missing"
+    )
+
+
+async def test_an_expired_token_is_a_401(broker: Broker) -> None:
+    token = broker.token(lifetime_seconds=1, issued_at=broker.issuer.clock.now() - 3600)
+    await assert_error(
+        await broker.exchange(token, "prod-vault"), 401, "invalid_token", "token_expired"
+    )
+
+
+async def test_a_malformed_body_is_a_400(broker: Broker) -> None:
+    response = await broker.client.post(
+        "/v1/exchange", data=b"{nope", headers={"Authorization": f"Bearer {broker.token()}"}
+    )
+    await assert_error(response, 400, "invalid_request", "body_malformed")
+
+
+async def test_an_oversized_body_is_a_413(broker: Broker) -> None:
+    response = await broker.client.post(
+        "/v1/exchange",
+        data=b"{" + b" " * 70_000 + b"}",
+        headers={"Authorization": f"Bearer {broker.token()}"},
+    )
+    body = await response.json()
+    assert (response.status, body["error"]) == (413, "payload_too_large")
+
+
+async def test_an_unknown_format_is_a_400(broker: Broker) -> None:
+    response = await broker.exchange(broker.token(), "prod-vault", query="?format=yaml")
+    await assert_error(response, 400, "invalid_request", "unknown_format")
+
+
+async def test_every_decision_is_audited_without_a_secret(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = broker.token()
+    ok = await (await broker.exchange(token, "prod-vault")).json()
+    minted = await (await broker.exchange(token, "minted-vault")).json()
+    await broker.exchange(token, "wrong-role-vault")
+    await broker.exchange(token, "prod-only-vault")
+    events = await broker.app[keys.STORE].list_audit()
+    assert sorted((e.credential, e.outcome) for e in events) == [
+        ("minted-vault", "success"),
+        ("prod-only-vault", "denied"),
+        ("prod-vault", "success"),
+        ("wrong-role-vault", "denied"),
+    ]
+    assert all(e.token_fingerprint and e.token_fingerprint.startswith("sha256:") for e in events)
+    secrets = [
+        token,
+        *token.split("."),
+        ok["values"]["VAULT_TOKEN"],
+        minted["values"]["VAULT_TOKEN"],
+    ]
+    captured = "\n".join(
+        [r.getMessage() + json.dumps(vars(r), default=str) for r in caplog.records]
+        + [repr(e) for e in events]
+    )
+    for secret in secrets:
+        assert secret not in captured
+
+
+async def test_metrics_count_exchanges_by_type_and_outcome(broker: Broker) -> None:
+    await broker.exchange(broker.token(), "prod-vault")
+    await broker.exchange(broker.token(), "wrong-role-vault")
+    text = await (await broker.client.get("/metrics")).text()
+    assert 'tokenbroker_exchanges_total{credential_type="vault_oidc",outcome="success"} 1.0' in text
+    assert 'tokenbroker_exchanges_total{credential_type="vault_oidc",outcome="denied"} 1.0' in text
+    assert "tokenbroker_backend_seconds_bucket" in text
+    assert 'tokenbroker_jwks_fetches_total{issuer="dev-env0"' in text
+
+
+async def test_oauth2_token_exchange_returns_the_vault_token(broker: Broker) -> None:
+    response = await broker.client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": broker.token(),
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "audience": "prod-vault",
+        },
+    )
+    body = await response.json()
+    assert response.status == 200, body
+    assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
+    assert body["token_type"] == "Bearer"
+    assert 0 < body["expires_in"] <= 3600 * 24 * 32
+    assert kv_round_trip(broker, body["access_token"]) == {"password": "p4ss"}
+
+
+@pytest.mark.parametrize(
+    ("form", "error"),
+    [
+        ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+        ({"subject_token_type": "urn:ietf:params:oauth:token-type:saml2"}, "invalid_request"),
+        ({"subject_token": "not.a.jwt"}, "invalid_grant"),
+        ({"audience": "unassigned-vault"}, "invalid_target"),
+    ],
+)
+async def test_oauth2_token_errors_use_rfc_6749_codes(
+    broker: Broker, form: dict[str, str], error: str
+) -> None:
+    data = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+        "subject_token": broker.token(),
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "audience": "prod-vault",
+        **form,
+    }
+    response = await broker.client.post("/oauth2/token", data=data)
+    body = await response.json()
+    assert (response.status, body["error"]) == (400, error)
