@@ -17,6 +17,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenbroker.store import Store
@@ -88,7 +89,54 @@ async def _measure(stores: dict[str, Store], iterations: int) -> dict[str, list[
     return samples
 
 
-async def run(iterations: int) -> dict[str, object]:
+@dataclass(frozen=True)
+class GrowthReport:
+    """One run's measurements; ``ratio`` is large / small of the median lookup latency."""
+
+    iterations: int
+    fill_seconds: float
+    assignments: dict[str, int]
+    median_us: dict[str, float]
+    p90_us: dict[str, float]
+
+    @property
+    def ratio(self) -> float:
+        """How much slower the lookup is with 100,000 assignments than with 10."""
+        return self.median_us["large"] / self.median_us["small"]
+
+    def as_json(self) -> dict[str, object]:
+        """The report as printed JSON."""
+        return {
+            "benchmark": "store_growth",
+            "lookup": "find_organization + assigned_credentials (SQLite)",
+            "iterations": self.iterations,
+            "fill_seconds": round(self.fill_seconds, 2),
+            "assignments": self.assignments,
+            "median_us": {k: round(v, 1) for k, v in self.median_us.items()},
+            "p90_us": {k: round(v, 1) for k, v in self.p90_us.items()},
+            "ratio_large_to_small": round(self.ratio, 3),
+            "target_ratio": TARGET_RATIO,
+            "within_target": self.ratio <= TARGET_RATIO,
+        }
+
+    def table(self) -> str:
+        """The report as a small text table."""
+        rows = [
+            f"{name:<8}{self.assignments[name]:>14,}"
+            f"{self.median_us[name]:>12.1f}{self.p90_us[name]:>10.1f}"
+            for name in ("small", "large")
+        ]
+        verdict = "met" if self.ratio <= TARGET_RATIO else "NOT met"
+        return "\n".join(
+            [
+                f"{'store':<8}{'assignments':>14}{'median µs':>12}{'p90 µs':>10}",
+                *rows,
+                f"ratio large/small: {self.ratio:.3f}x (target <= {TARGET_RATIO}x: {verdict})",
+            ]
+        )
+
+
+async def run(iterations: int) -> GrowthReport:
     """Fill both stores, time the lookup on each, return the report."""
     with tempfile.TemporaryDirectory(prefix="tb-bench-") as directory:
         fill_started = time.perf_counter()
@@ -98,7 +146,7 @@ async def run(iterations: int) -> dict[str, object]:
         }
         fill_seconds = time.perf_counter() - fill_started
         try:
-            counts = {}
+            counts: dict[str, int] = {}
             for name, store in stores.items():
                 async with store.reading() as repo:
                     counts[name] = await repo.count("assignments")
@@ -106,40 +154,13 @@ async def run(iterations: int) -> dict[str, object]:
         finally:
             for store in stores.values():
                 await store.close()
-    medians = {name: statistics.median(values) / 1000 for name, values in samples.items()}
-    p90 = {
-        name: statistics.quantiles(values, n=10)[-1] / 1000 for name, values in samples.items()
-    }
-    ratio = medians["large"] / medians["small"]
-    return {
-        "benchmark": "store_growth",
-        "lookup": "find_organization + assigned_credentials (SQLite)",
-        "iterations": iterations,
-        "fill_seconds": round(fill_seconds, 2),
-        "assignments": counts,
-        "median_us": {k: round(v, 1) for k, v in medians.items()},
-        "p90_us": {k: round(v, 1) for k, v in p90.items()},
-        "ratio_large_to_small": round(ratio, 3),
-        "target_ratio": TARGET_RATIO,
-        "within_target": ratio <= TARGET_RATIO,
-    }
-
-
-def _table(report: dict[str, object]) -> str:
-    counts = report["assignments"]
-    medians = report["median_us"]
-    p90 = report["p90_us"]
-    assert isinstance(counts, dict) and isinstance(medians, dict) and isinstance(p90, dict)
-    lines = [
-        f"{'store':<8}{'assignments':>14}{'median µs':>12}{'p90 µs':>10}",
-        *(
-            f"{name:<8}{counts[name]:>14,}{medians[name]:>12.1f}{p90[name]:>10.1f}"
-            for name in ("small", "large")
-        ),
-        f"ratio large/small: {report['ratio_large_to_small']}x "
-        f"(target <= {TARGET_RATIO}x: {'met' if report['within_target'] else 'NOT met'})",
-    ]
-    return "\n".join(lines)
+    return GrowthReport(
+        iterations=iterations,
+        fill_seconds=fill_seconds,
+        assignments=counts,
+        median_us={name: statistics.median(v) / 1000 for name, v in samples.items()},
+        p90_us={name: statistics.quantiles(v, n=10)[-1] / 1000 for name, v in samples.items()},
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report = asyncio.run(run(max(args.iterations, 100)))
     if not args.json_only:
-        print(_table(report))
-    print(json.dumps(report, sort_keys=True))
+        print(report.table())
+    print(json.dumps(report.as_json(), sort_keys=True))
     return 0
 
 

@@ -53,3 +53,10 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    # At DEBUG, botocore logs whole request and response bodies: the web identity token and
+    # the AWS secret key among them. Those loggers never go below INFO, whatever the level.
+    for name in _BODY_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.getLevelName(level), logging.INFO))
+
+
+_BODY_LOGGERS = ("botocore", "boto3", "urllib3")

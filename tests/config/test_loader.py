@@ -140,3 +140,10 @@ def test_serve_with_a_bad_config_prints_the_problems_and_no_traceback(tmp_path: 
     assert result.returncode == 1
     assert "issuers[0].issuer: not an https URL" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unusable_generic_profile_options_are_config_problems() -> None:
+    generic = {**ISSUER, "profile": "generic", "options": {"project_pointer": "no-slash"}}
+    problems = problems_of({"issuers": [generic]})
+    assert problems
+    assert all(problem.startswith("issuers[0].options.") for problem in problems)

@@ -168,4 +168,3 @@ def match_bound_claims(bound: BoundClaims, claims: Claims) -> list[BoundClaimChe
 def bound_claims_satisfied(checks: Iterable[BoundClaimCheck]) -> bool:
     """Whether every check matched (no bound claims at all is satisfied)."""
     return all(check.matched for check in checks)
-

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, cast
 
@@ -26,12 +27,20 @@ from tokenbroker.policy.models import (
     TokenMode,
 )
 from tokenbroker.store import validation as check
-from tokenbroker.store.tables import assignments, audit_events, credentials, organizations
+from tokenbroker.store.tables import (
+    assignments,
+    audit_events,
+    credentials,
+    organizations,
+    signing_keys,
+)
 
 
 class _Unset(enum.Enum):
     UNSET = enum.auto()
 
+
+_SIGNING_KEYS_LOCK_ID = 0x746B6B657973  # "tkkeys"
 
 UNSET: Final = _Unset.UNSET
 """Marks an argument of an update that was not given (``None`` is a value: no audience)."""
@@ -40,6 +49,19 @@ Unset = Literal[_Unset.UNSET]
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKeyRow:
+    """A stored signing key: public data in the clear, the private JWK sealed."""
+
+    kid: str
+    alg: str
+    state: str
+    created_at: datetime
+    retired_at: datetime | None
+    public_jwk: Mapping[str, object]
+    private_jwk_sealed: str = field(repr=False)
 
 
 class Repository:
@@ -444,6 +466,47 @@ class Repository:
             .limit(limit)
         )
         return [_audit_event(row) for row in await self._conn.execute(query)]
+
+    # -- signing keys ----------------------------------------------------------------------
+
+    async def signing_key_rows(self) -> list[SigningKeyRow]:
+        """Every stored signing key, oldest first."""
+        rows = await self._conn.execute(
+            select(signing_keys).order_by(signing_keys.c.created_at, signing_keys.c.kid)
+        )
+        return [
+            SigningKeyRow(
+                kid=row.kid,
+                alg=row.alg,
+                state=row.state,
+                created_at=row.created_at,
+                retired_at=row.retired_at,
+                public_jwk=dict(row.public_jwk),
+                private_jwk_sealed=row.private_jwk_sealed,
+            )
+            for row in rows
+        ]
+
+    async def replace_signing_key_rows(self, rows: Iterable[SigningKeyRow]) -> None:
+        """Make the stored set exactly ``rows``."""
+        if self._conn.dialect.name == "postgresql":
+            # Instances saving at once take turns; otherwise both could delete, then collide.
+            await self._conn.execute(select(func.pg_advisory_xact_lock(_SIGNING_KEYS_LOCK_ID)))
+        await self._conn.execute(delete(signing_keys))
+        values = [
+            {
+                "kid": row.kid,
+                "alg": row.alg,
+                "state": row.state,
+                "created_at": row.created_at,
+                "retired_at": row.retired_at,
+                "public_jwk": dict(row.public_jwk),
+                "private_jwk_sealed": row.private_jwk_sealed,
+            }
+            for row in rows
+        ]
+        if values:
+            await self._conn.execute(insert(signing_keys), values)
 
     async def count(self, table: str) -> int:
         """Rows in one of the store's tables (for tests, benchmarks and diagnostics)."""

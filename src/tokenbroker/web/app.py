@@ -27,7 +27,7 @@ from tokenbroker.store.declarative import apply_declarative
 from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
-from tokenbroker.web.routes import exchange, health, metrics, oauth, wellknown
+from tokenbroker.web.routes import exchange, health, metrics, oauth, openapi, wellknown
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     exchange.add_routes(app)
     oauth.add_routes(app)
     metrics.add_routes(app)
+    openapi.add_routes(app)
     app.add_subapp("/v1/admin", create_admin_app(settings))
     return app
 

@@ -94,3 +94,12 @@ def test_token_matching_compares_sha256_digests() -> None:
     assert not admin_token_matches("c", configured)
     assert not admin_token_matches("a", [])
     assert not admin_token_matches(configured[0], configured)
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/nothing"), ("PUT", "/organizations")])
+async def test_unknown_paths_and_methods_need_the_token_too(
+    admin: Admin, method: str, path: str
+) -> None:
+    # Nothing about the admin route table is told to a caller without the token.
+    reply = await admin.call(method, path, token=None)
+    assert reply.status == 401
