@@ -5,15 +5,36 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import shlex
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
-from tokenbroker.backends.base import IssuedCredential
-from tokenbroker.errors import InvalidRequest
+from pydantic import BaseModel
 
-OutputFormat = Literal["json", "env", "shell", "aws-credential-process"]
-OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("json", "env", "shell", "aws-credential-process")
+from tokenbroker.backends.base import IssuedCredential
+from tokenbroker.backends.gcp import GcpOidcSettings
+from tokenbroker.errors import InvalidRequest
+from tokenbroker.policy.models import Credential
+
+OutputFormat = Literal[
+    "json", "env", "shell", "aws-credential-process", "gcp-external-account", "gcp-executable"
+]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
+    "json",
+    "env",
+    "shell",
+    "aws-credential-process",
+    "gcp-external-account",
+    "gcp-executable",
+)
+# Formats rendered from the credential (and its outbound token) without calling its backend:
+# the runner's own client exchanges the token itself. Each names the types it is for.
+FORMATS_WITHOUT_BACKEND: Mapping[OutputFormat, frozenset[str]] = {
+    "gcp-external-account": frozenset({"gcp_oidc"}),
+    "gcp-executable": frozenset({"gcp_oidc"}),
+}
+EXTERNAL_ACCOUNT_TIMEOUT_MILLIS = 30_000
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _AWS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
@@ -93,10 +114,73 @@ def render_aws_credential_process(issued: IssuedCredential) -> dict[str, object]
     }
 
 
+def render_gcp_external_account(
+    credential: Credential,
+    settings: BaseModel,
+    *,
+    broker_url: str | None = None,
+    timeout_millis: int = EXTERNAL_ACCOUNT_TIMEOUT_MILLIS,
+    output_file: str | None = None,
+) -> dict[str, object]:
+    """google-auth's ``external_account`` configuration whose executable source is our CLI.
+
+    google-auth (and gcloud) run the command whenever they need a subject token, so a long job
+    refreshes by itself; the command prints ``format=gcp-executable``.
+    """
+    gcp = _gcp_settings(settings, "gcp-external-account")
+    if not 5_000 <= timeout_millis <= 120_000:
+        # google-auth refuses a configuration outside these bounds.
+        raise ValueError("timeout_millis must be between 5000 and 120000")
+    command = ["tokenbroker", "exchange"]
+    if broker_url is not None:
+        command += ["--broker", broker_url]
+    command += ["--credential", credential.name, "--format", "gcp-executable"]
+    executable: dict[str, object] = {
+        # google-auth splits the command with shlex: quote every word.
+        "command": shlex.join(command),
+        "timeout_millis": timeout_millis,
+    }
+    if output_file is not None:
+        executable["output_file"] = output_file
+    document: dict[str, object] = {
+        "type": "external_account",
+        "audience": gcp.audience,
+        "subject_token_type": gcp.subject_token_type,
+        "token_url": gcp.token_url,
+    }
+    if gcp.service_account is not None:
+        document["service_account_impersonation_url"] = (
+            f"{gcp.iam_endpoint}/v1/projects/-/serviceAccounts/"
+            f"{gcp.service_account}:generateAccessToken"
+        )
+        document["service_account_impersonation"] = {"token_lifetime_seconds": gcp.lifetime_seconds}
+    document["credential_source"] = {"executable": executable}
+    return document
+
+
+def render_gcp_executable(
+    settings: BaseModel, subject_token: str, expires_at: datetime
+) -> dict[str, object]:
+    """google-auth's executable-sourced response (version 1) holding the outbound token."""
+    gcp = _gcp_settings(settings, "gcp-executable")
+    return {
+        "version": 1,
+        "success": True,
+        "token_type": gcp.subject_token_type,
+        "id_token": subject_token,
+        "expiration_time": int(expires_at.timestamp()),
+    }
+
+
 def render(
     fmt: OutputFormat, credential: str, credential_type: str, issued: IssuedCredential
 ) -> tuple[str, str]:
-    """Render in ``fmt``; return (content type, body)."""
+    """Render an issued credential in ``fmt``; return (content type, body)."""
+    if fmt in FORMATS_WITHOUT_BACKEND:
+        # These describe how to get a credential, not one that was issued.
+        raise InvalidRequest(
+            "format_not_supported", f"format {fmt} is not rendered from an issued credential"
+        )
     if fmt == "env":
         return "text/plain", render_env(issued.values)
     if fmt == "shell":
@@ -104,6 +188,14 @@ def render(
     if fmt == "aws-credential-process":
         return "application/json", json.dumps(render_aws_credential_process(issued))
     return "application/json", json.dumps(render_json(credential, credential_type, issued))
+
+
+def _gcp_settings(settings: BaseModel, fmt: str) -> GcpOidcSettings:
+    if not isinstance(settings, GcpOidcSettings):
+        raise InvalidRequest(
+            "format_not_supported", f"format {fmt} needs a gcp_oidc credential; this is not one"
+        )
+    return settings
 
 
 def _check_name(name: str) -> None:

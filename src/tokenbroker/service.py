@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,7 +30,13 @@ from tokenbroker.backends.registry import (
 )
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import SigningSettings
-from tokenbroker.errors import AccessDenied, BrokerError, InvalidTarget, UpstreamError
+from tokenbroker.errors import (
+    AccessDenied,
+    BrokerError,
+    InvalidRequest,
+    InvalidTarget,
+    UpstreamError,
+)
 from tokenbroker.identity.fingerprint import token_fingerprint
 from tokenbroker.identity.models import Identity
 from tokenbroker.identity.profiles import identify
@@ -70,6 +76,23 @@ class ExchangeResult:
     credential: Credential
     issued: IssuedCredential
     reused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundToken:
+    """The token a credential's backend would be sent for a request, and when it expires."""
+
+    value: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCredential:
+    """A credential a request may use, with its parsed settings; its backend was not called."""
+
+    credential: Credential
+    settings: BaseModel
+    outbound: OutboundToken | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +210,41 @@ class ExchangeService:
             return DecisionTrace(False, steps, error=exc, credential=decision.credential)
         await self._audit(request, decision, fingerprint, "success", "dry_run", started)
         return DecisionTrace(True, steps, credential=decision.credential)
+
+    async def resolve(
+        self,
+        request: ExchangeRequest,
+        *,
+        credential_types: Collection[str] | None = None,
+        outbound: bool = False,
+    ) -> ResolvedCredential:
+        """Run every check of an exchange and return the credential without calling its backend.
+
+        For outputs the runner turns into credentials itself (google-auth's external account
+        files): ``outbound`` adds the token the backend would be sent. One audit event is
+        committed; a credential outside ``credential_types`` is a 400 ``format_not_supported``.
+        """
+        started = time.perf_counter()
+        decision = _Decision()
+        fingerprint = token_fingerprint(request.token)
+        try:
+            validated, identity, credential = await self._decide(request, decision)
+            if credential_types is not None and credential.type not in credential_types:
+                raise InvalidRequest(
+                    "format_not_supported",
+                    f"credential {credential.name!r} ({credential.type}) cannot be rendered "
+                    f"in this format; it is for {', '.join(sorted(credential_types))} credentials",
+                )
+            settings = self._settings(credential, self._backend_class(credential).settings_model)
+            token = self._outbound(request, validated, identity, credential) if outbound else None
+        except BrokerError as exc:
+            outcome: Outcome = "error" if exc.status >= 500 else "denied"
+            await self._audit(request, decision, fingerprint, outcome, exc.reason, started)
+            raise
+        # Says what left the broker: the settings alone, or also a token for the backend.
+        reason = "outbound_token" if outbound else "resolved"
+        await self._audit(request, decision, fingerprint, "success", reason, started)
+        return ResolvedCredential(credential, settings, token)
 
     async def _decide(
         self, request: ExchangeRequest, decision: _Decision, steps: list[TraceStep] | None = None
@@ -369,6 +427,23 @@ class ExchangeService:
                 self._settings_cache.clear()
             self._settings_cache[cache_key] = parsed
         return parsed
+
+    def _outbound(
+        self,
+        request: ExchangeRequest,
+        validated: ValidatedToken,
+        identity: Identity,
+        credential: Credential,
+    ) -> OutboundToken:
+        """The outbound token with its expiry: the platform token's, or the minted one's."""
+        if credential.token == "passthrough":
+            expires = validated.claims.get("exp")
+        else:
+            # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
+            expires = int(self._clock.now()) + self._signing.token_lifetime_seconds
+        value = self._outbound_token(request, credential, identity, self._backend(credential))
+        seconds = float(expires) if isinstance(expires, int | float) else self._clock.now()
+        return OutboundToken(value, datetime.fromtimestamp(seconds, UTC))
 
     def _outbound_token(
         self,

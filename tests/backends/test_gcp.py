@@ -508,6 +508,15 @@ def test_valid_settings_are_accepted(overrides: dict[str, object]) -> None:
     GcpOidcSettings.model_validate({"audience": PROVIDER_AUDIENCE, **overrides})
 
 
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"service_account": SERVICE_ACCOUNT, "lifetime_seconds": 1800}],
+)
+def test_settings_parse_again_from_their_stored_json_form(overrides: dict[str, object]) -> None:
+    settings = GcpOidcSettings.model_validate({"audience": PROVIDER_AUDIENCE, **overrides})
+    assert GcpOidcSettings.model_validate(settings.model_dump(mode="json")) == settings
+
+
 # --- the contract every backend passes -------------------------------------------------------
 
 

@@ -403,6 +403,7 @@ class TestVaultContract(BackendContract):
             },
             timeout_seconds=2,
             now=NOW,
+            revocable=True,
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from tests.store.helpers import VAULT_SETTINGS, snapshot
@@ -124,3 +126,16 @@ async def test_assign_many_with_one_unknown_credential_adds_nothing(store: Store
     with pytest.raises(NotFound):
         await store.assign_many("acme", [("project-1", "prod-vault"), ("project-1", "nope")])
     assert await store.list_assignments("acme") == []
+
+
+@pytest.mark.usefixtures("vaults")
+async def test_concurrent_writers_all_land_and_the_same_assignment_lands_once(
+    store: Store,
+) -> None:
+    projects = [f"project-{index}" for index in range(10)]
+    await asyncio.gather(
+        *(store.assign("acme", project, "prod-vault") for project in projects),
+        *(store.assign("acme", "shared", "dev-vault") for _ in range(10)),
+    )
+    assignments = await store.list_assignments("acme")
+    assert len(assignments) == 11

@@ -138,7 +138,9 @@ class GcpOidcSettings(BaseModel):
 
     @model_validator(mode="after")
     def _lifetime_rules(self) -> GcpOidcSettings:
-        if "lifetime_seconds" in self.model_fields_set and self.service_account is None:
+        # By value, not by fields set: the store keeps settings in their JSON form, defaults
+        # included, and must be able to parse them again.
+        if self.lifetime_seconds != _DEFAULT_LIFETIME and self.service_account is None:
             raise ValueError(
                 "lifetime_seconds needs service_account: federated tokens live as Google decides"
             )

@@ -40,9 +40,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     try:
         return load_settings(path)
     except ConfigError as exc:
-        raise CliError(
-            "invalid configuration:\n" + "\n".join(f"  {p}" for p in exc.problems)
-        ) from None
+        raise config_error(exc) from None
+
+
+def config_error(exc: ConfigError) -> CliError:
+    """The CliError reporting ``exc``: a heading, then one line per problem."""
+    return CliError("invalid configuration:\n" + "\n".join(f"  {p}" for p in exc.problems))
 
 
 def fail(message: str) -> None:

@@ -5,12 +5,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from typing import TypeVar
 
-from tokenbroker.cli.common import EXIT_OK, CliError, add_config_argument, settings_from_args
+from tokenbroker.cli.common import (
+    EXIT_OK,
+    CliError,
+    add_config_argument,
+    config_error,
+    settings_from_args,
+)
 from tokenbroker.clock import SystemClock
-from tokenbroker.issuer import key_store_for
+from tokenbroker.config.models import Settings
+from tokenbroker.errors import ConfigError
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.issuer.keys import KeyStoreError, SigningKey
+from tokenbroker.store import Store
+from tokenbroker.store.keystore import open_key_store
+
+_T = TypeVar("_T")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,10 +48,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run_list(args: argparse.Namespace) -> int:
     """Print the stored keys; never any private member."""
     settings = settings_from_args(args)
-    try:
-        keys = asyncio.run(key_store_for(settings).load())
-    except KeyStoreError as exc:
-        raise CliError(str(exc)) from None
+
+    async def stored() -> list[SigningKey]:
+        async with _opened_store(settings) as store:
+            if await store.revision() is None:
+                return []  # a store no broker has started on: no tables, so no keys
+            return await (await open_key_store(settings, store)).load()
+
+    keys = _run(stored())
     rows = [_summary(key) for key in sorted(keys, key=lambda k: k.created_at, reverse=True)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -53,20 +71,48 @@ def run_rotate(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
 
     async def rotate() -> tuple[SigningKey, SigningKey]:
-        ring = await KeyRing.open(key_store_for(settings), settings.signing, SystemClock())
-        previous = ring.active
-        return previous, await ring.rotate()
+        async with _opened_store(settings) as store:
+            # As `tokenbroker serve` would on start, so rotating before the first start works.
+            if settings.store.migrate_on_start:
+                await store.upgrade()
+            elif await store.revision() is None:
+                raise CliError("the store has no tables yet: run `tokenbroker db upgrade` first")
+            key_store = await open_key_store(settings, store)
+            ring = await KeyRing.open(key_store, settings.signing, SystemClock())
+            previous = ring.active
+            return previous, await ring.rotate()
 
-    try:
-        previous, active = asyncio.run(rotate())
-    except KeyStoreError as exc:
-        raise CliError(str(exc)) from None
+    previous, active = _run(rotate())
     print(f"active key: {active.kid} ({active.algorithm})")
     print(
         f"retiring:   {previous.kid} (published for "
         f"{settings.signing.retire_after_seconds} more seconds)"
     )
     return EXIT_OK
+
+
+def _run(work: Coroutine[object, object, _T]) -> _T:
+    try:
+        return asyncio.run(work)
+    except ConfigError as exc:
+        raise config_error(exc) from None
+    except KeyStoreError as exc:
+        raise CliError(str(exc)) from None
+
+
+@asynccontextmanager
+async def _opened_store(settings: Settings) -> AsyncIterator[Store]:
+    """The configured store, closed on exit; an unusable URL or database is a CliError."""
+    try:
+        store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    try:
+        yield store
+    except OSError as exc:
+        raise CliError(f"cannot reach the store at {store.display_url}: {exc}") from None
+    finally:
+        await store.close()
 
 
 def _summary(key: SigningKey) -> dict[str, str]:

@@ -7,11 +7,11 @@ import sys
 from collections.abc import Sequence
 
 from tokenbroker import __version__
-from tokenbroker.cli import admin, db, keys, serve, token
+from tokenbroker.cli import admin, db, dev, exchange, keys, revoke, serve, token
 from tokenbroker.cli.common import EXIT_USAGE, CliError, fail
 
 # Each module exposes `register(subparsers)`; the order here is the order of --help.
-VERB_MODULES = (serve, keys, db, token, admin)
+VERB_MODULES = (serve, dev, keys, db, token, admin, exchange, revoke)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,9 @@ import argparse
 
 from aiohttp import web
 
-from tokenbroker.cli.common import add_config_argument, settings_from_args
+from tokenbroker.cli.common import CliError, add_config_argument, config_error, settings_from_args
+from tokenbroker.errors import ConfigError
+from tokenbroker.issuer.keys import KeyStoreError
 from tokenbroker.logs import configure_logging
 from tokenbroker.web.app import create_app
 
@@ -28,11 +30,18 @@ def run(args: argparse.Namespace) -> int:
     )
     settings = settings.model_copy(update={"server": server})
     configure_logging(settings.logging.level, settings.logging.format)
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        access_log=None,
-        print=None,
-    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.server.host,
+            port=settings.server.port,
+            access_log=None,
+            print=None,
+        )
+    except ConfigError as exc:
+        # Raised while starting (the store, declarative config, the key store): report it
+        # like a config file that does not load, one line a problem, no traceback.
+        raise config_error(exc) from None
+    except KeyStoreError as exc:
+        raise CliError(f"signing keys: {exc}") from None
     return 0

@@ -48,19 +48,19 @@ class KeyRing:
     @classmethod
     async def open(cls, store: KeyStore, signing: SigningSettings, clock: Clock) -> KeyRing:
         """Load the stored keys, generating and saving a first key (or one of a newly configured
-        algorithm) when needed, and dropping retiring keys whose publication period is over."""
+        algorithm) when needed, and dropping retiring keys whose publication period is over.
+
+        Instances opening together on one empty store end with the same single active key.
+        """
         ring = cls(store, signing, clock)
         async with ring._lock:
             now = ring._now()
-            stored = await store.load()
-            keys = _without_expired(stored, now, signing.retire_after_seconds)
-            changed = len(keys) != len(stored)
-            active = _newest_active(keys)
-            if active is None or active.algorithm != signing.algorithm:
-                keys = await _rotated(keys, signing, now)
-                changed = True
-            if changed:
-                await store.save(keys)
+            # Made before taking the store's lock, so generation never holds it; unused (and
+            # dropped) when the store already has a usable active key.
+            candidate = await _generated(signing, now)
+            keys = await store.update(
+                lambda stored: opened_keys(stored, candidate, now, signing.retire_after_seconds)
+            )
             ring._install(keys)
         return ring
 
@@ -91,13 +91,17 @@ class KeyRing:
         return sorted({key.algorithm for key in self._keys})
 
     async def rotate(self) -> SigningKey:
-        """Make a new active key, retire the current one (published for its period); save both."""
+        """Make a new active key, retire the current one (published for its period); save both.
+
+        Concurrent rotations (other instances, ``tokenbroker keys rotate``) take turns in the
+        store, so each one's new key is kept: at most the newest stays active.
+        """
         async with self._lock:
             now = self._now()
-            stored = await self._store.load()
-            keys = _without_expired(stored, now, self._signing.retire_after_seconds)
-            keys = await _rotated(keys, self._signing, now)
-            await self._store.save(keys)
+            fresh = await _generated(self._signing, now)
+            keys = await self._store.update(
+                lambda stored: rotated_keys(stored, fresh, now, self._signing.retire_after_seconds)
+            )
             self._install(keys)
             return self.active
 
@@ -162,9 +166,33 @@ def _without_expired(
     return kept
 
 
-async def _rotated(
-    keys: Sequence[SigningKey], signing: SigningSettings, now: datetime
+def opened_keys(
+    stored: Sequence[SigningKey], candidate: SigningKey, now: datetime, retire_after_seconds: int
+) -> list[SigningKey] | None:
+    """The key set to store when a ring opens, or None when ``stored`` is fine as it is.
+
+    ``candidate`` becomes the active key only when there is none of its algorithm yet.
+    """
+    keys = _without_expired(stored, now, retire_after_seconds)
+    active = _newest_active(keys)
+    if active is None or active.algorithm != candidate.algorithm:
+        return _with_new_active(keys, candidate, now)
+    return keys if len(keys) != len(stored) else None
+
+
+def rotated_keys(
+    stored: Sequence[SigningKey], fresh: SigningKey, now: datetime, retire_after_seconds: int
 ) -> list[SigningKey]:
-    # RSA generation takes tens of milliseconds: keep it off the event loop.
-    fresh = await asyncio.to_thread(generate_signing_key, signing.algorithm, now)
+    """The key set after a rotation: every active key retired at ``now``, ``fresh`` active."""
+    return _with_new_active(_without_expired(stored, now, retire_after_seconds), fresh, now)
+
+
+def _with_new_active(
+    keys: Sequence[SigningKey], fresh: SigningKey, now: datetime
+) -> list[SigningKey]:
     return [k.retire(now) if k.state == "active" else k for k in keys] + [fresh]
+
+
+async def _generated(signing: SigningSettings, now: datetime) -> SigningKey:
+    # RSA generation takes tens of milliseconds: keep it off the event loop.
+    return await asyncio.to_thread(generate_signing_key, signing.algorithm, now)

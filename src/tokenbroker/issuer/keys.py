@@ -1,22 +1,25 @@
 """Signing keys of the broker's own issuer, and where they are kept.
 
-A key is plain data (:class:`SigningKey`); a :class:`KeyStore` loads and saves the whole set.
-:class:`FileKeyStore` keeps them in one JSON file in the data directory until the database
-store takes over (it seals the private keys with :mod:`tokenbroker.issuer.sealing`).
+A key is plain data (:class:`SigningKey`); a :class:`KeyStore` loads the whole set and changes
+it with one atomic read-modify-write (:meth:`KeyStore.update`), so processes sharing a store
+cannot overwrite each other's keys. The broker keeps its keys in the database store
+(``store/keystore.py``, private keys sealed); :class:`FileKeyStore` is the older JSON file in
+the data directory, still read to import an existing install's keys.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Literal, Protocol, cast, get_args
+from typing import Literal, Protocol, TypeAlias, cast, get_args
 
 from joserfc import jwk
 
@@ -62,15 +65,23 @@ class SigningKey:
         return replace(self, state="retiring", retired_at=now)
 
 
+KeyChange: TypeAlias = Callable[[list[SigningKey]], list[SigningKey] | None]
+"""A pure change of the stored set: the keys to store instead, or None to leave them."""
+
+
 class KeyStore(Protocol):
-    """Where the issuer's signing keys live; ``save`` replaces the whole set atomically."""
+    """Where the issuer's signing keys live: read them, or change them in one atomic step."""
 
     async def load(self) -> list[SigningKey]:
         """Return every stored key (empty on first start)."""
         ...
 
-    async def save(self, keys: Sequence[SigningKey]) -> None:
-        """Replace the stored set with ``keys``, all or nothing."""
+    async def update(self, change: KeyChange) -> list[SigningKey]:
+        """Under one lock: load, apply ``change``, store its result unless None; return the set.
+
+        Nobody else writes between the load and the store, so concurrent updates serialize.
+        ``change`` may run in a worker thread and may be called once only: keep it pure.
+        """
         ...
 
 
@@ -166,13 +177,19 @@ def _parse_time(value: object, kid: str, name: str) -> datetime:
 
 
 class FileKeyStore:
-    """Keys in ``<directory>/signing-keys.json``: directory 0700, file 0600, replaced atomically."""
+    """Keys in ``<directory>/signing-keys.json``: directory 0700, file 0600, replaced atomically.
+
+    Updates hold an exclusive ``flock`` on ``.signing-keys.lock`` beside it, so processes on
+    one machine (a server and ``tokenbroker keys rotate``) take turns.
+    """
 
     FILENAME = "signing-keys.json"
+    LOCK_FILENAME = ".signing-keys.lock"
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self.path = directory / self.FILENAME
+        self.lock_path = directory / self.LOCK_FILENAME
 
     def __repr__(self) -> str:
         return f"FileKeyStore({str(self.directory)!r})"
@@ -181,9 +198,28 @@ class FileKeyStore:
         """Read every key; an absent file is an empty set."""
         return await asyncio.to_thread(self._load)
 
-    async def save(self, keys: Sequence[SigningKey]) -> None:
-        """Write the whole set to a temp file in the same directory, then rename it over the old."""
-        await asyncio.to_thread(self._save, list(keys))
+    async def update(self, change: KeyChange) -> list[SigningKey]:
+        """Load, change and save under the lock file; the new file replaces the old by rename."""
+        # Blocking flock and file I/O: in a worker thread, never on the event loop.
+        return await asyncio.to_thread(self._update, change)
+
+    def _update(self, change: KeyChange) -> list[SigningKey]:
+        self._prepare_directory()
+        try:
+            lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot open {self.lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            keys = self._load()
+            changed = change(list(keys))
+            if changed is None:
+                return keys
+            self._save(changed)
+            return list(changed)
+        finally:
+            # Closing the descriptor releases the lock, also when the change raised.
+            os.close(lock_fd)
 
     def _load(self) -> list[SigningKey]:
         try:
@@ -208,13 +244,18 @@ class FileKeyStore:
             keys.append(key_from_record(record))
         return keys
 
-    def _save(self, keys: list[SigningKey]) -> None:
-        document = {"format": _FILE_FORMAT, "keys": [key_to_record(k) for k in keys]}
-        payload = json.dumps(document, indent=2).encode("utf-8")
+    def _prepare_directory(self) -> None:
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             # mkdir's mode is masked by umask and ignored for an existing directory.
             os.chmod(self.directory, 0o700)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot write to {self.directory}: {exc.strerror}") from None
+
+    def _save(self, keys: list[SigningKey]) -> None:
+        document = {"format": _FILE_FORMAT, "keys": [key_to_record(k) for k in keys]}
+        payload = json.dumps(document, indent=2).encode("utf-8")
+        try:
             # mkstemp creates the file 0600 before any byte is written, so no window of wider mode.
             fd, temp_name = tempfile.mkstemp(prefix=".signing-keys.", dir=self.directory)
         except OSError as exc:

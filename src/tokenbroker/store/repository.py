@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, cast
 
-from sqlalchemy import CursorResult, Row, Select, and_, delete, func, insert, select, update
+from sqlalchemy import CursorResult, Row, Select, String, and_, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -40,6 +40,11 @@ class _Unset(enum.Enum):
     UNSET = enum.auto()
 
 
+_AUDIT_TEXT_LENGTHS = {
+    column.name: column.type.length
+    for column in audit_events.columns
+    if isinstance(column.type, String)
+}
 _SIGNING_KEYS_LOCK_ID = 0x746B6B657973  # "tkkeys"
 
 UNSET: Final = _Unset.UNSET
@@ -154,6 +159,8 @@ class Repository:
 
     async def find_organization(self, issuer: str, platform_org_id: str) -> Organization | None:
         """The organization signing in with ``issuer`` under ``platform_org_id`` (unique index)."""
+        if _unmatchable(issuer, platform_org_id):
+            return None
         row = (
             await self._conn.execute(
                 select(organizations).where(
@@ -218,6 +225,8 @@ class Repository:
     async def get_credential(self, organization: str, name: str) -> Credential:
         """The named credential of an organization, or NotFound."""
         org = await self._require_organization(organization)
+        if _unmatchable(name):
+            raise _credential_not_found(organization, name)
         row = (
             await self._conn.execute(
                 _credential_select().where(
@@ -370,12 +379,15 @@ class Repository:
     async def unassign(self, organization: str, project: str, credential: str) -> None:
         """Take a credential away from a project; NotFound if it was not assigned."""
         cred = await self.get_credential(organization, credential)
-        result = await self._conn.execute(
-            delete(assignments).where(
-                assignments.c.credential_id == cred.id, assignments.c.project == project
+        removed = 0
+        if not _unmatchable(project):
+            result = await self._conn.execute(
+                delete(assignments).where(
+                    assignments.c.credential_id == cred.id, assignments.c.project == project
+                )
             )
-        )
-        if result.rowcount == 0:
+            removed = result.rowcount
+        if removed == 0:
             raise NotFound(
                 "assignment_not_found",
                 f"credential {credential!r} is not assigned to project {project!r}",
@@ -393,6 +405,8 @@ class Repository:
             .order_by(assignments.c.project, credentials.c.name)
         )
         if project is not None:
+            if _unmatchable(project):
+                return []
             query = query.where(assignments.c.project == project)
         return [
             CredentialAssignment(
@@ -403,29 +417,33 @@ class Repository:
 
     async def assigned_credentials(self, organization_id: int, project: str) -> list[Credential]:
         """Credentials assigned to a project, by name: the exchange hot path, one indexed query."""
+        if _unmatchable(project):
+            return []
         rows = await self._conn.execute(assigned_credentials_query(organization_id, project))
         return [_credential(row) for row in rows]
 
     # -- audit -----------------------------------------------------------------------------
 
     async def record_audit(self, event: AuditEvent) -> None:
-        """Append one audit event."""
+        """Append one audit event; over-long or NUL-holding text (from tokens) is made to fit."""
+        texts = {
+            "request_id": event.request_id,
+            "outcome": event.outcome,
+            "reason": event.reason,
+            "issuer": event.issuer,
+            "organization": event.organization,
+            "project": event.project,
+            "subject": event.subject,
+            "credential": event.credential,
+            "credential_type": event.credential_type,
+            "token_fingerprint": event.token_fingerprint,
+            "client_address": event.client_address,
+        }
+        values: dict[str, object] = {
+            name: _fitted(value, _AUDIT_TEXT_LENGTHS.get(name)) for name, value in texts.items()
+        }
         await self._conn.execute(
-            insert(audit_events).values(
-                time=event.time,
-                request_id=event.request_id,
-                outcome=event.outcome,
-                reason=event.reason,
-                latency_ms=event.latency_ms,
-                issuer=event.issuer,
-                organization=event.organization,
-                project=event.project,
-                subject=event.subject,
-                credential=event.credential,
-                credential_type=event.credential_type,
-                token_fingerprint=event.token_fingerprint,
-                client_address=event.client_address,
-            )
+            insert(audit_events).values(time=event.time, latency_ms=event.latency_ms, **values)
         )
 
     async def list_audit(
@@ -442,7 +460,12 @@ class Repository:
     ) -> list[AuditEvent]:
         """Audit events matching every given filter, newest first; page on with ``before_id``."""
         check.check_audit_query(
-            outcome=outcome, since=since, until=until, limit=limit, before_id=before_id
+            outcome=outcome,
+            since=since,
+            until=until,
+            limit=limit,
+            before_id=before_id,
+            filters={"organization": organization, "project": project, "credential": credential},
         )
         conditions = []
         for column, value in (
@@ -487,11 +510,21 @@ class Repository:
             for row in rows
         ]
 
-    async def replace_signing_key_rows(self, rows: Iterable[SigningKeyRow]) -> None:
-        """Make the stored set exactly ``rows``."""
+    async def lock_signing_keys(self) -> None:
+        """Keep other writers of the signing keys out until this transaction ends.
+
+        Take it before reading keys you mean to change. PostgreSQL: a transaction-scoped
+        advisory lock. SQLite: the write transaction (BEGIN IMMEDIATE) already holds the
+        database's single write lock, so there is nothing more to take.
+        """
         if self._conn.dialect.name == "postgresql":
-            # Instances saving at once take turns; otherwise both could delete, then collide.
             await self._conn.execute(select(func.pg_advisory_xact_lock(_SIGNING_KEYS_LOCK_ID)))
+
+    async def replace_signing_key_rows(self, rows: Iterable[SigningKeyRow]) -> None:
+        """Make the stored set exactly ``rows`` (taking :meth:`lock_signing_keys` if not held)."""
+        # Instances saving at once take turns; otherwise both could delete, then collide.
+        # Taking the advisory lock again in one transaction is allowed and costs nothing.
+        await self.lock_signing_keys()
         await self._conn.execute(delete(signing_keys))
         values = [
             {
@@ -517,6 +550,8 @@ class Repository:
     # -- helpers ---------------------------------------------------------------------------
 
     async def _organization_row(self, name: str) -> Row[tuple[object, ...]] | None:
+        if _unmatchable(name):
+            return None
         result = await self._conn.execute(select(organizations).where(organizations.c.name == name))
         return result.first()
 
@@ -557,6 +592,19 @@ class Repository:
             )
         )
         return result.first() is not None
+
+
+def _unmatchable(*values: str) -> bool:
+    # Stored text never holds NUL (PostgreSQL refuses it in text, with an error rather than
+    # "no match"), so a lookup with one — say from a token claim — can answer at once.
+    return any("\x00" in value for value in values)
+
+
+def _fitted(value: str | None, length: int | None) -> str | None:
+    if value is None:
+        return None
+    value = value.replace("\x00", "\ufffd")
+    return value if length is None else value[:length]
 
 
 def _credential_select() -> Select[tuple[object, ...]]:

@@ -6,7 +6,6 @@ problem (``settings.role``, ``bound_claims./repo``) the way the caller spelled i
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,11 +14,13 @@ from typing import cast
 from pydantic import BaseModel, ValidationError
 
 from tokenbroker.backends import registry
+from tokenbroker.config.models import NAME_PATTERN
 from tokenbroker.errors import UnprocessableEntity
+from tokenbroker.policy.bound_claims import split_json_pointer
 from tokenbroker.policy.models import BoundClaims, TokenMode
 
 # The same shape as config's `Name`, so TOML and the admin API accept the same names.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_NAME = NAME_PATTERN
 NAME_RULE = "must be 1-128 letters, digits, '_', '.' or '-', starting alphanumeric"
 TOKEN_MODES: tuple[TokenMode, ...] = ("passthrough", "mint")
 OUTCOMES = ("success", "denied", "error")
@@ -28,6 +29,8 @@ MAX_AUDIENCE = 1024
 MAX_BOUND_CLAIMS = 64
 MAX_BOUND_VALUES = 256
 MAX_AUDIT_PAGE = 1000
+# Ids are 64-bit on PostgreSQL; a larger number cannot even be sent as a parameter.
+MAX_ID = 2**63 - 1
 
 
 @dataclass
@@ -86,7 +89,7 @@ def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:
             problems.add("bound_claims", f"keys must be strings of 1-{MAX_TEXT} characters")
             continue
         where = f"bound_claims.{key}"
-        if key.startswith("/") and not _valid_json_pointer(key):
+        if key.startswith("/") and split_json_pointer(key) is None:
             problems.add(where, "a key starting with '/' must be a JSON pointer ('~' as ~0 or ~1)")
         if isinstance(value, str):
             clean[key] = value
@@ -99,11 +102,6 @@ def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:
         else:
             problems.add(where, "must be a string or a list of strings")
     return clean
-
-
-def _valid_json_pointer(pointer: str) -> bool:
-    # RFC 6901: '~' only as the escapes ~0 ('~') and ~1 ('/').
-    return re.search(r"~(?![01])", pointer) is None
 
 
 def check_settings(problems: Problems, type_name: str, settings: object) -> dict[str, object]:
@@ -145,8 +143,9 @@ def check_audit_query(
     until: datetime | None,
     limit: int,
     before_id: int | None,
+    filters: Mapping[str, str | None],
 ) -> None:
-    """Filters of an audit listing."""
+    """Filters of an audit listing (``filters``: the text ones, by name)."""
     problems = Problems()
     if outcome is not None and outcome not in OUTCOMES:
         problems.add("outcome", f"must be one of {', '.join(OUTCOMES)}")
@@ -155,6 +154,9 @@ def check_audit_query(
             problems.add(name, "must carry a timezone")
     if isinstance(limit, bool) or not 1 <= limit <= MAX_AUDIT_PAGE:
         problems.add("limit", f"must be 1-{MAX_AUDIT_PAGE}")
-    if before_id is not None and (isinstance(before_id, bool) or before_id < 1):
-        problems.add("before_id", "must be a positive integer")
+    if before_id is not None and (isinstance(before_id, bool) or not 1 <= before_id <= MAX_ID):
+        problems.add("before_id", f"must be an integer from 1 to {MAX_ID}")
+    for name, text in filters.items():
+        if text is not None and "\x00" in text:
+            problems.add(name, "must not contain NUL characters")
     problems.raise_if_any("invalid_audit_query", "audit query")

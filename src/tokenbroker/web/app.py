@@ -17,13 +17,13 @@ from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
 from tokenbroker.identity.jwks import JwksCache
 from tokenbroker.identity.validator import TokenValidator
-from tokenbroker.issuer import key_store_for
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
 from tokenbroker.reuse import IssuedCredentialCache
 from tokenbroker.service import ExchangeService
 from tokenbroker.store import Store
 from tokenbroker.store.declarative import apply_declarative
+from tokenbroker.store.keystore import open_key_store
 from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
@@ -99,7 +99,9 @@ _KEY_RELOAD_SECONDS = 60.0
 @asynccontextmanager
 async def _keyring(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    ring = await KeyRing.open(key_store_for(settings), settings.signing, app[keys.CLOCK])
+    # The keys live in the store, so every instance sharing it signs with the same key.
+    key_store = await open_key_store(settings, app[keys.STORE])
+    ring = await KeyRing.open(key_store, settings.signing, app[keys.CLOCK])
     app[keys.KEYRING] = ring
     app[health.READINESS_CHECKS]["keys"] = ring.check
     refresher = asyncio.create_task(ring.refresh_forever(_KEY_RELOAD_SECONDS))

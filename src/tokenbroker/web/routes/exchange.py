@@ -8,8 +8,15 @@ from aiohttp import web
 
 from tokenbroker.errors import InvalidRequest, InvalidToken
 from tokenbroker.logs import request_id_var
-from tokenbroker.output import parse_format, render
-from tokenbroker.service import ExchangeRequest
+from tokenbroker.output import (
+    FORMATS_WITHOUT_BACKEND,
+    OutputFormat,
+    parse_format,
+    render,
+    render_gcp_executable,
+    render_gcp_external_account,
+)
+from tokenbroker.service import ExchangeRequest, ExchangeService
 from tokenbroker.web import keys
 
 _TRUE = frozenset({"1", "true", "yes"})
@@ -62,8 +69,37 @@ async def exchange(request: web.Request) -> web.Response:
     if dry_run:
         trace = await service.explain(exchange_request)
         return web.json_response(trace.as_dict())
+    if fmt in FORMATS_WITHOUT_BACKEND:
+        document = await _without_backend(request, service, exchange_request, fmt)
+        return _no_store(json.dumps(document), "application/json")
     result = await service.exchange(exchange_request)
     content_type, body = render(fmt, result.credential.name, result.credential.type, result.issued)
+    return _no_store(body, content_type)
+
+
+async def _without_backend(
+    request: web.Request,
+    service: ExchangeService,
+    exchange_request: ExchangeRequest,
+    fmt: OutputFormat,
+) -> dict[str, object]:
+    # The runner's own client (google-auth) calls the cloud with what these formats carry.
+    types = FORMATS_WITHOUT_BACKEND[fmt]
+    if fmt == "gcp-executable":
+        resolved = await service.resolve(exchange_request, credential_types=types, outbound=True)
+        assert resolved.outbound is not None
+        return render_gcp_executable(
+            resolved.settings, resolved.outbound.value, resolved.outbound.expires_at
+        )
+    resolved = await service.resolve(exchange_request, credential_types=types)
+    return render_gcp_external_account(
+        resolved.credential,
+        resolved.settings,
+        broker_url=request.app[keys.SETTINGS].server.issuer_url,
+    )
+
+
+def _no_store(body: str, content_type: str) -> web.Response:
     return web.Response(
         text=body,
         content_type=content_type,

@@ -1,0 +1,105 @@
+"""``python -m bench`` (``make bench``): the whole benchmark, one table, one JSON file.
+
+Starts the local stack (dev platform issuer, OpenBao, moto, brokers, a hello-world), each server
+in its own process, mints the platform tokens, then measures: overhead over the direct call,
+the ceiling, validation cost, growth and memory. Every judged figure is a ratio or difference
+of two things measured side by side in this run. ``--quick`` takes about two minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+
+from joserfc.jwk import RSAKey
+
+from bench import store_growth
+from bench.load import LoadWorker
+from bench.measure import (
+    Plan,
+    measure_ceiling,
+    measure_growth,
+    measure_memory,
+    measure_overhead,
+)
+from bench.report import Row, table, write_json
+from bench.stack import Stack
+from bench.validation import measure_validation
+
+RESULTS_DIR = Path(__file__).parent / "results"
+SECTIONS = ("overhead", "ceiling", "memory", "validation", "growth")
+
+
+def _log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run(plan: Plan, sections: tuple[str, ...], keep_logs: Path | None) -> list[Row]:
+    """Start the stack, run the chosen sections, return their rows."""
+    rows: list[Row] = []
+    _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
+    with Stack(log_dir=keep_logs) as stack, LoadWorker() as worker:
+        _log(f"minting {plan.token_pool:,} platform tokens (before any timing)")
+        tokens = stack.mint_tokens(plan.token_pool)
+        growth_token = len(tokens)
+        tokens.append(
+            stack.issuer.mint(
+                "env0", org=store_growth._TARGET_ORG, project=store_growth._TARGET_PROJECT
+            )
+        )
+        worker.set_tokens(tokens)
+        steps: dict[str, Callable[[], list[Row]]] = {
+            "overhead": lambda: measure_overhead(stack, worker, plan),
+            "ceiling": lambda: measure_ceiling(stack, worker, plan),
+            "memory": lambda: measure_memory(stack, worker, plan),
+            "validation": lambda: measure_validation(
+                stack.issuer.issuer_settings("env0"),
+                RSAKey.import_key(stack.issuer.signing_key("env0").as_dict(private=False)),
+                tokens[: plan.c1_tokens],
+                plan.validation_calls,
+            ),
+            "growth": lambda: measure_growth(stack, worker, plan, growth_token),
+        }
+        if "overhead" not in sections and {"ceiling", "memory"} & set(sections):
+            raise SystemExit("ceiling and memory reuse the tokens the overhead section exchanged")
+        for name in SECTIONS:
+            if name in sections:
+                _log(f"measuring {name}")
+                started = time.monotonic()
+                rows += steps[name]()
+                _log(f"{name} done in {time.monotonic() - started:.0f} s")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print the table, write ``bench/results/<timestamp>.json``."""
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer samples (about 2 minutes)")
+    parser.add_argument(
+        "--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run"
+    )
+    parser.add_argument("--logs", type=Path, help="keep the servers' logs in this directory")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
+    args = parser.parse_args(argv)
+    plan = Plan.quick() if args.quick else Plan()
+    started = datetime.now(UTC)
+    rows = run(plan, tuple(args.only), args.logs)
+    print(table(rows))
+    path = write_json(
+        rows,
+        args.results,
+        {"quick": args.quick, "sections": args.only, "plan": asdict(plan)},
+        started,
+    )
+    print(f"written: {path}")
+    return 1 if args.strict and any(row.passed is False for row in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""The local stack the benchmark measures against, every server in its own process.
+
+A dev platform issuer (its JWKS, for OpenBao and the broker), a real OpenBao dev server, moto's
+STS, brokers run as ``python -m tokenbroker serve --config <generated toml>``, and an aiohttp
+hello-world. Tokens are env0-shaped and really signed; they are minted before any timing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import multiprocessing
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import boto3
+
+from bench.procs import ServerProcess, free_port
+from bench.tomlconfig import dump_toml
+from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth
+from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE, DevPlatformIssuer
+
+ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
+PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
+ROLE = "bench-deployer"
+POLICY = "bench-access"
+KV_MOUNT = "bench-kv"
+PASSTHROUGH_PATH = "env0-bench"
+MINT_PATH = "broker-bench"
+MINT_AUDIENCE = "vault-via-broker"
+ROLE_ARN = f"arn:aws:iam::123456789012:role/{ROLE}"
+VAULT_PASSTHROUGH = "vault-passthrough"
+VAULT_MINT = "vault-mint"
+AWS = "aws"
+# moto accepts any key pair; placeholders, not credentials.
+_MOTO_KEY = "testing"
+
+
+def _mint_batch(keys_dir: str, base_url: str, count: int) -> list[str]:
+    issuer = DevPlatformIssuer(Path(keys_dir), base_url)
+    return [issuer.mint("env0", org=ORG, project=PROJECT) for _ in range(count)]
+
+
+class Stack:
+    """Every server of the benchmark, started on ``__enter__`` and stopped on ``__exit__``."""
+
+    def __init__(self, log_dir: Path | None = None) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="tb-bench-"))
+        self.log_dir = log_dir or self.workdir / "logs"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._stack = contextlib.ExitStack()
+        issuer_port = free_port()
+        self.issuer = DevPlatformIssuer(
+            self.workdir / "issuer-keys", f"http://127.0.0.1:{issuer_port}"
+        )
+        self._issuer_port = issuer_port
+        self.openbao = OpenBaoDevServer(die_with_parent=True)
+        self.moto_url = ""
+        self.hello_url = ""
+        self.brokers: dict[str, Broker] = {}
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every server and remove the working directory."""
+        self._stack.close()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _start(self) -> None:
+        self.issuer.signing_key("env0")  # the key file, before the issuer process reads it
+        self._serve(
+            "issuer",
+            [
+                "bench.servers",
+                "issuer",
+                "--port",
+                str(self._issuer_port),
+                "--keys-dir",
+                str(self.issuer.keys_dir),
+            ],
+            f"{self.issuer.base_url}/",
+        )
+        self.openbao.start()
+        self._stack.callback(self.openbao.stop)
+        moto_port = free_port()
+        self.moto_url = f"http://127.0.0.1:{moto_port}"
+        self._serve(
+            "moto",
+            ["bench.servers", "moto", "--port", str(moto_port)],
+            f"{self.moto_url}/moto-api/",
+        )
+        boto3.client(
+            "iam",
+            endpoint_url=self.moto_url,
+            region_name="us-east-1",
+            aws_access_key_id=_MOTO_KEY,
+            aws_secret_access_key=_MOTO_KEY,
+        ).create_role(
+            RoleName=ROLE,
+            AssumeRolePolicyDocument=(
+                '{"Version": "2012-10-17", "Statement": [{"Effect": "Allow", '
+                '"Principal": {"Federated": "arn:aws:iam::123456789012:oidc-provider/bench"}, '
+                '"Action": "sts:AssumeRoleWithWebIdentity"}]}'
+            ),
+        )
+        hello_port = free_port()
+        self.hello_url = f"http://127.0.0.1:{hello_port}/"
+        self._serve("hello", ["bench.servers", "hello", "--port", str(hello_port)], self.hello_url)
+        policy = self.main_policy()
+        main = self.start_broker(
+            "main",
+            [self.env0_issuer()],
+            organizations=policy["organizations"],
+            credentials=policy["credentials"],
+            assignments=policy["assignments"],
+        )
+        admin = self.openbao.client()
+        configure_jwt_auth(
+            admin,
+            path=PASSTHROUGH_PATH,
+            jwks_url=self.issuer.jwks_url("env0"),
+            bound_issuer=self.issuer.issuer_url("env0"),
+            role=ROLE,
+            bound_audiences=[ENV0_AUDIENCE],
+            bound_claims={"organizationId": ORG, "apiKeyType": "oidc"},
+            policies=[POLICY],
+            kv_mount=KV_MOUNT,
+        )
+        configure_jwt_auth(
+            admin,
+            path=MINT_PATH,
+            jwks_url=f"{main.url}/.well-known/jwks.json",
+            bound_issuer=main.url,
+            role=ROLE,
+            bound_audiences=[MINT_AUDIENCE],
+            bound_claims={"organizationId": ORG},
+            policies=[POLICY],
+            kv_mount=KV_MOUNT,
+        )
+
+    def _serve(self, name: str, module_args: Sequence[str], ready_url: str) -> ServerProcess:
+        server = ServerProcess.python(name, module_args, ready_url, self.log_dir / f"{name}.log")
+        server.start()
+        self._stack.callback(server.stop)
+        return server
+
+    # -- brokers ---------------------------------------------------------------------------
+
+    def env0_issuer(self, name: str = "dev-env0") -> dict[str, object]:
+        """The ``[[issuers]]`` entry trusting the dev env0 issuer."""
+        return self.issuer.issuer_settings("env0", name=name).model_dump(
+            mode="json", exclude_defaults=True
+        )
+
+    def main_policy(self) -> dict[str, list[dict[str, object]]]:
+        """Organization, credentials and assignment of the main broker."""
+        vault = {"address": self.openbao.address, "role": ROLE}
+        return {
+            "organizations": [{"name": "acme", "issuer": "dev-env0", "platform_org_id": ORG}],
+            "credentials": [
+                {
+                    "organization": "acme",
+                    "name": VAULT_PASSTHROUGH,
+                    "type": "vault_oidc",
+                    "settings": {**vault, "auth_path": PASSTHROUGH_PATH},
+                },
+                {
+                    "organization": "acme",
+                    "name": VAULT_MINT,
+                    "type": "vault_oidc",
+                    "token": "mint",
+                    "audience": MINT_AUDIENCE,
+                    "settings": {**vault, "auth_path": MINT_PATH},
+                },
+                {
+                    "organization": "acme",
+                    "name": AWS,
+                    "type": "aws_oidc",
+                    "settings": {"role_arn": ROLE_ARN, "sts_endpoint": self.moto_url},
+                },
+            ],
+            "assignments": [
+                {
+                    "organization": "acme",
+                    "project": PROJECT,
+                    "credentials": [VAULT_PASSTHROUGH, VAULT_MINT, AWS],
+                }
+            ],
+        }
+
+    def start_broker(
+        self,
+        name: str,
+        issuers: Sequence[Mapping[str, object]],
+        *,
+        store_url: str | None = None,
+        organizations: Sequence[Mapping[str, object]] = (),
+        credentials: Sequence[Mapping[str, object]] = (),
+        assignments: Sequence[Mapping[str, object]] = (),
+    ) -> Broker:
+        """Run ``tokenbroker serve`` with a generated config in its own process."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        data_dir = self.workdir / f"broker-{name}"
+        config: dict[str, object] = {
+            "server": {
+                "host": "127.0.0.1",
+                "port": port,
+                "public_url": url,
+                "data_dir": str(data_dir),
+            },
+            "store": {"url": store_url} if store_url else {},
+            "issuers": list(issuers),
+            "organizations": list(organizations),
+            "credentials": list(credentials),
+            "assignments": list(assignments),
+        }
+        path = self.workdir / f"broker-{name}.toml"
+        path.write_text(dump_toml({k: v for k, v in config.items() if v}))
+        server = self._serve(
+            f"broker-{name}", ["tokenbroker", "serve", "--config", str(path)], f"{url}/readyz"
+        )
+        broker = Broker(name, url, server)
+        self.brokers[name] = broker
+        return broker
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def mint_tokens(self, count: int, workers: int = 2) -> list[str]:
+        """``count`` distinct env0 tokens for the main organization and project, in parallel."""
+        batches = [count // workers + (1 if i < count % workers else 0) for i in range(workers)]
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_mint_batch, str(self.issuer.keys_dir), self.issuer.base_url, n)
+                for n in batches
+                if n
+            ]
+            return [token for future in futures for token in future.result()]
+
+
+class Broker:
+    """A running broker process."""
+
+    def __init__(self, name: str, url: str, server: ServerProcess) -> None:
+        self.name = name
+        self.url = url
+        self.server = server
+
+    @property
+    def exchange_url(self) -> str:
+        """``POST /v1/exchange``."""
+        return f"{self.url}/v1/exchange"
+
+    @property
+    def pid(self) -> int:
+        """The broker's process id."""
+        return self.server.pid

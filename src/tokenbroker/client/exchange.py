@@ -1,0 +1,206 @@
+"""One ``tokenbroker exchange``: find the token, ask the broker (with retries), write the answer."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import aiohttp
+
+from tokenbroker.backends.retry import Sleep
+from tokenbroker.client.broker import (
+    broker_attempt,
+    exchange_query,
+    exchange_url,
+    failure_for_reply,
+    read_trace,
+)
+from tokenbroker.client.discovery import (
+    EnvVariableSource,
+    FileSource,
+    GitHubActionsSource,
+    PlatformToken,
+    TokenSource,
+    choose_token_source,
+    github_attempt,
+    github_failure,
+    parse_github_token_response,
+    read_token_file,
+    token_from_text,
+)
+from tokenbroker.client.envfiles import (
+    AppendTarget,
+    find_append_target,
+    resolve_format,
+    write_private,
+)
+from tokenbroker.client.failures import (
+    EXIT_DENIED,
+    EXIT_OK,
+    Unavailable,
+    UsageFailure,
+)
+from tokenbroker.client.retry import Deadline, Notify, is_retryable_status, send_with_retries
+from tokenbroker.client.trace import render_trace
+from tokenbroker.clock import Clock
+
+BROKER_URL_VARIABLE = "TOKENBROKER_URL"
+DEFAULT_TIMEOUT_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeOptions:
+    """What the command line asked for."""
+
+    broker_url: str | None
+    credential: str | None = None
+    fmt: str | None = None
+    output: Path | None = None
+    append_env: bool = False
+    dry_run: bool = False
+    token_env: str | None = None
+    token_file: Path | None = None
+    audience: str | None = None
+    timeout: float = DEFAULT_TIMEOUT_SECONDS
+    ca_cert: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRuntime:
+    """The client's edges, passed in so tests can freeze time and capture output."""
+
+    clock: Clock
+    stdout: TextIO
+    notify: Notify
+    sleep: Sleep = asyncio.sleep
+    rng: random.Random | None = None
+
+
+def broker_url_from(options: ExchangeOptions, env: Mapping[str, str]) -> str:
+    """``--broker``, else ``$TOKENBROKER_URL``."""
+    url = options.broker_url or env.get(BROKER_URL_VARIABLE, "").strip()
+    if not url:
+        raise UsageFailure(f"no broker: pass --broker URL or set ${BROKER_URL_VARIABLE}")
+    return url
+
+
+def ssl_context(ca_cert: Path | None) -> ssl.SSLContext | bool:
+    """The system trust store, or a private CA bundle; verification is always on."""
+    if ca_cert is None:
+        return True
+    try:
+        return ssl.create_default_context(cafile=str(ca_cert))
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageFailure(f"--ca-cert {ca_cert}: not a readable PEM CA bundle ({exc})") from None
+
+
+async def read_platform_token(
+    source: TokenSource,
+    env: Mapping[str, str],
+    *,
+    http: aiohttp.ClientSession,
+    audience: str | None,
+    deadline: Deadline,
+    runtime: ClientRuntime,
+) -> PlatformToken:
+    """Read the token from its source; GitHub's is requested (with retries)."""
+    described = source.describe()
+    if isinstance(source, FileSource):
+        return PlatformToken(read_token_file(source.path), described)
+    if isinstance(source, EnvVariableSource):
+        return PlatformToken(token_from_text(env.get(source.variable, ""), described), described)
+    assert isinstance(source, GitHubActionsSource)
+    reply = await send_with_retries(
+        github_attempt(http, source, audience),
+        what="GitHub Actions' ID-token endpoint",
+        deadline=deadline,
+        clock=runtime.clock,
+        rng=runtime.rng,
+        sleep=runtime.sleep,
+        notify=runtime.notify,
+    )
+    if reply.status == 200:
+        return PlatformToken(parse_github_token_response(reply.body), described)
+    if is_retryable_status(reply.status):
+        raise Unavailable(
+            f"GitHub Actions' ID-token endpoint is unavailable (HTTP {reply.status}); retry later"
+        )
+    raise github_failure(reply)
+
+
+def _write_credential(
+    body: str,
+    fmt: str,
+    options: ExchangeOptions,
+    target: AppendTarget | None,
+    runtime: ClientRuntime,
+) -> None:
+    text = body if body.endswith("\n") else body + "\n"
+    if target is None and options.output is None:
+        runtime.stdout.write(text)
+        runtime.stdout.flush()
+        return
+    path = target.path if target is not None else options.output
+    assert path is not None
+    try:
+        write_private(path, text, append=target is not None)
+    except OSError as exc:
+        raise UsageFailure(
+            f"cannot write the credential to {path} ({exc.strerror or type(exc).__name__})"
+        ) from None
+    if target is not None:
+        runtime.notify(f"appended the credential to ${target.variable} ({fmt} lines)")
+    else:
+        runtime.notify(f"wrote the credential to {path} ({fmt})")
+
+
+async def run_exchange(
+    options: ExchangeOptions, env: Mapping[str, str], runtime: ClientRuntime
+) -> int:
+    """Do one exchange; return the exit code, or raise a ``ClientFailure`` with its own."""
+    url = exchange_url(broker_url_from(options, env))
+    if options.timeout <= 0:
+        raise UsageFailure("--timeout must be a positive number of seconds")
+    target = find_append_target(env) if options.append_env and not options.dry_run else None
+    fmt = resolve_format(options.fmt, target)
+    source = choose_token_source(env, token_env=options.token_env, token_file=options.token_file)
+    deadline = Deadline(runtime.clock, options.timeout)
+    connector = aiohttp.TCPConnector(ssl=ssl_context(options.ca_cert))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        token = await read_platform_token(
+            source, env, http=http, audience=options.audience, deadline=deadline, runtime=runtime
+        )
+        runtime.notify(f"using the platform token from {token.source}")
+        reply = await send_with_retries(
+            broker_attempt(
+                http,
+                url,
+                token.value,
+                credential=options.credential,
+                query=exchange_query(fmt, dry_run=options.dry_run),
+            ),
+            what="the broker",
+            deadline=deadline,
+            clock=runtime.clock,
+            rng=runtime.rng,
+            sleep=runtime.sleep,
+            notify=runtime.notify,
+        )
+    if reply.status != 200:
+        raise failure_for_reply(reply)
+    if options.dry_run:
+        trace = read_trace(reply)
+        runtime.stdout.write(render_trace(trace))
+        runtime.stdout.flush()
+        return EXIT_OK if trace.get("allowed") is True else EXIT_DENIED
+    try:
+        body = reply.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unavailable("the broker's answer is not UTF-8 text") from None
+    _write_credential(body, fmt, options, target, runtime)
+    return EXIT_OK

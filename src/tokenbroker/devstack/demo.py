@@ -1,0 +1,431 @@
+"""``make demo``: start ``tokenbroker dev`` in the background, then play a CI runner against it.
+
+The runner mints an env0-shaped token, exchanges it for Vault, AWS and GCP credentials through
+``POST /v1/exchange``, uses each (a KV write and read in OpenBao, ``GetCallerIdentity`` against
+moto, the GCP token checked by the STS stand-in), shows one denial with its dry-run
+explanation, and stops the stack. Exit 0 with a summary, or 1 naming the step that failed.
+No process is left behind: the stack is stopped (SIGTERM, wait, kill) whatever happens, and
+the demo checks that OpenBao is gone too. Never prints a token or a secret.
+
+``python -m tokenbroker.devstack.demo [--data-dir DIR]`` (or ``$TOKENBROKER_DEMO_DATA_DIR``);
+without one a temporary directory is used and removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import cast
+
+from tokenbroker.devstack.openbao import parent_death_signal
+from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
+from tokenbroker.devstack.stack import (
+    DENIED_CREDENTIAL,
+    DevStackState,
+    read_state,
+)
+
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 20.0
+HTTP_TIMEOUT_SECONDS = 30.0
+_POLL_SECONDS = 0.1
+KV_PATH = "demo"
+
+
+class DemoFailure(Exception):
+    """A step of the demo failed; the message is the reason shown to the user."""
+
+
+def say(line: str = "") -> None:
+    """Print a line of the demo's story at once (CI logs interleave otherwise)."""
+    print(line, flush=True)
+
+
+# --- the stack, as a background process -----------------------------------------------------
+
+
+class DevStackProcess:
+    """``tokenbroker dev --port 0`` as a child process, its output in ``<data_dir>/dev.log``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.log_path = data_dir / "dev.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start the stack (it picks free ports and writes them to its state file)."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            sys.executable,
+            "-m",
+            "tokenbroker",
+            "dev",
+            "--data-dir",
+            str(self.data_dir),
+            "--port",
+            "0",
+        ]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                # If the demo itself is killed outright, the stack still gets SIGTERM.
+                preexec_fn=parent_death_signal(),
+            )
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_SECONDS) -> DevStackState:
+        """Wait for this child's state file and the broker's ``/readyz``, up to a deadline."""
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise DemoFailure(
+                    f"tokenbroker dev exited with {self.process.returncode}:\n{self.log_tail()}"
+                )
+            state = read_state(self.data_dir)
+            if state is not None and state.pid == self.process.pid and _ready(state.broker_url):
+                return state
+            time.sleep(_POLL_SECONDS)
+        raise DemoFailure(
+            f"tokenbroker dev was not ready within {timeout:.0f}s:\n{self.log_tail()}"
+        )
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL on timeout; return the exit code (None if never started)."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        return process.returncode
+
+    def log_tail(self, characters: int = 3000) -> str:
+        """The end of the stack's output, for failure messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-characters:]
+        except OSError:
+            return "(no output)"
+
+    def progress_lines(self) -> list[str]:
+        """The stack's numbered progress lines, to retell them."""
+        return [line for line in self.log_tail(20000).splitlines() if line.startswith("[")]
+
+
+def _ready(broker_url: str) -> bool:
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the stack's own loopback URL
+            f"{broker_url}/readyz", timeout=2
+        ) as response:
+            status: int = response.status
+    except (OSError, ValueError):
+        return False
+    return status == 200
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process of this id exists (and is not a zombie waiting to be reaped)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return "\nState:\tZ" not in status
+
+
+# --- the runner -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer of the broker: status and JSON body."""
+
+    status: int
+    body: Mapping[str, object]
+
+
+def post_exchange(broker_url: str, token: str, credential: str, *, dry_run: bool = False) -> Answer:
+    """``POST /v1/exchange`` as a runner does it, with the token as bearer."""
+    query = "?dry_run=true" if dry_run else "?format=json"
+    request = urllib.request.Request(  # noqa: S310 - the stack's own loopback URL
+        f"{broker_url}/v1/exchange{query}",
+        data=json.dumps({"credential": credential}).encode(),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the stack's own loopback URL
+            request, timeout=HTTP_TIMEOUT_SECONDS
+        ) as response:
+            return Answer(response.status, _json_object(response.read()))
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, _json_object(error.read()))
+    except OSError as exc:
+        raise DemoFailure(f"the broker did not answer: {exc}") from None
+
+
+def _json_object(raw: bytes) -> Mapping[str, object]:
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise DemoFailure("the broker answered something that is not JSON") from None
+    if not isinstance(body, dict):
+        raise DemoFailure("the broker answered JSON that is not an object")
+    return cast(dict[str, object], body)
+
+
+def issued_values(answer: Answer, credential: str) -> Mapping[str, str]:
+    """The credential values of a successful exchange; DemoFailure with the broker's reason."""
+    if answer.status != 200:
+        raise DemoFailure(
+            f"exchange for {credential} failed: HTTP {answer.status} "
+            f"{answer.body.get('error')}/{answer.body.get('reason')}: "
+            f"{answer.body.get('error_description')}"
+        )
+    values = answer.body.get("values")
+    if not isinstance(values, dict):
+        raise DemoFailure(f"exchange for {credential} returned no values")
+    return {str(key): str(value) for key, value in values.items()}
+
+
+def use_vault(values: Mapping[str, str], kv_mount: str, secret: Mapping[str, str]) -> str:
+    """Write and read back a KV v2 secret with the issued VAULT_TOKEN; return what was read."""
+    import hvac
+
+    client = hvac.Client(url=values["VAULT_ADDR"], token=values["VAULT_TOKEN"])
+    client.secrets.kv.v2.create_or_update_secret(
+        path=KV_PATH, secret=dict(secret), mount_point=kv_mount
+    )
+    read = client.secrets.kv.v2.read_secret_version(
+        path=KV_PATH, mount_point=kv_mount, raise_on_deleted_version=True
+    )
+    data = read["data"]["data"]
+    if data != dict(secret):
+        raise DemoFailure(f"Vault KV read back {sorted(data)} instead of what was written")
+    return f"{kv_mount}/{KV_PATH}"
+
+
+def use_aws(values: Mapping[str, str], moto_url: str) -> str:
+    """``sts:GetCallerIdentity`` with the issued AWS credentials; return the caller's ARN."""
+    import boto3
+
+    sts = boto3.client(
+        "sts",
+        endpoint_url=moto_url,
+        region_name=values.get("AWS_REGION", "us-east-1"),
+        aws_access_key_id=values["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=values["AWS_SECRET_ACCESS_KEY"],
+        aws_session_token=values["AWS_SESSION_TOKEN"],
+    )
+    arn: str = sts.get_caller_identity()["Arn"]
+    if ":assumed-role/" not in arn:
+        raise DemoFailure(f"GetCallerIdentity answered {arn}, not an assumed role")
+    return arn
+
+
+def use_gcp(values: Mapping[str, str], gcp_sts_url: str) -> str:
+    """Ask the STS stand-in's tokeninfo who the issued access token belongs to."""
+    # In the query string, as Google's tokeninfo endpoint takes it.
+    url = f"{gcp_sts_url}/v1/tokeninfo?" + urllib.parse.urlencode(
+        {"access_token": values["GOOGLE_OAUTH_ACCESS_TOKEN"]}
+    )
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the stack's own loopback URL
+            url, timeout=HTTP_TIMEOUT_SECONDS
+        ) as response:
+            info = _json_object(response.read())
+    except urllib.error.HTTPError as error:
+        raise DemoFailure(f"GCP tokeninfo refused the access token (HTTP {error.code})") from None
+    email = info.get("email")
+    if not isinstance(email, str):
+        raise DemoFailure("GCP tokeninfo names no service account for the access token")
+    return email
+
+
+def explain_denial(trace: Mapping[str, object]) -> list[str]:
+    """A dry-run trace as readable lines: each check, and each bound claim that did not match."""
+    lines: list[str] = []
+    checks = trace.get("checks")
+    for check in checks if isinstance(checks, list) else []:
+        if not isinstance(check, dict):
+            continue
+        mark = "ok  " if check.get("ok") else "FAIL"
+        lines.append(f"    {mark}  {check.get('check', '?'):<13} {check.get('detail', '')}")
+        claims = check.get("claims")
+        for claim in claims if isinstance(claims, list) else []:
+            if isinstance(claim, dict) and not claim.get("matched"):
+                lines.append(
+                    f"          {claim.get('claim')}: expected {claim.get('expected')}, "
+                    f"actual {claim.get('actual')}"
+                )
+    return lines
+
+
+@dataclass(frozen=True)
+class Step:
+    """One line of the summary."""
+
+    area: str
+    text: str
+
+
+def play_runner(state: DevStackState) -> list[Step]:
+    """The runner's flow against a ready stack; DemoFailure on the first step that fails."""
+    broker = state.broker_url
+    issuer = DevPlatformIssuer(Path(state.keys_dir), state.issuer_base_url)
+    token = issuer.mint("env0", org=state.org_id, project=state.project_id)
+    steps = [Step("token", f"env0-shaped token for project {state.project_id}")]
+    say("runner: minted an env0-shaped platform token, as")
+    say(
+        f"  tokenbroker token mint --profile env0 --org {state.org_id} "
+        f"--project {state.project_id} --keys-dir {state.keys_dir} "
+        f"--issuer-base {state.issuer_base_url}"
+    )
+
+    secret = {"written-by": "tokenbroker demo", "at": str(int(time.time()))}
+    for credential, mode in (("dev-vault", "passthrough"), ("dev-vault-mint", "mint")):
+        say(f"runner: POST {broker}/v1/exchange {{credential: {credential}}}")
+        values = issued_values(post_exchange(broker, token, credential), credential)
+        where = use_vault(values, state.kv_mount, secret)
+        steps.append(Step("vault", f"{credential} ({mode}): KV write + read at {where}"))
+        say(f"  VAULT_TOKEN wrote and read back {where}")
+
+    say(f"runner: POST {broker}/v1/exchange {{credential: dev-aws}}")
+    values = issued_values(post_exchange(broker, token, "dev-aws"), "dev-aws")
+    arn = use_aws(values, state.moto_url)
+    steps.append(Step("aws", f"dev-aws: GetCallerIdentity -> {arn}"))
+    say(f"  GetCallerIdentity: {arn}")
+
+    say(f"runner: POST {broker}/v1/exchange {{credential: dev-gcp}}")
+    values = issued_values(post_exchange(broker, token, "dev-gcp"), "dev-gcp")
+    email = use_gcp(values, state.gcp_sts_url)
+    steps.append(Step("gcp", f"dev-gcp: tokeninfo -> {email}"))
+    say(f"  tokeninfo: an access token of {email}")
+
+    say(f"runner: POST {broker}/v1/exchange {{credential: {DENIED_CREDENTIAL}}}")
+    denied = post_exchange(broker, token, DENIED_CREDENTIAL)
+    if denied.status != 403:
+        raise DemoFailure(f"{DENIED_CREDENTIAL} should be denied, got HTTP {denied.status}")
+    reason = str(denied.body.get("reason"))
+    say(f"  HTTP 403 {denied.body.get('error')} ({reason}): {denied.body.get('error_description')}")
+    trace = post_exchange(broker, token, DENIED_CREDENTIAL, dry_run=True)
+    if trace.status != 200 or trace.body.get("allowed") is not False:
+        raise DemoFailure(f"the dry run of {DENIED_CREDENTIAL} did not explain the denial")
+    say(f"  dry run (POST {broker}/v1/exchange?dry_run=true):")
+    for line in explain_denial(trace.body):
+        say(line)
+    steps.append(Step("denial", f"{DENIED_CREDENTIAL}: 403 {reason}, explained by a dry run"))
+    return steps
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _data_dir(given: str | None) -> Iterator[Path]:
+    if given:
+        yield Path(given).resolve()
+        return
+    temporary = Path(tempfile.mkdtemp(prefix="tokenbroker-demo-"))
+    try:
+        yield temporary
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _terminate_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwinds through the `finally` that stops the stack, like Ctrl-C does.
+    raise SystemExit(128 + signum)
+
+
+def run_demo(data_dir: Path) -> int:
+    """Start the stack, play the runner, stop the stack; the exit code."""
+    started = time.monotonic()
+    stack = DevStackProcess(data_dir)
+    state: DevStackState | None = None
+    steps: list[Step] = []
+    failure: str | None = None
+    say(f"demo: starting `tokenbroker dev` in the background (data in {data_dir})")
+    try:
+        stack.start()
+        state = stack.wait_ready()
+        for line in stack.progress_lines():
+            say(f"  {line}")
+        say(f"demo: the stack is ready ({time.monotonic() - started:.1f}s)")
+        steps = play_runner(state)
+    except DemoFailure as exc:
+        failure = str(exc)
+    except Exception as exc:  # any library error: name the step's exception, never a secret
+        failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        code = stack.stop()
+    leftovers = []
+    if state is not None and state.openbao_pid and process_alive(state.openbao_pid):
+        leftovers.append(f"OpenBao (pid {state.openbao_pid})")
+    if failure is None and code != 0:
+        failure = f"tokenbroker dev stopped with exit code {code}:\n{stack.log_tail()}"
+    if leftovers:
+        failure = (failure + "; " if failure else "") + "left running: " + ", ".join(leftovers)
+    elapsed = time.monotonic() - started
+    if failure is not None:
+        say(f"demo FAILED after {elapsed:.1f}s: {failure}")
+        return 1
+    say()
+    say("demo summary:")
+    for step in steps:
+        say(f"  ok  {step.area:<7} {step.text}")
+    assert state is not None
+    say(f"  ok  stopped tokenbroker dev (pid {state.pid}) and OpenBao (pid {state.openbao_pid})")
+    say(f"demo passed in {elapsed:.1f}s")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tokenbroker.devstack.demo``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m tokenbroker.devstack.demo",
+        description="Run the local stack and play a CI runner against it.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default=os.environ.get("TOKENBROKER_DEMO_DATA_DIR"),
+        help="keep the stack's data here (default: a temporary directory, removed after)",
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate_on_sigterm)
+    try:
+        with _data_dir(args.data_dir) as data_dir:
+            return run_demo(data_dir)
+    except KeyboardInterrupt:
+        say("demo: interrupted; the stack was stopped")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,567 @@
+"""The whole local stack of ``tokenbroker dev``, real parts on loopback, on one event loop.
+
+OpenBao dev (a child process), moto (a thread), the dev platform issuer, the GCP STS stand-in
+and the broker on SQLite (aiohttp apps on the caller's loop). ``dev_stack(...)`` starts them in
+order, configures OpenBao and moto, seeds the broker with one credential of each type, writes
+a state file, and stops everything (child process waited for) when the block is left.
+
+The ids, names and settings are plain data built by pure functions, so tests and the demo can
+read what the stack serves without starting it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import shlex
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Final
+
+from aiohttp import web
+
+from tokenbroker.config import Settings, parse_settings
+from tokenbroker.devstack.gcp_sts import GcpStsConfig, GcpStsServer, parse_gcp_sts_config
+from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth_in_thread
+from tokenbroker.devstack.platform_issuer import (
+    DEV_PROFILES,
+    ENV0_AUDIENCE,
+    DevPlatformIssuer,
+    create_issuer_app,
+)
+
+# Fixed ids, so the printed commands stay the same from one run to the next.
+ORGANIZATION: Final = "dev"
+ENV0_ORG_ID: Final = "6f1d4e1a-3c0b-4d2e-9a57-0d3e5f1a2b01"
+PROJECT_ID: Final = "a3c2b1d0-5e4f-4a8b-9c7d-1e2f3a4b5c01"
+PROD_ENVIRONMENT_ID: Final = "c0ffee00-1234-4abc-8def-00000000beef"
+CIRCLECI_ORG_ID: Final = "0e6c0a59-7b3d-4f2a-8c1e-5d4b3a2f1e01"
+
+VAULT_ROLE: Final = "env0-deployer"
+VAULT_POLICY: Final = "env0-access"
+KV_MOUNT: Final = "secrets-for-env0"
+PASSTHROUGH_AUTH_PATH: Final = "jwt"
+MINT_AUTH_PATH: Final = "broker"
+VAULT_MINT_AUDIENCE: Final = "openbao-dev"
+VAULT_TOKEN_TTL: Final = "1h"
+AWS_ROLE_NAME: Final = "env0-deployer"
+AWS_AUDIENCE: Final = "sts.amazonaws.com"
+AWS_REGION: Final = "us-east-1"
+GCP_PROJECT_NUMBER: Final = "123456789012"
+GCP_POOL: Final = f"projects/{GCP_PROJECT_NUMBER}/locations/global/workloadIdentityPools/dev-pool"
+GCP_PROVIDER: Final = f"//iam.googleapis.com/{GCP_POOL}/providers/env0-dev"
+GCP_SERVICE_ACCOUNT: Final = "deployer@dev-project.iam.gserviceaccount.com"
+OIDC_AUDIENCE: Final = "dev-audience"
+
+# name -> type, in the order they are printed. `prod-vault` is bound to one environment, so a
+# token of any other environment shows a denial with its dry-run explanation.
+CREDENTIALS: Final[Mapping[str, str]] = {
+    "dev-vault": "vault_oidc",
+    "dev-vault-mint": "vault_oidc",
+    "dev-aws": "aws_oidc",
+    "dev-gcp": "gcp_oidc",
+    "dev-oidc": "oidc_token",
+    "prod-vault": "vault_oidc",
+}
+DENIED_CREDENTIAL: Final = "prod-vault"
+
+STATE_FILE: Final = "dev-stack.json"
+DEFAULT_PORT: Final = 8400
+# moto's default account: every role it creates lives there.
+_MOTO_ACCOUNT: Final = "123456789012"
+# moto accepts any key pair; these are placeholders, not credentials.
+_MOTO_PLACEHOLDER_KEY: Final = "testing"
+_SHUTDOWN_TIMEOUT_SECONDS: Final = 5.0
+
+Progress = Callable[[str], None]
+
+
+class DevStackError(RuntimeError):
+    """A part of the stack could not start; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class DevStackPorts:
+    """Ports of each part; 0 means a free one (OpenBao: ``None``, a free pair)."""
+
+    broker: int
+    issuer: int
+    gcp_sts: int
+    moto: int
+    openbao: int | None
+
+    @classmethod
+    def from_base(cls, base: int) -> DevStackPorts:
+        """``base`` for the broker and the next ones for the rest; 0 picks free ports for all."""
+        if base == 0:
+            return cls(broker=0, issuer=0, gcp_sts=0, moto=0, openbao=None)
+        if not 1 <= base <= 65535 - 5:
+            raise ValueError(f"port {base} leaves no room for the five ports after it")
+        return cls(base, base + 1, base + 2, base + 3, base + 4)
+
+
+@dataclass(frozen=True)
+class DevStackState:
+    """Where each part of a running stack listens and what it holds (the state file)."""
+
+    pid: int
+    data_dir: str
+    keys_dir: str
+    broker_url: str
+    issuer_base_url: str
+    gcp_sts_url: str
+    moto_url: str
+    openbao_address: str
+    # The dev server's root token, for poking at OpenBao by hand; the file is 0600.
+    openbao_root_token: str
+    openbao_pid: int
+    org_id: str = ENV0_ORG_ID
+    project_id: str = PROJECT_ID
+    prod_environment_id: str = PROD_ENVIRONMENT_ID
+    kv_mount: str = KV_MOUNT
+    aws_region: str = AWS_REGION
+    credentials: dict[str, str] = field(default_factory=lambda: dict(CREDENTIALS))
+
+    def as_json(self) -> str:
+        """The state file's text."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DevStackState:
+        """Read a state file's text; ValueError when it is not one."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("the dev stack state is not a JSON object")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"not a dev stack state: {exc}") from None
+
+    def __repr__(self) -> str:
+        # Never show the root token, wherever the state ends up printed.
+        return f"DevStackState(pid={self.pid}, broker_url={self.broker_url!r})"
+
+
+def state_path(data_dir: Path) -> Path:
+    """Where ``tokenbroker dev`` writes its state in a data directory."""
+    return data_dir / STATE_FILE
+
+
+def read_state(data_dir: Path) -> DevStackState | None:
+    """The state of the stack serving ``data_dir``, or None when none is (fully) up."""
+    try:
+        return DevStackState.from_json(state_path(data_dir).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def write_state(data_dir: Path, state: DevStackState) -> Path:
+    """Write the state file atomically, readable by its owner only."""
+    path = state_path(data_dir)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(state.as_json())
+    os.replace(temporary, path)
+    return path
+
+
+# --- what the stack serves (pure) -------------------------------------------------------------
+
+
+def aws_role_arn(name: str = AWS_ROLE_NAME) -> str:
+    """The ARN moto gives a role of this name."""
+    return f"arn:aws:iam::{_MOTO_ACCOUNT}:role/{name}"
+
+
+def build_settings(
+    *,
+    data_dir: Path,
+    broker_port: int,
+    issuer: DevPlatformIssuer,
+    openbao_address: str,
+    moto_url: str,
+    gcp_sts_url: str,
+) -> Settings:
+    """The broker's settings: the four dev issuers, one organization, a credential of each type."""
+    issuers = [
+        issuer.issuer_settings(profile, org=CIRCLECI_ORG_ID if profile == "circleci" else None)
+        for profile in DEV_PROFILES
+    ]
+    env0 = next(entry for entry in issuers if entry.profile == "env0")
+
+    def vault(path: str) -> dict[str, object]:
+        return {"address": openbao_address, "role": VAULT_ROLE, "auth_path": path}
+
+    credentials: list[dict[str, object]] = [
+        {"name": "dev-vault", "type": "vault_oidc", "settings": vault(PASSTHROUGH_AUTH_PATH)},
+        {
+            "name": "dev-vault-mint",
+            "type": "vault_oidc",
+            "token": "mint",
+            "audience": VAULT_MINT_AUDIENCE,
+            "settings": vault(MINT_AUTH_PATH),
+        },
+        {
+            "name": "dev-aws",
+            "type": "aws_oidc",
+            # Minted, so the token carries the identity as AWS session tags.
+            "token": "mint",
+            "audience": AWS_AUDIENCE,
+            "settings": {
+                "role_arn": aws_role_arn(),
+                "region": AWS_REGION,
+                "sts_endpoint": moto_url,
+                "duration_seconds": 900,
+            },
+        },
+        {
+            "name": "dev-gcp",
+            "type": "gcp_oidc",
+            "settings": {
+                "audience": GCP_PROVIDER,
+                "service_account": GCP_SERVICE_ACCOUNT,
+                "token_url": f"{gcp_sts_url}/v1/token",
+                "iam_endpoint": gcp_sts_url,
+            },
+        },
+        {"name": "dev-oidc", "type": "oidc_token", "token": "mint", "audience": OIDC_AUDIENCE},
+        {
+            "name": DENIED_CREDENTIAL,
+            "type": "vault_oidc",
+            "settings": vault(PASSTHROUGH_AUTH_PATH),
+            "bound_claims": {"environmentId": PROD_ENVIRONMENT_ID},
+        },
+    ]
+    return parse_settings(
+        {
+            "server": {
+                "host": "127.0.0.1",
+                "port": broker_port,
+                "public_url": f"http://127.0.0.1:{broker_port}",
+                "data_dir": str(data_dir),
+            },
+            "issuers": [entry.model_dump(mode="json") for entry in issuers],
+            "organizations": [
+                {"name": ORGANIZATION, "issuer": env0.name, "platform_org_id": ENV0_ORG_ID}
+            ],
+            "credentials": [{"organization": ORGANIZATION, **entry} for entry in credentials],
+            "assignments": [
+                {"organization": ORGANIZATION, "project": PROJECT_ID, "credentials": [*CREDENTIALS]}
+            ],
+        },
+        # Built in code: TOKENBROKER_* variables of the developer's shell do not apply.
+        {},
+    )
+
+
+def gcp_sts_config(issuer: DevPlatformIssuer) -> GcpStsConfig:
+    """One pool provider trusting the dev env0 issuer, and a service account for the project."""
+    return parse_gcp_sts_config(
+        {
+            "providers": [
+                {
+                    "audience": GCP_PROVIDER,
+                    "issuer": issuer.issuer_url("env0"),
+                    "jwks_uri": issuer.jwks_url("env0"),
+                    "allowed_audiences": [ENV0_AUDIENCE],
+                    "attribute_mapping": {
+                        "google.subject": "assertion.sub",
+                        "attribute.org": "assertion.organizationId",
+                        "attribute.project": "assertion.projectId",
+                    },
+                    "attribute_condition": {"organizationId": ENV0_ORG_ID},
+                }
+            ],
+            "service_accounts": [
+                {
+                    "email": GCP_SERVICE_ACCOUNT,
+                    "members": [
+                        f"principalSet://iam.googleapis.com/{GCP_POOL}/attribute.project/"
+                        f"{PROJECT_ID}"
+                    ],
+                }
+            ],
+        }
+    )
+
+
+def runner_commands(state: DevStackState) -> list[str]:
+    """The shell lines a runner would run against this stack, comments included."""
+    broker = state.broker_url
+    mint = shlex.join(
+        [
+            "tokenbroker",
+            "token",
+            "mint",
+            "--profile",
+            "env0",
+            "--org",
+            state.org_id,
+            "--project",
+            state.project_id,
+            "--keys-dir",
+            state.keys_dir,
+            "--issuer-base",
+            state.issuer_base_url,
+        ]
+    )
+    exchange = f"tokenbroker exchange --broker {shlex.quote(broker)} --credential"
+    body = json.dumps({"credential": "dev-vault"})
+    denied = json.dumps({"credential": DENIED_CREDENTIAL})
+    return [
+        "# the runner's platform token (env0-shaped, signed by the dev issuer):",
+        f'export ENV0_OIDC_TOKEN="$({mint})"',
+        "# Vault: OpenBao checks the env0 token itself (passthrough), or the broker's (mint):",
+        f'eval "$({exchange} dev-vault --format shell)"',
+        f'eval "$({exchange} dev-vault-mint --format shell)"',
+        "# AWS STS credentials (moto), and a GCP access token (the STS stand-in):",
+        f'eval "$({exchange} dev-aws --format shell)"',
+        f'eval "$({exchange} dev-gcp --format shell)"',
+        "# a broker-signed OIDC token for any audience:",
+        f"{exchange} dev-oidc --format json",
+        "# the same exchange without the client:",
+        f'curl -s -X POST "{broker}/v1/exchange?format=env" '
+        f'-H "Authorization: Bearer $ENV0_OIDC_TOKEN" -d {shlex.quote(body)}',
+        f"# why {DENIED_CREDENTIAL} is refused (it is bound to one environment):",
+        f'curl -s -X POST "{broker}/v1/exchange?dry_run=true" '
+        f'-H "Authorization: Bearer $ENV0_OIDC_TOKEN" -d {shlex.quote(denied)}',
+    ]
+
+
+# --- running it -------------------------------------------------------------------------------
+
+
+def _listening_socket(port: int) -> socket.socket:
+    """A bound loopback socket, so a port is known (and a taken one reported) before serving."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        raise DevStackError(f"port {port} on 127.0.0.1 is taken ({exc.strerror})") from None
+    return sock
+
+
+def _port_of(sock: socket.socket) -> int:
+    port: int = sock.getsockname()[1]
+    return port
+
+
+async def _serve(
+    exits: contextlib.AsyncExitStack, app: web.Application, sock: socket.socket
+) -> None:
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
+    await runner.setup()
+    exits.push_async_callback(runner.cleanup)
+    await web.SockSite(runner, sock).start()
+
+
+def _create_aws_role(moto_url: str) -> str:
+    import boto3
+
+    iam = boto3.client(
+        "iam",
+        endpoint_url=moto_url,
+        region_name=AWS_REGION,
+        aws_access_key_id=_MOTO_PLACEHOLDER_KEY,
+        aws_secret_access_key=_MOTO_PLACEHOLDER_KEY,
+    )
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {
+                    "Federated": f"arn:aws:iam::{_MOTO_ACCOUNT}:oidc-provider/tokenbroker-dev"
+                },
+                "Action": ["sts:AssumeRoleWithWebIdentity", "sts:TagSession"],
+            }
+        ],
+    }
+    try:
+        role = iam.create_role(RoleName=AWS_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust))
+    except iam.exceptions.EntityAlreadyExistsException:
+        # moto's state is per process: a second stack in the same process finds the role.
+        role = iam.get_role(RoleName=AWS_ROLE_NAME)
+    arn: str = role["Role"]["Arn"]
+    return arn
+
+
+@contextlib.contextmanager
+def _reported_as(part: str) -> Iterator[None]:
+    """Turn a part's failure into one DevStackError line naming the part."""
+    try:
+        yield
+    except DevStackError:
+        raise
+    except Exception as exc:  # the part's own message: about ports, files, OpenBao, no secret
+        raise DevStackError(f"{part} failed: {type(exc).__name__}: {exc}") from None
+
+
+@contextlib.contextmanager
+def _moto_server(port: int) -> Iterator[str]:
+    from moto.server import ThreadedMotoServer
+
+    if port:
+        # ThreadedMotoServer.start() waits forever when its thread cannot bind: check first.
+        _listening_socket(port).close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        host, bound = server.get_host_and_port()
+        yield f"http://{host}:{bound}"
+    finally:
+        server.stop()
+
+
+class _Steps:
+    """Numbered progress lines, each with the time its step took."""
+
+    def __init__(self, progress: Progress, total: int) -> None:
+        self._progress = progress
+        self._total = total
+        self._done = 0
+        self._started = time.monotonic()
+
+    def done(self, what: str, where: str) -> None:
+        self._done += 1
+        took = time.monotonic() - self._started
+        self._progress(f"[{self._done}/{self._total}] {what:<28} {where}  ({took:.1f}s)")
+        self._started = time.monotonic()
+
+
+def _prepare_data_dir(data_dir: Path) -> Path:
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    # A state file left by a killed stack must not pass for this one.
+    state_path(data_dir).unlink(missing_ok=True)
+    return data_dir
+
+
+@contextlib.asynccontextmanager
+async def dev_stack(
+    data_dir: Path, *, port: int = DEFAULT_PORT, progress: Progress = print
+) -> AsyncIterator[DevStackState]:
+    """Start the whole stack, yield its state once everything is configured, stop it all.
+
+    OpenBao is started from the calling thread (it runs the event loop: the main thread under
+    ``tokenbroker dev``), so that on Linux it is also stopped if this process is killed.
+    """
+    data_dir = _prepare_data_dir(data_dir)
+    ports = DevStackPorts.from_base(port)
+    steps = _Steps(progress, total=7)
+    async with contextlib.AsyncExitStack() as exits:
+        sockets = {
+            name: _listening_socket(number)
+            for name, number in (
+                ("broker", ports.broker),
+                ("issuer", ports.issuer),
+                ("gcp_sts", ports.gcp_sts),
+            )
+        }
+        for sock in sockets.values():
+            exits.callback(sock.close)
+        broker_url = f"http://127.0.0.1:{_port_of(sockets['broker'])}"
+        issuer_base = f"http://127.0.0.1:{_port_of(sockets['issuer'])}"
+        gcp_sts_url = f"http://127.0.0.1:{_port_of(sockets['gcp_sts'])}"
+
+        openbao = OpenBaoDevServer(port=ports.openbao, die_with_parent=True, home_parent=data_dir)
+        with _reported_as("starting OpenBao"):
+            openbao.start()
+            exits.callback(openbao.stop)
+        steps.done("OpenBao dev server", openbao.address)
+
+        with _reported_as("starting moto"):
+            moto_url = exits.enter_context(_moto_server(ports.moto))
+            role_arn = await asyncio.to_thread(_create_aws_role, moto_url)
+        steps.done("moto (AWS STS, IAM)", f"{moto_url}  role {role_arn}")
+
+        keys_dir = data_dir / "dev-issuer"
+        issuer = DevPlatformIssuer(keys_dir, issuer_base)
+        with _reported_as("starting the dev platform issuer"):
+            for profile in DEV_PROFILES:
+                issuer.signing_key(profile)  # create the keys now, not during the first request
+            await _serve(exits, create_issuer_app(issuer), sockets["issuer"])
+        steps.done("dev platform issuer", f"{issuer_base}/{{env0,circleci/org/..,gitpod,github}}")
+
+        with _reported_as("starting the GCP STS stand-in"):
+            await _serve(exits, GcpStsServer(gcp_sts_config(issuer)).app(), sockets["gcp_sts"])
+        steps.done("GCP STS stand-in", gcp_sts_url)
+
+        with _reported_as("starting the broker"):
+            # Imported here: the broker's app pulls in the store and every backend.
+            from tokenbroker.web.app import create_app
+
+            settings = build_settings(
+                data_dir=data_dir,
+                broker_port=_port_of(sockets["broker"]),
+                issuer=issuer,
+                openbao_address=openbao.address,
+                moto_url=moto_url,
+                gcp_sts_url=gcp_sts_url,
+            )
+            await _serve(exits, create_app(settings), sockets["broker"])
+        steps.done("broker (SQLite)", f"{broker_url}  data {data_dir}")
+
+        with _reported_as("configuring OpenBao"):
+            await _configure_openbao(openbao, issuer, broker_url)
+        steps.done(
+            "OpenBao JWT auth, KV, policy",
+            f"auth/{PASSTHROUGH_AUTH_PATH} (dev env0 issuer), auth/{MINT_AUTH_PATH} (broker)",
+        )
+
+        state = DevStackState(
+            pid=os.getpid(),
+            data_dir=str(data_dir),
+            keys_dir=str(keys_dir),
+            broker_url=broker_url,
+            issuer_base_url=issuer_base,
+            gcp_sts_url=gcp_sts_url,
+            moto_url=moto_url,
+            openbao_address=openbao.address,
+            openbao_root_token=openbao.root_token,
+            openbao_pid=openbao.pid or 0,
+        )
+        path = write_state(data_dir, state)
+        exits.callback(path.unlink, missing_ok=True)
+        steps.done("state file", str(path))
+        yield state
+
+
+async def _configure_openbao(
+    openbao: OpenBaoDevServer, issuer: DevPlatformIssuer, broker_url: str
+) -> None:
+    """JWT auth trusting the dev env0 issuer (passthrough) and the broker itself (mint)."""
+    admin = openbao.client()
+    # In threads: OpenBao fetches each JWKS from a server on this very loop while it answers.
+    await configure_jwt_auth_in_thread(
+        admin,
+        path=PASSTHROUGH_AUTH_PATH,
+        jwks_url=issuer.jwks_url("env0"),
+        bound_issuer=issuer.issuer_url("env0"),
+        role=VAULT_ROLE,
+        bound_audiences=[ENV0_AUDIENCE],
+        bound_claims={"organizationId": ENV0_ORG_ID, "apiKeyType": "oidc"},
+        policies=[VAULT_POLICY],
+        kv_mount=KV_MOUNT,
+        token_ttl=VAULT_TOKEN_TTL,
+    )
+    await configure_jwt_auth_in_thread(
+        admin,
+        path=MINT_AUTH_PATH,
+        jwks_url=f"{broker_url}/.well-known/jwks.json",
+        bound_issuer=broker_url,
+        role=VAULT_ROLE,
+        bound_audiences=[VAULT_MINT_AUDIENCE],
+        bound_claims={"organizationId": ENV0_ORG_ID},
+        policies=[VAULT_POLICY],
+        kv_mount=KV_MOUNT,
+        token_ttl=VAULT_TOKEN_TTL,
+    )

@@ -1,0 +1,134 @@
+"""``make demo`` as CI runs it: ``python -m tokenbroker.devstack.demo``; nothing left running."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.processes import pids_using
+
+pytestmark = pytest.mark.openbao
+
+# Well under the two minutes the demo is allowed; it takes about ten seconds.
+DEMO_TIMEOUT_SECONDS = 110
+
+
+def demo_command(data_dir: Path) -> list[str]:
+    return [sys.executable, "-m", "tokenbroker.devstack.demo", "--data-dir", str(data_dir)]
+
+
+def demo_environment() -> dict[str, str]:
+    # The demo must not depend on the developer's AWS set-up.
+    return {**os.environ, "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+
+def assert_nothing_left(data_dir: Path) -> None:
+    # The stack names the data dir in its arguments, and OpenBao works in a directory inside it.
+    assert pids_using(data_dir) == []
+
+
+def test_the_demo_exchanges_and_uses_every_credential_then_exits_zero(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    started = time.monotonic()
+    result = subprocess.run(
+        demo_command(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_SECONDS,
+        env=demo_environment(),
+        check=False,
+    )
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    summary = output[output.index("demo summary:") :]
+    for line in (
+        r"ok\s+vault\s+dev-vault \(passthrough\): KV write \+ read",
+        r"ok\s+vault\s+dev-vault-mint \(mint\): KV write \+ read",
+        r"ok\s+aws\s+dev-aws: GetCallerIdentity -> arn:aws:sts::\d+:assumed-role/env0-deployer/",
+        r"ok\s+gcp\s+dev-gcp: tokeninfo -> deployer@dev-project\.iam\.gserviceaccount\.com",
+        r"ok\s+denial\s+prod-vault: 403 bound_claims_mismatch",
+        r"ok\s+stopped tokenbroker dev \(pid \d+\) and OpenBao \(pid \d+\)",
+    ):
+        assert re.search(rf"^\s+{line}", summary, re.MULTILINE), line
+    assert re.search(r"FAIL\s+bound_claims", output), "the dry run explains the denial"
+    assert summary.splitlines()[-1].startswith("demo passed in ")
+    assert elapsed < DEMO_TIMEOUT_SECONDS
+    assert_nothing_left(data_dir)
+    # The stack removes its state file when it stops.
+    assert not (data_dir / "dev-stack.json").exists()
+
+
+def test_the_demo_prints_no_credential(tmp_path: Path) -> None:
+    result = subprocess.run(
+        demo_command(tmp_path / "demo"),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_SECONDS,
+        env=demo_environment(),
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # OpenBao service tokens, AWS session keys, GCP access tokens, JWTs.
+    for pattern in (
+        r"\bs\.[A-Za-z0-9]{24}\b",
+        r"\bASIA[A-Z0-9]{16}\b",
+        r"ya29\.",
+        r"eyJ[\w-]+\.eyJ",
+    ):
+        assert not re.search(pattern, output), pattern
+    assert_nothing_left(tmp_path / "demo")
+
+
+def test_a_stack_that_fails_to_start_fails_the_demo_with_the_reason(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    # The broker's SQLite file cannot be opened: the stack fails after OpenBao and moto started.
+    (data_dir / "tokenbroker.db").mkdir(parents=True)
+    result = subprocess.run(
+        demo_command(data_dir),
+        capture_output=True,
+        text=True,
+        timeout=DEMO_TIMEOUT_SECONDS,
+        env=demo_environment(),
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout
+    assert "demo FAILED" in result.stdout
+    assert "starting the broker failed" in result.stdout
+    assert "[1/7] OpenBao dev server" in result.stdout
+    assert_nothing_left(data_dir)
+
+
+def test_a_demo_stopped_by_sigterm_stops_the_stack(tmp_path: Path) -> None:
+    data_dir = tmp_path / "demo"
+    process = subprocess.Popen(
+        demo_command(data_dir),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=demo_environment(),
+    )
+    assert process.stdout is not None
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "the stack is ready" in line:
+                break
+        assert len(pids_using(data_dir)) >= 2, "the stack and OpenBao run while the demo does"
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, "".join(lines) + rest
+    assert_nothing_left(data_dir)
