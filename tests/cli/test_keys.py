@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from tokenbroker.cli.main import main
 from tokenbroker.clock import SystemClock
+from tokenbroker.config import load_settings
 from tokenbroker.config.models import SigningSettings
 from tokenbroker.issuer.keyring import KeyRing
-from tokenbroker.issuer.keys import FileKeyStore, SigningKey
+from tokenbroker.issuer.keys import FileKeyStore, KeyStore, SigningKey, generate_signing_key
+from tokenbroker.store import Store
+from tokenbroker.store.keystore import ENCRYPTION_KEY_FILENAME, open_key_store
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -29,24 +37,38 @@ def config(tmp_path: Path, data_dir: Path) -> Path:
     return path
 
 
-def _stored(data_dir: Path) -> list[SigningKey]:
-    return asyncio.run(FileKeyStore(data_dir / "keys").load())
+def _with_key_store(config: Path, work: Callable[[KeyStore], Awaitable[_T]]) -> _T:
+    settings = load_settings(config)
+
+    async def run() -> _T:
+        store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+        try:
+            await store.upgrade()
+            return await work(await open_key_store(settings, store))
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
-def _start_broker_keys(data_dir: Path) -> SigningKey:
+def _stored(config: Path) -> list[SigningKey]:
+    return _with_key_store(config, lambda key_store: key_store.load())
+
+
+def _start_broker_keys(config: Path) -> SigningKey:
     # What `tokenbroker serve` does on first start: open the ring, which makes the first key.
-    ring = asyncio.run(
-        KeyRing.open(FileKeyStore(data_dir / "keys"), SigningSettings(), SystemClock())
-    )
-    return ring.active
+    async def open_ring(key_store: KeyStore) -> SigningKey:
+        return (await KeyRing.open(key_store, SigningSettings(), SystemClock())).active
+
+    return _with_key_store(config, open_ring)
 
 
 def test_keys_rotate_changes_the_active_kid_and_retires_the_old_one(
     config: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    old = _start_broker_keys(data_dir)
+    old = _start_broker_keys(config)
     assert main(["keys", "rotate", "--config", str(config)]) == 0
-    stored = {k.kid: k for k in _stored(data_dir)}
+    stored = {k.kid: k for k in _stored(config)}
     active = [k for k in stored.values() if k.state == "active"]
     assert len(active) == 1
     assert active[0].kid != old.kid
@@ -55,16 +77,16 @@ def test_keys_rotate_changes_the_active_kid_and_retires_the_old_one(
 
 
 def test_keys_rotate_twice_keeps_every_retiring_key_published(config: Path, data_dir: Path) -> None:
-    _start_broker_keys(data_dir)
+    _start_broker_keys(config)
     assert main(["keys", "rotate", "--config", str(config)]) == 0
     assert main(["keys", "rotate", "--config", str(config)]) == 0
-    assert sorted(k.state for k in _stored(data_dir)) == ["active", "retiring", "retiring"]
+    assert sorted(k.state for k in _stored(config)) == ["active", "retiring", "retiring"]
 
 
 def test_keys_list_shows_kid_alg_and_state_but_no_private_key(
     config: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    key = _start_broker_keys(data_dir)
+    key = _start_broker_keys(config)
     assert main(["keys", "list", "--config", str(config)]) == 0
     out = capsys.readouterr().out
     header, row = out.splitlines()
@@ -76,7 +98,7 @@ def test_keys_list_shows_kid_alg_and_state_but_no_private_key(
 def test_keys_list_json_is_one_object_per_key_newest_first(
     config: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _start_broker_keys(data_dir)
+    _start_broker_keys(config)
     main(["keys", "rotate", "--config", str(config)])
     capsys.readouterr()
     assert main(["keys", "list", "--json", "--config", str(config)]) == 0
@@ -84,7 +106,7 @@ def test_keys_list_json_is_one_object_per_key_newest_first(
     rows = json.loads(out)
     assert [r["state"] for r in rows] == ["active", "retiring"]
     assert set(rows[0]) == {"kid", "alg", "state", "created", "retired"}
-    assert all(str(k.private_jwk["d"]) not in out for k in _stored(data_dir))
+    assert all(str(k.private_jwk["d"]) not in out for k in _stored(config))
 
 
 def test_keys_list_before_the_first_start_says_there_are_none(
@@ -92,18 +114,47 @@ def test_keys_list_before_the_first_start_says_there_are_none(
 ) -> None:
     assert main(["keys", "list", "--config", str(config)]) == 0
     assert "no signing keys yet" in capsys.readouterr().out
-    assert not data_dir.exists()
+    assert not (data_dir / ENCRYPTION_KEY_FILENAME).exists()
 
 
-def test_keys_rotate_with_a_corrupt_key_file_fails_with_one_line(
+def test_keys_rotate_before_the_first_start_makes_the_store_and_its_keys(
+    config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keys", "rotate", "--config", str(config)]) == 0
+    assert sorted(k.state for k in _stored(config)) == ["active", "retiring"]
+
+
+def test_keys_list_shows_the_keys_of_an_install_that_kept_them_in_a_file(
     config: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (data_dir / "keys").mkdir(parents=True)
-    (data_dir / "keys" / "signing-keys.json").write_text("{")
+    old = generate_signing_key("ES256", datetime.now(UTC))
+    asyncio.run(FileKeyStore(data_dir / "keys").update(lambda _: [old]))
+    _start_broker_keys(config)
+    assert main(["keys", "list", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:3] == [old.kid, "ES256", "active"]
+
+
+def test_keys_rotate_with_a_wrong_encryption_key_fails_with_one_line(
+    config: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _start_broker_keys(config)
+    (data_dir / ENCRYPTION_KEY_FILENAME).write_text("not the key the store was sealed with\n")
     assert main(["keys", "rotate", "--config", str(config)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("tokenbroker: ")
-    assert "not valid JSON" in err
+    assert "wrong store.encryption_key" in err
+    assert len(err.splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_keys_list_with_an_unusable_encryption_key_file_names_the_problem(
+    config: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _start_broker_keys(config)
+    (data_dir / ENCRYPTION_KEY_FILENAME).write_text("\n")
+    assert main(["keys", "list", "--config", str(config)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("tokenbroker: invalid configuration:\n  store.encryption_key: ")
     assert "Traceback" not in err
 
 

@@ -13,11 +13,13 @@ from tokenbroker.client.discovery import (
     EnvVariableSource,
     FileSource,
     GitHubActionsSource,
+    PlatformToken,
     choose_token_source,
     github_token_request_url,
     parse_github_token_response,
     read_token_file,
     searched_sources,
+    token_from_text,
 )
 from tokenbroker.client.exchange import ClientRuntime, read_platform_token
 from tokenbroker.client.failures import NoPlatformToken, Unavailable
@@ -135,9 +137,10 @@ def test_the_audience_is_appended_to_githubs_url_encoded(
     assert github_token_request_url(url, audience) == expected
 
 
-def test_the_request_token_is_kept_out_of_reprs() -> None:
+def test_tokens_are_kept_out_of_reprs() -> None:
     source = choose_token_source(GITHUB)
     assert "request-token" not in repr(source)
+    assert PLATFORM_TOKEN not in repr(PlatformToken(PLATFORM_TOKEN, "$ENV0_OIDC_TOKEN"))
 
 
 def test_a_token_file_is_read_and_stripped(tmp_path: Path) -> None:
@@ -156,6 +159,13 @@ def test_a_bad_token_file_finds_no_token(tmp_path: Path, content: str | None, ma
         path.write_text(content)
     with pytest.raises(NoPlatformToken, match=match):
         read_token_file(path)
+
+
+@pytest.mark.parametrize("value", ["tok\u00e9n", "tok\x00en"])
+def test_a_variable_holding_no_printable_ascii_token_finds_none(value: str) -> None:
+    with pytest.raises(NoPlatformToken, match="not printable ASCII") as caught:
+        token_from_text(value, "$X")
+    assert value not in str(caught.value)
 
 
 def test_a_github_answer_without_a_value_finds_no_token() -> None:

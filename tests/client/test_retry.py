@@ -18,8 +18,11 @@ from tokenbroker.client.exchange import ClientRuntime, ExchangeOptions, run_exch
 from tokenbroker.client.failures import EXIT_OK, Denied, Unavailable
 from tokenbroker.client.retry import (
     CLIENT_RETRY_POLICY,
+    Deadline,
+    HttpReply,
     is_retryable_status,
     parse_retry_after,
+    send_with_retries,
 )
 from tokenbroker.clock import FrozenClock
 
@@ -185,3 +188,13 @@ async def test_retries_stop_after_the_policys_attempts(
     with pytest.raises(Unavailable, match="connection was closed"):
         await exchange(broker_stand_in, timeline, deadline=3600)
     assert len(broker_stand_in.requests) == CLIENT_RETRY_POLICY.attempts
+
+
+async def test_no_request_is_started_once_the_deadline_has_passed(timeline: Timeline) -> None:
+    async def never(_: float) -> HttpReply:
+        raise AssertionError("a request was started after the deadline")
+
+    deadline = Deadline(timeline.clock, 5)
+    timeline.clock.advance(5)
+    with pytest.raises(Unavailable, match="ran out before the broker could be asked"):
+        await send_with_retries(never, what="the broker", deadline=deadline, clock=timeline.clock)

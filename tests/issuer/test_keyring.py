@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError
@@ -9,11 +12,12 @@ from joserfc.jwk import KeySet
 
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config.models import SigningSettings
-from tokenbroker.issuer.keyring import KeyRing
-from tokenbroker.issuer.keys import FileKeyStore, KeyStoreError
+from tokenbroker.issuer.keyring import KeyRing, opened_keys, rotated_keys
+from tokenbroker.issuer.keys import FileKeyStore, KeyStoreError, generate_signing_key
 from tokenbroker.issuer.minting import mint_token
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}
+NOW = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 
 
 def _published_kids(ring: KeyRing) -> list[str]:
@@ -182,7 +186,7 @@ async def test_reload_of_a_store_without_an_active_key_keeps_the_current_keys(
 ) -> None:
     ring = await KeyRing.open(store, signing, clock)
     active = ring.active
-    await store.save([active.retire(active.created_at)])
+    await store.update(lambda _: [active.retire(active.created_at)])
     with pytest.raises(KeyStoreError, match="no active signing key"):
         await ring.reload()
     assert ring.active == active
@@ -210,3 +214,60 @@ async def test_the_ring_repr_shows_no_key_material(
     ring = await KeyRing.open(store, signing, clock)
     assert str(ring.active.private_jwk["d"]) not in repr(ring)
     assert ring.active.kid in repr(ring)
+
+
+async def test_rings_opening_together_on_an_empty_store_share_one_active_key(
+    store: FileKeyStore, signing: SigningSettings, clock: FrozenClock
+) -> None:
+    rings = await asyncio.gather(
+        *(KeyRing.open(FileKeyStore(store.directory), signing, clock) for _ in range(4))
+    )
+    assert len({ring.active.kid for ring in rings}) == 1
+    assert [k.kid for k in await store.load()] == [rings[0].active.kid]
+
+
+async def test_concurrent_rotations_keep_every_new_key_and_one_active(
+    store: FileKeyStore, signing: SigningSettings, clock: FrozenClock
+) -> None:
+    first = await KeyRing.open(store, signing, clock)
+    second = await KeyRing.open(FileKeyStore(store.directory), signing, clock)
+    original = first.active
+    new = await asyncio.gather(first.rotate(), second.rotate())
+    stored = {k.kid: k for k in await store.load()}
+    assert set(stored) == {original.kid, new[0].kid, new[1].kid}
+    assert [k.kid for k in stored.values() if k.state == "active"] in ([new[0].kid], [new[1].kid])
+    await first.reload()
+    await second.reload()
+    assert first.active.kid == second.active.kid
+
+
+def test_opening_a_store_with_a_usable_active_key_changes_nothing() -> None:
+    candidate = generate_signing_key("ES256", NOW)
+    active = generate_signing_key("ES256", NOW)
+    assert opened_keys([active], candidate, NOW, 3600) is None
+
+
+def test_opening_an_empty_store_makes_the_candidate_active() -> None:
+    candidate = generate_signing_key("ES256", NOW)
+    assert opened_keys([], candidate, NOW, 3600) == [candidate]
+
+
+def test_opening_drops_expired_retiring_keys_and_keeps_the_active_one() -> None:
+    old = generate_signing_key("ES256", NOW).retire(NOW)
+    active = generate_signing_key("ES256", NOW)
+    later = NOW + timedelta(seconds=3600)
+    candidate = generate_signing_key("ES256", later)
+    assert opened_keys([old, active], candidate, later, 3600) == [active]
+
+
+def test_opening_with_another_algorithm_retires_the_active_key() -> None:
+    active = generate_signing_key("ES256", NOW)
+    candidate = generate_signing_key("RS256", NOW)
+    assert opened_keys([active], candidate, NOW, 3600) == [active.retire(NOW), candidate]
+
+
+def test_a_rotation_retires_every_active_key_and_adds_the_fresh_one() -> None:
+    # Two actives happen only in a hand-edited store; a rotation still leaves exactly one.
+    a, b = generate_signing_key("ES256", NOW), generate_signing_key("ES256", NOW)
+    fresh = generate_signing_key("ES256", NOW)
+    assert rotated_keys([a, b], fresh, NOW, 3600) == [a.retire(NOW), b.retire(NOW), fresh]

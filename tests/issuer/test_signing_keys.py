@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import json
+import os
 import stat
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +15,9 @@ from joserfc import jwk
 
 from tokenbroker.issuer.keys import (
     FileKeyStore,
+    KeyChange,
     KeyStoreError,
+    SigningKey,
     generate_signing_key,
     import_signing_key,
     key_from_record,
@@ -21,6 +26,10 @@ from tokenbroker.issuer.keys import (
 
 NOW = datetime(2027, 1, 15, 8, 0, tzinfo=UTC)
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi", "oth"}
+
+
+def _appending(key: SigningKey) -> KeyChange:
+    return lambda stored: [*stored, key]
 
 
 def test_es256_key_is_p256_with_its_rfc7638_thumbprint_as_kid() -> None:
@@ -120,38 +129,95 @@ async def test_an_absent_key_file_is_an_empty_set(store: FileKeyStore) -> None:
     assert not store.directory.exists()
 
 
-async def test_saved_keys_load_back_unchanged(store: FileKeyStore) -> None:
+async def test_updated_keys_load_back_unchanged(store: FileKeyStore) -> None:
     keys = [generate_signing_key("ES256", NOW).retire(NOW), generate_signing_key("RS256", NOW)]
-    await store.save(keys)
+    assert await store.update(lambda _: keys) == keys
     assert await store.load() == keys
 
 
+async def test_an_update_sees_the_stored_keys_and_none_leaves_them(store: FileKeyStore) -> None:
+    key = generate_signing_key("ES256", NOW)
+    await store.update(lambda _: [key])
+    seen: list[list[SigningKey]] = []
+
+    def look(stored: list[SigningKey]) -> None:
+        seen.append(stored)
+
+    assert await store.update(look) == [key]
+    assert seen == [[key]]
+    assert await store.load() == [key]
+
+
+async def test_an_update_that_changes_nothing_writes_no_key_file(store: FileKeyStore) -> None:
+    assert await store.update(lambda _: None) == []
+    assert not store.path.exists()
+
+
 async def test_the_key_file_is_0600_in_a_0700_directory(store: FileKeyStore) -> None:
-    await store.save([generate_signing_key("ES256", NOW)])
+    await store.update(lambda _: [generate_signing_key("ES256", NOW)])
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(store.lock_path.stat().st_mode) == 0o600
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
 
 
-async def test_saving_tightens_an_existing_directory_to_0700(store: FileKeyStore) -> None:
+async def test_updating_tightens_an_existing_directory_to_0700(store: FileKeyStore) -> None:
     store.directory.mkdir(parents=True, mode=0o755)
     store.directory.chmod(0o755)
-    await store.save([generate_signing_key("ES256", NOW)])
+    await store.update(lambda _: [generate_signing_key("ES256", NOW)])
     assert stat.S_IMODE(store.directory.stat().st_mode) == 0o700
 
 
-async def test_save_replaces_the_whole_set_and_leaves_no_temp_file(
+async def test_an_update_replaces_the_whole_set_and_leaves_no_temp_file(
     store: FileKeyStore,
 ) -> None:
     first, second = generate_signing_key("ES256", NOW), generate_signing_key("ES256", NOW)
-    await store.save([first])
-    await store.save([second])
+    await store.update(lambda _: [first])
+    await store.update(lambda _: [second])
     assert await store.load() == [second]
-    assert [p.name for p in store.directory.iterdir()] == [FileKeyStore.FILENAME]
+    assert sorted(p.name for p in store.directory.iterdir()) == sorted(
+        [FileKeyStore.LOCK_FILENAME, FileKeyStore.FILENAME]
+    )
+
+
+async def test_an_update_waits_for_another_holder_of_the_lock_and_sees_its_keys(
+    store: FileKeyStore,
+) -> None:
+    # The test plays another process (`tokenbroker keys rotate`) holding the lock file.
+    theirs, ours = generate_signing_key("ES256", NOW), generate_signing_key("ES256", NOW)
+    await store.update(lambda _: [])
+    holder = os.open(store.lock_path, os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)
+    try:
+        update = asyncio.create_task(store.update(_appending(ours)))
+        done, _ = await asyncio.wait({update}, timeout=0.3)
+        assert not done, "the update ran while another process held the lock"
+        document = {"format": 1, "keys": [key_to_record(theirs)]}
+        store.path.write_text(json.dumps(document), encoding="utf-8")
+    finally:
+        os.close(holder)
+    assert await update == [theirs, ours]
+    assert await store.load() == [theirs, ours]
+
+
+async def test_concurrent_updates_keep_every_change(store: FileKeyStore) -> None:
+    added = [generate_signing_key("ES256", NOW) for _ in range(8)]
+    await asyncio.gather(*(store.update(_appending(key)) for key in added))
+    assert sorted(k.kid for k in await store.load()) == sorted(k.kid for k in added)
+
+
+async def test_a_failing_change_releases_the_lock_and_writes_nothing(store: FileKeyStore) -> None:
+    def fail(stored: list[SigningKey]) -> list[SigningKey]:
+        raise KeyStoreError("refused")
+
+    with pytest.raises(KeyStoreError, match="refused"):
+        await store.update(fail)
+    key = generate_signing_key("ES256", NOW)
+    assert await store.update(lambda _: [key]) == [key]
 
 
 async def test_a_corrupt_key_file_is_a_key_store_error(store: FileKeyStore) -> None:
     key = generate_signing_key("ES256", NOW)
-    await store.save([key])
+    await store.update(lambda _: [key])
     store.path.write_text(store.path.read_text()[:-20])
     with pytest.raises(KeyStoreError, match="not valid JSON") as caught:
         await store.load()

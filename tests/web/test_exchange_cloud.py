@@ -714,12 +714,6 @@ async def test_google_auth_refreshes_by_itself_from_the_brokers_config(
     assert sorted(event.reason for event in events) == ["outbound_token", "resolved"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="google-auth merges the executable's stderr into its stdout, and the CLI's "
-    "'using the platform token from ...' notice on stderr breaks the JSON: "
-    "`tokenbroker exchange --format gcp-executable` must write nothing but the JSON",
-)
 @pytest.mark.usefixtures("executables_allowed")
 async def test_google_auth_refreshes_by_running_the_rendered_tokenbroker_command(
     broker: Broker, monkeypatch: pytest.MonkeyPatch

@@ -12,8 +12,8 @@ from pytest_aiohttp import AiohttpClient
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.identity.models import Identity
-from tokenbroker.issuer import key_store_for
 from tokenbroker.issuer.minting import mint_for_identity
+from tokenbroker.store.keystore import ENCRYPTION_KEY_FILENAME, open_key_store
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
@@ -136,7 +136,7 @@ async def test_readiness_reports_the_keys(
     assert (await response.json())["checks"]["keys"] == "ok"
 
 
-async def test_the_app_keeps_its_key_in_a_0600_file_across_restarts(
+async def test_the_app_keeps_its_key_in_the_store_across_restarts(
     aiohttp_client: AiohttpClient, settings: Settings
 ) -> None:
     configured = _settings(settings)
@@ -146,6 +146,8 @@ async def test_the_app_keeps_its_key_in_a_0600_file_across_restarts(
     second = await aiohttp_client(create_app(configured))
     published = (await (await second.get("/.well-known/jwks.json")).json())["keys"]
     assert [k["kid"] for k in published] == [kid]
-    key_file = configured.server.data_dir / "keys" / "signing-keys.json"
+    stored = await open_key_store(configured, second.app[keys.STORE])
+    assert [k.kid for k in await stored.load()] == [kid]
+    # Embedded SQLite: the key sealing the private keys was generated beside the database.
+    key_file = configured.server.data_dir / ENCRYPTION_KEY_FILENAME
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
-    assert [k.kid for k in await key_store_for(configured).load()] == [kid]

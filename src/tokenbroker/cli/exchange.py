@@ -116,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         ca_cert=args.ca_cert,
     )
     try:
-        return asyncio.run(run_exchange(options, os.environ, real_runtime(args.quiet)))
+        # google-auth reads an executable's stdout and stderr as one stream: a progress line
+        # would break the JSON it expects, so that format is always quiet.
+        quiet = args.quiet or args.fmt == "gcp-executable"
+        return asyncio.run(run_exchange(options, os.environ, real_runtime(quiet)))
     except ClientFailure as exc:
         raise CliError(exc.message, exc.exit_code) from None

@@ -154,6 +154,8 @@ def token_from_text(text: str, source: str) -> str:
             f"{source} does not hold a single token (it contains whitespace); "
             "write only the token to it"
         )
+    if not (token.isascii() and token.isprintable()):
+        raise NoPlatformToken(f"{source} does not hold a token (not printable ASCII)")
     return token
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import ssl
 from collections.abc import Mapping
@@ -164,7 +165,7 @@ async def run_exchange(
 ) -> int:
     """Do one exchange; return the exit code, or raise a ``ClientFailure`` with its own."""
     url = exchange_url(broker_url_from(options, env))
-    if options.timeout <= 0:
+    if not 0 < options.timeout < math.inf:
         raise UsageFailure("--timeout must be a positive number of seconds")
     target = find_append_target(env) if options.append_env and not options.dry_run else None
     fmt = resolve_format(options.fmt, target)

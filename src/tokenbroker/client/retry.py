@@ -89,7 +89,7 @@ def describe_error(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     if isinstance(exc, aiohttp.ClientSSLError):
-        return "TLS verification failed"
+        return "TLS verification failed (for a private CA, pass --ca-cert)"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the connection was closed before an answer"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -119,8 +119,18 @@ async def send_with_retries(
     attempts = 0
     give_up = ""
     while True:
-        attempts += 1
         timeout = min(deadline.remaining(), MAX_ATTEMPT_SECONDS)
+        if timeout <= 0:
+            # Never start a request with no time left (aiohttp reads a 0 timeout as "none").
+            if attempts == 0:
+                raise Unavailable(
+                    f"the deadline (--timeout {deadline.seconds:g}) ran out before {what} "
+                    "could be asked; raise --timeout"
+                )
+            give_up = f"the deadline ran out after {attempts} attempt(s)"
+            give_up += f" (--timeout {deadline.seconds:g})"
+            break
+        attempts += 1
         server_wait: float | None = None
         try:
             reply = await attempt(timeout)
