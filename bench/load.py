@@ -8,6 +8,7 @@ request by request, so every target sees the same moment of a shared, noisy mach
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import time
@@ -233,7 +234,8 @@ class LoadWorker:
     def stop(self) -> None:
         """Ask the worker to exit and wait for it."""
         if self._process.is_alive():
-            self._connection.send(("stop",))
+            with contextlib.suppress(OSError):
+                self._connection.send(("stop",))
             self._process.join(timeout=10)
             if self._process.is_alive():
                 self._process.terminate()

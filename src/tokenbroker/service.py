@@ -285,7 +285,9 @@ class ExchangeService:
                 },
             )
         )
-        decision.organization = await self._store.find_organization(issuer.name, identity.org)
+        decision.organization, assigned = await self._store.find_organization_assignments(
+            issuer.name, identity.org, identity.project
+        )
         if decision.organization is None:
             unknown = AccessDenied(
                 "organization_unknown",
@@ -298,11 +300,6 @@ class ExchangeService:
             raise unknown
         organization = decision.organization
         trace.append(TraceStep("organization", True, f"organization {organization.name!r}"))
-        assigned = (
-            await self._store.assigned_credentials(organization.id, identity.project)
-            if identity.project is not None
-            else []
-        )
         try:
             decision.credential = choose_credential(
                 assigned,

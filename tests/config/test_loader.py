@@ -147,3 +147,10 @@ def test_unusable_generic_profile_options_are_config_problems() -> None:
     problems = problems_of({"issuers": [generic]})
     assert problems
     assert all(problem.startswith("issuers[0].options.") for problem in problems)
+
+
+def test_a_postgresql_store_needs_an_encryption_key_before_anything_connects() -> None:
+    assert problems_of({"store": {"url": "postgresql+asyncpg://127.0.0.1/test"}}) == [
+        "store: encryption_key is required when the store is PostgreSQL, "
+        "so that instances can share signing keys"
+    ]

@@ -259,19 +259,16 @@ async def test_an_empty_generated_key_file_is_a_config_error(tmp_path: Path) -> 
     assert "is empty" in caught.value.problems[0]
 
 
-async def test_postgresql_without_an_encryption_key_is_refused(tmp_path: Path) -> None:
-    # Store.open connects lazily: the refusal comes before any connection is tried.
+def test_postgresql_without_an_encryption_key_is_refused_by_the_config(tmp_path: Path) -> None:
+    # Refused while loading the config, before anything connects or migrates.
     url = "postgresql+asyncpg://tokenbroker@127.0.0.1:9/none"
-    store = await Store.open(url)
-    try:
+    for key in (None, ""):
         with pytest.raises(ConfigError) as caught:
-            await open_key_store(_settings(tmp_path, url, None), store)
-    finally:
-        await store.close()
-    assert caught.value.problems == [
-        "store.encryption_key: required when the store is PostgreSQL, "
-        "so that instances can share signing keys"
-    ]
+            _settings(tmp_path, url, key)
+        assert caught.value.problems == [
+            "store: encryption_key is required when the store is PostgreSQL, "
+            "so that instances can share signing keys"
+        ]
     assert not (tmp_path / ENCRYPTION_KEY_FILENAME).exists()
 
 

@@ -79,6 +79,18 @@ class StoreSettings(_Section):
     encryption_key: SecretStr | None = None
     redis_url: str | None = None
 
+    @model_validator(mode="after")
+    def _shared_store_needs_a_key(self) -> StoreSettings:
+        # Checked here, before anything connects: instances sharing PostgreSQL must seal the
+        # signing keys with one configured key (SQLite generates its own in the data dir).
+        key = self.encryption_key.get_secret_value() if self.encryption_key else ""
+        if self.url and self.url.startswith("postgresql") and not key:
+            raise ValueError(
+                "encryption_key is required when the store is PostgreSQL, "
+                "so that instances can share signing keys"
+            )
+        return self
+
     def resolved_url(self, data_dir: Path) -> str:
         """The database URL, defaulting to SQLite in the data directory."""
         if self.url:

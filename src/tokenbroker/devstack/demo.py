@@ -1,11 +1,12 @@
 """``make demo``: start ``tokenbroker dev`` in the background, then play a CI runner against it.
 
-The runner mints an env0-shaped token, exchanges it for Vault, AWS and GCP credentials through
-``POST /v1/exchange``, uses each (a KV write and read in OpenBao, ``GetCallerIdentity`` against
-moto, the GCP token checked by the STS stand-in), shows one denial with its dry-run
-explanation, and stops the stack. Exit 0 with a summary, or 1 naming the step that failed.
-No process is left behind: the stack is stopped (SIGTERM, wait, kill) whatever happens, and
-the demo checks that OpenBao is gone too. Never prints a token or a secret.
+The runner mints an env0-shaped token and exchanges it with the runner's client
+(``tokenbroker exchange``, which calls ``POST /v1/exchange``) for Vault, AWS and GCP
+credentials; it uses each (a KV write and read in OpenBao, ``GetCallerIdentity`` against moto,
+the GCP token checked by the STS stand-in), shows one denial with its dry-run explanation, and
+stops the stack. Exit 0 with a summary, or 1 naming the step that failed. No process is left
+behind: the stack is stopped (SIGTERM, wait, kill) whatever happens, and the demo checks that
+OpenBao is gone too. Never prints a token or a secret.
 
 ``python -m tokenbroker.devstack.demo [--data-dir DIR]`` (or ``$TOKENBROKER_DEMO_DATA_DIR``);
 without one a temporary directory is used and removed.
@@ -30,7 +31,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import cast
 
 from tokenbroker.devstack.openbao import parent_death_signal
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
@@ -43,6 +43,9 @@ from tokenbroker.devstack.stack import (
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
 HTTP_TIMEOUT_SECONDS = 30.0
+CLIENT_TIMEOUT_SECONDS = 60.0
+# `tokenbroker exchange` exits with this when the broker refuses.
+EXIT_DENIED = 4
 _POLL_SECONDS = 0.1
 KV_PATH = "demo"
 
@@ -163,54 +166,57 @@ def process_alive(pid: int) -> bool:
 
 
 @dataclass(frozen=True)
-class Answer:
-    """An HTTP answer of the broker: status and JSON body."""
+class ClientRun:
+    """One run of the runner's client: its exit code and output."""
 
-    status: int
-    body: Mapping[str, object]
+    code: int
+    stdout: str
+    stderr: str
 
 
-def post_exchange(broker_url: str, token: str, credential: str, *, dry_run: bool = False) -> Answer:
-    """``POST /v1/exchange`` as a runner does it, with the token as bearer."""
-    query = "?dry_run=true" if dry_run else "?format=json"
-    request = urllib.request.Request(  # noqa: S310 - the stack's own loopback URL
-        f"{broker_url}/v1/exchange{query}",
-        data=json.dumps({"credential": credential}).encode(),
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-        method="POST",
-    )
+def run_client(broker_url: str, token: str, credential: str, *options: str) -> ClientRun:
+    """``tokenbroker exchange`` as a runner runs it: the platform token in $ENV0_OIDC_TOKEN."""
+    command = [
+        sys.executable,
+        "-m",
+        "tokenbroker",
+        "exchange",
+        "--broker",
+        broker_url,
+        "--credential",
+        credential,
+        *options,
+    ]
     try:
-        with urllib.request.urlopen(  # noqa: S310 - the stack's own loopback URL
-            request, timeout=HTTP_TIMEOUT_SECONDS
-        ) as response:
-            return Answer(response.status, _json_object(response.read()))
-    except urllib.error.HTTPError as error:
-        return Answer(error.code, _json_object(error.read()))
-    except OSError as exc:
-        raise DemoFailure(f"the broker did not answer: {exc}") from None
-
-
-def _json_object(raw: bytes) -> Mapping[str, object]:
-    try:
-        body = json.loads(raw)
-    except ValueError:
-        raise DemoFailure("the broker answered something that is not JSON") from None
-    if not isinstance(body, dict):
-        raise DemoFailure("the broker answered JSON that is not an object")
-    return cast(dict[str, object], body)
-
-
-def issued_values(answer: Answer, credential: str) -> Mapping[str, str]:
-    """The credential values of a successful exchange; DemoFailure with the broker's reason."""
-    if answer.status != 200:
-        raise DemoFailure(
-            f"exchange for {credential} failed: HTTP {answer.status} "
-            f"{answer.body.get('error')}/{answer.body.get('reason')}: "
-            f"{answer.body.get('error_description')}"
+        completed = subprocess.run(  # noqa: S603 - our own interpreter and module
+            command,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "ENV0_OIDC_TOKEN": token},
+            timeout=CLIENT_TIMEOUT_SECONDS,
+            check=False,
         )
-    values = answer.body.get("values")
+    except subprocess.TimeoutExpired:
+        raise DemoFailure(f"tokenbroker exchange --credential {credential} timed out") from None
+    return ClientRun(completed.returncode, completed.stdout, completed.stderr)
+
+
+def issued_values(run: ClientRun, credential: str) -> Mapping[str, str]:
+    """The values of a successful exchange (``--format json``); DemoFailure with the cause."""
+    if run.code != 0:
+        raise DemoFailure(
+            f"tokenbroker exchange --credential {credential} exited with {run.code}: "
+            f"{run.stderr.strip()}"
+        )
+    try:
+        body = json.loads(run.stdout)
+    except ValueError:
+        raise DemoFailure(
+            f"tokenbroker exchange --credential {credential} printed no JSON"
+        ) from None
+    values = body.get("values") if isinstance(body, dict) else None
     if not isinstance(values, dict):
-        raise DemoFailure(f"exchange for {credential} returned no values")
+        raise DemoFailure(f"the exchange for {credential} returned no values")
     return {str(key): str(value) for key, value in values.items()}
 
 
@@ -259,32 +265,15 @@ def use_gcp(values: Mapping[str, str], gcp_sts_url: str) -> str:
         with urllib.request.urlopen(  # noqa: S310 - the stack's own loopback URL
             url, timeout=HTTP_TIMEOUT_SECONDS
         ) as response:
-            info = _json_object(response.read())
+            info = json.loads(response.read())
     except urllib.error.HTTPError as error:
         raise DemoFailure(f"GCP tokeninfo refused the access token (HTTP {error.code})") from None
-    email = info.get("email")
+    except (OSError, ValueError) as exc:
+        raise DemoFailure(f"GCP tokeninfo did not answer: {exc}") from None
+    email = info.get("email") if isinstance(info, dict) else None
     if not isinstance(email, str):
         raise DemoFailure("GCP tokeninfo names no service account for the access token")
     return email
-
-
-def explain_denial(trace: Mapping[str, object]) -> list[str]:
-    """A dry-run trace as readable lines: each check, and each bound claim that did not match."""
-    lines: list[str] = []
-    checks = trace.get("checks")
-    for check in checks if isinstance(checks, list) else []:
-        if not isinstance(check, dict):
-            continue
-        mark = "ok  " if check.get("ok") else "FAIL"
-        lines.append(f"    {mark}  {check.get('check', '?'):<13} {check.get('detail', '')}")
-        claims = check.get("claims")
-        for claim in claims if isinstance(claims, list) else []:
-            if isinstance(claim, dict) and not claim.get("matched"):
-                lines.append(
-                    f"          {claim.get('claim')}: expected {claim.get('expected')}, "
-                    f"actual {claim.get('actual')}"
-                )
-    return lines
 
 
 @dataclass(frozen=True)
@@ -301,46 +290,52 @@ def play_runner(state: DevStackState) -> list[Step]:
     issuer = DevPlatformIssuer(Path(state.keys_dir), state.issuer_base_url)
     token = issuer.mint("env0", org=state.org_id, project=state.project_id)
     steps = [Step("token", f"env0-shaped token for project {state.project_id}")]
-    say("runner: minted an env0-shaped platform token, as")
+    say("runner: export ENV0_OIDC_TOKEN=<an env0-shaped token from the dev issuer>, minted as")
     say(
         f"  tokenbroker token mint --profile env0 --org {state.org_id} "
         f"--project {state.project_id} --keys-dir {state.keys_dir} "
         f"--issuer-base {state.issuer_base_url}"
     )
+    client = f"tokenbroker exchange --broker {broker} --credential"
 
     secret = {"written-by": "tokenbroker demo", "at": str(int(time.time()))}
     for credential, mode in (("dev-vault", "passthrough"), ("dev-vault-mint", "mint")):
-        say(f"runner: POST {broker}/v1/exchange {{credential: {credential}}}")
-        values = issued_values(post_exchange(broker, token, credential), credential)
+        say(f"runner: {client} {credential} --format json")
+        values = issued_values(run_client(broker, token, credential, "-q"), credential)
         where = use_vault(values, state.kv_mount, secret)
         steps.append(Step("vault", f"{credential} ({mode}): KV write + read at {where}"))
-        say(f"  VAULT_TOKEN wrote and read back {where}")
+        say(f"  with VAULT_TOKEN: wrote and read back {where}")
 
-    say(f"runner: POST {broker}/v1/exchange {{credential: dev-aws}}")
-    values = issued_values(post_exchange(broker, token, "dev-aws"), "dev-aws")
+    say(f"runner: {client} dev-aws --format json")
+    values = issued_values(run_client(broker, token, "dev-aws", "-q"), "dev-aws")
     arn = use_aws(values, state.moto_url)
     steps.append(Step("aws", f"dev-aws: GetCallerIdentity -> {arn}"))
-    say(f"  GetCallerIdentity: {arn}")
+    say(f"  with the AWS credentials: GetCallerIdentity -> {arn}")
 
-    say(f"runner: POST {broker}/v1/exchange {{credential: dev-gcp}}")
-    values = issued_values(post_exchange(broker, token, "dev-gcp"), "dev-gcp")
+    say(f"runner: {client} dev-gcp --format json")
+    values = issued_values(run_client(broker, token, "dev-gcp", "-q"), "dev-gcp")
     email = use_gcp(values, state.gcp_sts_url)
     steps.append(Step("gcp", f"dev-gcp: tokeninfo -> {email}"))
-    say(f"  tokeninfo: an access token of {email}")
+    say(f"  with GOOGLE_OAUTH_ACCESS_TOKEN: tokeninfo -> {email}")
 
-    say(f"runner: POST {broker}/v1/exchange {{credential: {DENIED_CREDENTIAL}}}")
-    denied = post_exchange(broker, token, DENIED_CREDENTIAL)
-    if denied.status != 403:
-        raise DemoFailure(f"{DENIED_CREDENTIAL} should be denied, got HTTP {denied.status}")
-    reason = str(denied.body.get("reason"))
-    say(f"  HTTP 403 {denied.body.get('error')} ({reason}): {denied.body.get('error_description')}")
-    trace = post_exchange(broker, token, DENIED_CREDENTIAL, dry_run=True)
-    if trace.status != 200 or trace.body.get("allowed") is not False:
+    say(f"runner: {client} {DENIED_CREDENTIAL}")
+    denied = run_client(broker, token, DENIED_CREDENTIAL)
+    if denied.code != EXIT_DENIED or "bound_claims_mismatch" not in denied.stderr:
+        raise DemoFailure(
+            f"{DENIED_CREDENTIAL} should be denied for its bound claims (exit {EXIT_DENIED}), "
+            f"got exit {denied.code}: {denied.stderr.strip()}"
+        )
+    for line in denied.stderr.splitlines():
+        say(f"  {line}")
+    say(f"runner: {client} {DENIED_CREDENTIAL} --dry-run")
+    trace = run_client(broker, token, DENIED_CREDENTIAL, "--dry-run", "-q")
+    if trace.code != EXIT_DENIED or "bound_claims" not in trace.stdout:
         raise DemoFailure(f"the dry run of {DENIED_CREDENTIAL} did not explain the denial")
-    say(f"  dry run (POST {broker}/v1/exchange?dry_run=true):")
-    for line in explain_denial(trace.body):
-        say(line)
-    steps.append(Step("denial", f"{DENIED_CREDENTIAL}: 403 {reason}, explained by a dry run"))
+    for line in trace.stdout.splitlines():
+        say(f"  {line}")
+    steps.append(
+        Step("denial", f"{DENIED_CREDENTIAL}: refused, bound_claims_mismatch, dry run explains it")
+    )
     return steps
 
 

@@ -211,12 +211,23 @@ class Store:
         async with self.reading() as repo:
             return await repo.assigned_credentials(organization_id, project)
 
+    async def find_organization_assignments(
+        self, issuer: str, platform_org_id: str, project: str | None
+    ) -> tuple[Organization | None, list[Credential]]:
+        """A token's organization and its project's credentials (the exchange's one query)."""
+        async with self.reading() as repo:
+            return await repo.find_organization_assignments(issuer, platform_org_id, project)
+
     # -- audit -----------------------------------------------------------------------------
 
     async def record_audit(self, event: AuditEvent) -> None:
         """Append an audit event; committed before this returns."""
-        async with self.transaction() as repo:
-            await repo.record_audit(event)
+        # One INSERT needs no BEGIN IMMEDIATE: SQLite commits it by itself (the connection is
+        # in autocommit outside BEGIN), PostgreSQL at commit() below. Three fewer trips through
+        # aiosqlite's thread per exchange than a transaction() block; as durable.
+        async with self._engine.connect() as connection:
+            await Repository(connection).record_audit(event)
+            await connection.commit()
 
     async def list_audit(
         self,

@@ -102,8 +102,7 @@ class DbKeyStore(KeyStore):
             yield
         except (SQLAlchemyError, OSError) as exc:
             raise KeyStoreError(
-                f"cannot {action} signing keys in {self._store.display_url}: "
-                f"{type(exc).__name__}"
+                f"cannot {action} signing keys in {self._store.display_url}: {type(exc).__name__}"
             ) from None
 
     def _sealed(self, key: SigningKey) -> SigningKeyRow:
@@ -152,13 +151,7 @@ async def _encryption_key(settings: Settings, store: Store) -> str:
     configured = settings.store.encryption_key
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value()
-    if store.dialect != "sqlite":
-        raise ConfigError(
-            [
-                "store.encryption_key: required when the store is PostgreSQL, "
-                "so that instances can share signing keys"
-            ]
-        )
+    # A PostgreSQL store without a configured key never gets here: the config refuses it.
     return await asyncio.to_thread(_embedded_encryption_key, settings.server.data_dir)
 
 

@@ -12,7 +12,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, cast
 
-from sqlalchemy import CursorResult, Row, Select, String, and_, delete, func, insert, select, update
+from sqlalchemy import (
+    CursorResult,
+    Row,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -422,6 +434,36 @@ class Repository:
         rows = await self._conn.execute(assigned_credentials_query(organization_id, project))
         return [_credential(row) for row in rows]
 
+    async def find_organization_assignments(
+        self, issuer: str, platform_org_id: str, project: str | None
+    ) -> tuple[Organization | None, list[Credential]]:
+        """The exchange's lookup: a token's organization and its project's credentials, by name.
+
+        One statement instead of ``find_organization`` then ``assigned_credentials``: on the
+        hot path every statement is several trips through the driver (aiosqlite's thread).
+        """
+        if project is None or _unmatchable(project):
+            return await self.find_organization(issuer, platform_org_id), []
+        if _unmatchable(issuer, platform_org_id):
+            return None, []
+        rows = (
+            await self._conn.execute(
+                _ORGANIZATION_ASSIGNMENTS,
+                {"issuer": issuer, "platform_org_id": platform_org_id, "project": project},
+            )
+        ).all()
+        if not rows:
+            return None, []
+        first = rows[0]
+        organization = Organization(
+            id=cast(int, first.org_id),
+            name=cast(str, first.organization_name),
+            issuer=cast(str, first.org_issuer),
+            platform_org_id=cast(str, first.org_platform_org_id),
+        )
+        # An organization without assignments for the project is one row of NULL credentials.
+        return organization, [_credential(row) for row in rows if row.id is not None]
+
     # -- audit -----------------------------------------------------------------------------
 
     async def record_audit(self, event: AuditEvent) -> None:
@@ -443,7 +485,7 @@ class Repository:
             name: _fitted(value, _AUDIT_TEXT_LENGTHS.get(name)) for name, value in texts.items()
         }
         await self._conn.execute(
-            insert(audit_events).values(time=event.time, latency_ms=event.latency_ms, **values)
+            _AUDIT_INSERT, {"time": event.time, "latency_ms": event.latency_ms, **values}
         )
 
     async def list_audit(
@@ -628,6 +670,45 @@ def assigned_credentials_query(organization_id: int, project: str) -> Select[tup
         .where(assignments.c.organization_id == organization_id, assignments.c.project == project)
         .order_by(credentials.c.name)
     )
+
+
+# Built once: constructing a statement and its cache key costs more than running it.
+_ORGANIZATION_ASSIGNMENTS: Final[Select[tuple[object, ...]]] = (
+    select(
+        organizations.c.id.label("org_id"),
+        organizations.c.name.label("organization_name"),
+        organizations.c.issuer.label("org_issuer"),
+        organizations.c.platform_org_id.label("org_platform_org_id"),
+        credentials.c.id,
+        credentials.c.name,
+        credentials.c.type,
+        credentials.c.token,
+        credentials.c.audience,
+        credentials.c.settings,
+        credentials.c.bound_claims,
+    )
+    .select_from(organizations)
+    .outerjoin(
+        assignments,
+        and_(
+            assignments.c.organization_id == organizations.c.id,
+            assignments.c.project == bindparam("project"),
+        ),
+    )
+    .outerjoin(
+        credentials,
+        and_(
+            credentials.c.id == assignments.c.credential_id,
+            credentials.c.organization_id == organizations.c.id,
+        ),
+    )
+    .where(
+        organizations.c.issuer == bindparam("issuer"),
+        organizations.c.platform_org_id == bindparam("platform_org_id"),
+    )
+    .order_by(credentials.c.name)
+)
+_AUDIT_INSERT: Final = insert(audit_events)
 
 
 def _organization(row: Row[tuple[object, ...]]) -> Organization:
