@@ -454,20 +454,19 @@ async def dev_stack(
     OpenBao is started from the calling thread (it runs the event loop: the main thread under
     ``tokenbroker dev``), so that on Linux it is also stopped if this process is killed.
     """
-    data_dir = _prepare_data_dir(data_dir)
+    with _reported_as("preparing the data directory"):
+        data_dir = _prepare_data_dir(data_dir)
     ports = DevStackPorts.from_base(port)
     steps = _Steps(progress, total=7)
     async with contextlib.AsyncExitStack() as exits:
-        sockets = {
-            name: _listening_socket(number)
-            for name, number in (
-                ("broker", ports.broker),
-                ("issuer", ports.issuer),
-                ("gcp_sts", ports.gcp_sts),
-            )
-        }
-        for sock in sockets.values():
-            exits.callback(sock.close)
+        sockets: dict[str, socket.socket] = {}
+        for name, number in (
+            ("broker", ports.broker),
+            ("issuer", ports.issuer),
+            ("gcp_sts", ports.gcp_sts),
+        ):
+            sockets[name] = _listening_socket(number)
+            exits.callback(sockets[name].close)
         broker_url = f"http://127.0.0.1:{_port_of(sockets['broker'])}"
         issuer_base = f"http://127.0.0.1:{_port_of(sockets['issuer'])}"
         gcp_sts_url = f"http://127.0.0.1:{_port_of(sockets['gcp_sts'])}"
