@@ -39,11 +39,13 @@ def _log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def run(plan: Plan, sections: tuple[str, ...], keep_logs: Path | None) -> list[Row]:
-    """Start the stack, run the chosen sections, return their rows."""
+def run(
+    plan: Plan, sections: tuple[str, ...], keep_logs: Path | None, store_url: str | None
+) -> list[Row]:
+    """Start the stack, run the chosen sections, return their rows (in section order)."""
     rows: list[Row] = []
     _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
-    with Stack(log_dir=keep_logs) as stack, LoadWorker() as worker:
+    with Stack(log_dir=keep_logs, store_url=store_url) as stack, LoadWorker() as worker:
         _log(f"minting {plan.token_pool:,} platform tokens (before any timing)")
         tokens = stack.mint_tokens(plan.token_pool)
         growth_token = len(tokens)
@@ -73,7 +75,7 @@ def run(plan: Plan, sections: tuple[str, ...], keep_logs: Path | None) -> list[R
                 started = time.monotonic()
                 rows += steps[name]()
                 _log(f"{name} done in {time.monotonic() - started:.0f} s")
-    return rows
+    return sorted(rows, key=lambda row: row.section)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,17 +86,27 @@ def main(argv: list[str] | None = None) -> int:
         "--only", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="sections to run"
     )
     parser.add_argument("--logs", type=Path, help="keep the servers' logs in this directory")
+    parser.add_argument(
+        "--store-url",
+        help="the main broker's [store] url (default: SQLite in its data directory); "
+        "the growth brokers always use SQLite",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     started = datetime.now(UTC)
-    rows = run(plan, tuple(args.only), args.logs)
+    rows = run(plan, tuple(args.only), args.logs, args.store_url)
     print(table(rows))
     path = write_json(
         rows,
         args.results,
-        {"quick": args.quick, "sections": args.only, "plan": asdict(plan)},
+        {
+            "quick": args.quick,
+            "sections": args.only,
+            "store_url": args.store_url or "sqlite (default)",
+            "plan": asdict(plan),
+        },
         started,
     )
     print(f"written: {path}")

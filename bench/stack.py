@@ -10,6 +10,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import multiprocessing
+import secrets
 import shutil
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,15 @@ AWS = "aws"
 _MOTO_KEY = "testing"
 
 
+def _store_section(url: str | None) -> dict[str, object]:
+    if not url:
+        return {}
+    if url.startswith("postgresql"):
+        # Required on a shared store; a throwaway key, the bench's keys live for one run.
+        return {"url": url, "encryption_key": secrets.token_urlsafe(32)}
+    return {"url": url}
+
+
 def _mint_batch(keys_dir: str, base_url: str, count: int) -> list[str]:
     issuer = DevPlatformIssuer(Path(keys_dir), base_url)
     return [issuer.mint("env0", org=ORG, project=PROJECT) for _ in range(count)]
@@ -48,7 +58,7 @@ def _mint_batch(keys_dir: str, base_url: str, count: int) -> list[str]:
 class Stack:
     """Every server of the benchmark, started on ``__enter__`` and stopped on ``__exit__``."""
 
-    def __init__(self, log_dir: Path | None = None) -> None:
+    def __init__(self, log_dir: Path | None = None, store_url: str | None = None) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="tb-bench-"))
         self.log_dir = log_dir or self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -62,6 +72,8 @@ class Stack:
         self.moto_url = ""
         self.hello_url = ""
         self.brokers: dict[str, Broker] = {}
+        # The main broker's store; None: SQLite in its data directory (the default config).
+        self.store_url = store_url
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -130,6 +142,7 @@ class Stack:
         main = self.start_broker(
             "main",
             [self.env0_issuer()],
+            store_url=self.store_url,
             organizations=policy["organizations"],
             credentials=policy["credentials"],
             assignments=policy["assignments"],
@@ -229,7 +242,7 @@ class Stack:
                 "public_url": url,
                 "data_dir": str(data_dir),
             },
-            "store": {"url": store_url} if store_url else {},
+            "store": _store_section(store_url),
             "issuers": list(issuers),
             "organizations": list(organizations),
             "credentials": list(credentials),

@@ -19,6 +19,11 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # up front (BEGIN IMMEDIATE) instead of failing with SQLITE_BUSY when a read turns into a write.
 WRITE_OPTION = "tokenbroker_write"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
+# A steady pool, no overflow: an overflow connection is opened for one use and closed after,
+# and under load that churn (a thread and four PRAGMAs per aiosqlite connection, a handshake
+# and a backend process per PostgreSQL one) halved the broker's throughput (bench/README.md).
+# Waiting for a pooled connection is cheap: the store never holds one across a backend call.
+_STEADY_POOL: dict[str, int] = {"pool_size": 10, "max_overflow": 0}
 
 
 def parse_url(url: str) -> URL:
@@ -48,12 +53,16 @@ def create_engine(url: str) -> AsyncEngine:
         if search_path is not None:
             parsed = parsed.difference_update_query(["search_path"])
             connect_args["server_settings"] = {"search_path": str(search_path)}
-        engine = create_async_engine(parsed, connect_args=connect_args, pool_pre_ping=True)
+        engine = create_async_engine(
+            parsed, connect_args=connect_args, pool_pre_ping=True, **_STEADY_POOL
+        )
     else:
         database = parsed.database or ""
+        pool: dict[str, int] = {}
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(parsed)
+            pool = _STEADY_POOL  # an in-memory database has a single, static connection
+        engine = create_async_engine(parsed, **pool)
         _install_sqlite_hooks(engine)
     return engine
 

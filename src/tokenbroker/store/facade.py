@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Credential, CredentialAssignment, Organization
 from tokenbroker.store import engine as engines
+from tokenbroker.store.audit_writer import AuditWriter
 from tokenbroker.store.repository import UNSET, Repository, Unset
 
 # Held for the length of an upgrade on PostgreSQL, so instances starting together migrate once.
@@ -25,6 +26,7 @@ class Store:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._audit = AuditWriter(engine)
 
     @classmethod
     async def open(cls, url: str) -> Store:
@@ -42,7 +44,8 @@ class Store:
         return self._engine.url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Write the audit events still pending, then close every pooled connection."""
+        await self._audit.flush()
         await self._engine.dispose()
 
     async def upgrade(self) -> None:
@@ -221,13 +224,11 @@ class Store:
     # -- audit -----------------------------------------------------------------------------
 
     async def record_audit(self, event: AuditEvent) -> None:
-        """Append an audit event; committed before this returns."""
-        # One INSERT needs no BEGIN IMMEDIATE: SQLite commits it by itself (the connection is
-        # in autocommit outside BEGIN), PostgreSQL at commit() below. Three fewer trips through
-        # aiosqlite's thread per exchange than a transaction() block; as durable.
-        async with self._engine.connect() as connection:
-            await Repository(connection).record_audit(event)
-            await connection.commit()
+        """Append an audit event; committed before this returns.
+
+        Events recorded at the same moment share one INSERT and commit (``AuditWriter``).
+        """
+        await self._audit.record(event)
 
     async def list_audit(
         self,

@@ -7,7 +7,7 @@ lookups of unknown names raise NotFound, duplicates Conflict.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, Literal, cast
@@ -468,25 +468,17 @@ class Repository:
 
     async def record_audit(self, event: AuditEvent) -> None:
         """Append one audit event; over-long or NUL-holding text (from tokens) is made to fit."""
-        texts = {
-            "request_id": event.request_id,
-            "outcome": event.outcome,
-            "reason": event.reason,
-            "issuer": event.issuer,
-            "organization": event.organization,
-            "project": event.project,
-            "subject": event.subject,
-            "credential": event.credential,
-            "credential_type": event.credential_type,
-            "token_fingerprint": event.token_fingerprint,
-            "client_address": event.client_address,
-        }
-        values: dict[str, object] = {
-            name: _fitted(value, _AUDIT_TEXT_LENGTHS.get(name)) for name, value in texts.items()
-        }
-        await self._conn.execute(
-            _AUDIT_INSERT, {"time": event.time, "latency_ms": event.latency_ms, **values}
-        )
+        await self._conn.execute(_AUDIT_INSERT, _audit_values(event))
+
+    async def record_audit_many(self, events: Sequence[AuditEvent]) -> None:
+        """Append audit events in order in one multi-row INSERT: all are written or none."""
+        if len(events) == 1:
+            await self.record_audit(events[0])
+        elif events:
+            # Not executemany: outside a transaction SQLite would commit it row by row.
+            await self._conn.execute(
+                insert(audit_events).values([_audit_values(e) for e in events])
+            )
 
     async def list_audit(
         self,
@@ -670,6 +662,27 @@ def assigned_credentials_query(organization_id: int, project: str) -> Select[tup
         .where(assignments.c.organization_id == organization_id, assignments.c.project == project)
         .order_by(credentials.c.name)
     )
+
+
+def _audit_values(event: AuditEvent) -> dict[str, object]:
+    # Over-long or NUL-holding text (it comes from tokens) is made to fit.
+    texts = {
+        "request_id": event.request_id,
+        "outcome": event.outcome,
+        "reason": event.reason,
+        "issuer": event.issuer,
+        "organization": event.organization,
+        "project": event.project,
+        "subject": event.subject,
+        "credential": event.credential,
+        "credential_type": event.credential_type,
+        "token_fingerprint": event.token_fingerprint,
+        "client_address": event.client_address,
+    }
+    values: dict[str, object] = {
+        name: _fitted(value, _AUDIT_TEXT_LENGTHS.get(name)) for name, value in texts.items()
+    }
+    return {"time": event.time, "latency_ms": event.latency_ms, **values}
 
 
 # Built once: constructing a statement and its cache key costs more than running it.
