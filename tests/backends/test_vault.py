@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -26,7 +27,6 @@ from tests.fakes.vault import FakeVault, Reply, vault_errors
 from tests.support.openbao import (
     OpenBaoDevServer,
     configure_jwt_auth,
-    configure_jwt_auth_in_thread,
     create_namespace,
 )
 from tests.support.platform import ServedDevIssuer
@@ -276,7 +276,8 @@ async def test_vault_trusts_the_dev_issuer_served_on_the_tests_own_loop(
     backend: VaultOidcBackend, openbao: OpenBaoDevServer, dev_issuer: ServedDevIssuer
 ) -> None:
     path = f"dev-issuer-{uuid.uuid4().hex[:8]}"
-    await configure_jwt_auth_in_thread(
+    await asyncio.to_thread(
+        configure_jwt_auth,
         openbao.client(),
         path=path,
         jwks_url=dev_issuer.jwks_url("env0"),

@@ -20,7 +20,7 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 from tests.client.fakes import clear_client_environment
 from tests.support.aws import MotoServer, free_port
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth_in_thread
+from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.cli.main import main
@@ -115,7 +115,8 @@ async def broker(
         {},
     )  # fmt: skip
     await aiohttp_server(create_app(settings), port=port)
-    await configure_jwt_auth_in_thread(
+    await asyncio.to_thread(
+        configure_jwt_auth,
         openbao.client(),
         path=auth_path,
         jwks_url=dev_issuer.jwks_url("env0"),

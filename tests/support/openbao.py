@@ -2,8 +2,8 @@
 
 Use the session-scoped ``openbao`` fixture (register this module in ``pytest_plugins``), or
 ``with OpenBaoDevServer() as bao:`` for a server of your own. When the issuer's JWKS is served on
-the test's event loop, use ``configure_jwt_auth_in_thread`` (OpenBao fetches the JWKS while it
-handles the config write). Give each test its own auth ``path`` on the shared server.
+the test's event loop, call ``configure_jwt_auth`` through ``asyncio.to_thread`` (OpenBao
+fetches the JWKS while it handles the config write). Give each test its own auth ``path`` on the shared server.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from tokenbroker.devstack.openbao import (
     OpenBaoDevServer,
     OpenBaoStartError,
     configure_jwt_auth,
-    configure_jwt_auth_in_thread,
     free_port_pair,
     kv_policy,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "OpenBaoDevServer",
     "OpenBaoStartError",
     "configure_jwt_auth",
-    "configure_jwt_auth_in_thread",
     "create_namespace",
     "free_port_pair",
     "kv_policy",

@@ -6,6 +6,7 @@ broker, and the VAULT_TOKEN it returns writes and reads a KV secret.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
@@ -18,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.fakes.vault import FakeVault, Reply
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth_in_thread
+from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
@@ -158,7 +159,8 @@ async def broker(
     server = TestServer(create_app(settings), port=port)
     client = await aiohttp_client(server)
     vault_admin = openbao.client()
-    await configure_jwt_auth_in_thread(
+    await asyncio.to_thread(
+        configure_jwt_auth,
         vault_admin,
         path=passthrough_path,
         jwks_url=dev_issuer.jwks_url("env0"),
@@ -169,7 +171,8 @@ async def broker(
         policies=[POLICY],
         kv_mount=KV,
     )
-    await configure_jwt_auth_in_thread(
+    await asyncio.to_thread(
+        configure_jwt_auth,
         vault_admin,
         path=mint_path,
         jwks_url=f"{public_url}/.well-known/jwks.json",

@@ -10,10 +10,8 @@ so the core package works without them.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import ctypes.util
-import functools
 import json
 import os
 import secrets
@@ -277,6 +275,8 @@ def configure_jwt_auth(
     role's tokens get those policies (for ``token_ttl``, e.g. "1h", when given). Enabling is
     skipped when the mount already exists, so the helper may be called again to add a role.
     OpenBao accepts an http ``jwks_url`` on loopback, so a dev issuer serves its JWKS without TLS.
+    OpenBao fetches ``jwks_url`` while it handles the config write: when the JWKS is served on
+    the caller's own event loop, call this through ``asyncio.to_thread`` or the loop deadlocks.
     """
     if (jwks_url is None) == (jwt_validation_pubkeys is None):
         raise ValueError("give exactly one of jwks_url and jwt_validation_pubkeys")
@@ -305,40 +305,3 @@ def configure_jwt_auth(
         client.sys.enable_secrets_engine(backend_type="kv", path=kv_mount, options={"version": "2"})
     for policy in policies:
         client.sys.create_or_update_policy(name=policy, policy=kv_policy(kv_mount))
-
-
-async def configure_jwt_auth_in_thread(
-    client: hvac.Client,
-    *,
-    path: str,
-    bound_issuer: str,
-    role: str,
-    bound_audiences: Sequence[str],
-    bound_claims: Mapping[str, str | Sequence[str]],
-    policies: Sequence[str],
-    kv_mount: str,
-    jwks_url: str | None = None,
-    jwt_validation_pubkeys: Sequence[str] | None = None,
-    token_ttl: str | None = None,
-) -> None:
-    """``configure_jwt_auth`` off the event loop, for a JWKS served on the caller's own loop.
-
-    OpenBao fetches ``jwks_url`` while it handles the config write; a blocking hvac call on the
-    loop that serves the JWKS would deadlock.
-    """
-    await asyncio.to_thread(
-        functools.partial(
-            configure_jwt_auth,
-            client,
-            path=path,
-            bound_issuer=bound_issuer,
-            role=role,
-            bound_audiences=bound_audiences,
-            bound_claims=bound_claims,
-            policies=policies,
-            kv_mount=kv_mount,
-            jwks_url=jwks_url,
-            jwt_validation_pubkeys=jwt_validation_pubkeys,
-            token_ttl=token_ttl,
-        )
-    )

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, GcpStsServer, parse_gcp_sts_config
-from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth_in_thread
+from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth
 from tokenbroker.devstack.platform_issuer import (
     DEV_PROFILES,
     ENV0_AUDIENCE,
@@ -540,7 +540,8 @@ async def _configure_openbao(
     """JWT auth trusting the dev env0 issuer (passthrough) and the broker itself (mint)."""
     admin = openbao.client()
     # In threads: OpenBao fetches each JWKS from a server on this very loop while it answers.
-    await configure_jwt_auth_in_thread(
+    await asyncio.to_thread(
+        configure_jwt_auth,
         admin,
         path=PASSTHROUGH_AUTH_PATH,
         jwks_url=issuer.jwks_url("env0"),
@@ -552,7 +553,8 @@ async def _configure_openbao(
         kv_mount=KV_MOUNT,
         token_ttl=VAULT_TOKEN_TTL,
     )
-    await configure_jwt_auth_in_thread(
+    await asyncio.to_thread(
+        configure_jwt_auth,
         admin,
         path=MINT_AUTH_PATH,
         jwks_url=f"{broker_url}/.well-known/jwks.json",
