@@ -154,3 +154,59 @@ def test_a_postgresql_store_needs_an_encryption_key_before_anything_connects() -
         "store: encryption_key is required when the store is PostgreSQL, "
         "so that instances can share signing keys"
     ]
+
+
+def test_rate_limits_default_to_an_in_process_bucket_per_organization() -> None:
+    limits = parse_settings({}, {}).rate_limit
+    assert (limits.enabled, limits.requests_per_minute, limits.burst) == (True, 600, 60)
+    assert (limits.redis_url, limits.key) == (None, "organization")
+
+
+def test_a_rate_limit_redis_url_must_be_redis_or_rediss() -> None:
+    assert problems_of({"rate_limit": {"redis_url": "http://127.0.0.1:6379/0"}}) == [
+        "rate_limit.redis_url: not a redis:// or rediss:// URL"
+    ]
+
+
+def test_a_rate_limit_redis_url_path_is_a_database_number() -> None:
+    assert problems_of({"rate_limit": {"redis_url": "redis://cache.internal/rate"}}) == [
+        "rate_limit.redis_url: the path must be a database number, e.g. /0"
+    ]
+
+
+def test_a_rate_limit_redis_url_cannot_turn_off_tls_verification() -> None:
+    url = "rediss://:pw@cache.internal:6380/0?ssl_cert_reqs=none"
+    assert problems_of({"rate_limit": {"redis_url": url}}) == [
+        "rate_limit.redis_url: TLS verification of Redis cannot be turned off"
+    ]
+
+
+def test_a_bad_rate_limit_redis_url_is_reported_without_its_password() -> None:
+    problems = problems_of({"rate_limit": {"redis_url": "http://:hunter2@cache.internal/0"}})
+    assert "hunter2" not in "\n".join(problems)
+
+
+def test_a_rate_limit_counts_organizations_projects_or_subjects() -> None:
+    assert problems_of({"rate_limit": {"key": "ip", "burst": 0}}) == [
+        "rate_limit.burst: Input should be greater than or equal to 1",
+        "rate_limit.key: Input should be 'organization', 'project' or 'subject'",
+    ]
+
+
+def test_the_environment_overrides_rate_limit_keys() -> None:
+    limits = parse_settings(
+        {},
+        {
+            "TOKENBROKER_RATE_LIMIT__REDIS_URL": "rediss://:pw@cache.internal:6380/2",
+            "TOKENBROKER_RATE_LIMIT__REQUESTS_PER_MINUTE": "120",
+            "TOKENBROKER_RATE_LIMIT__ENABLED": "false",
+        },
+    ).rate_limit
+    assert limits.redis_url == "rediss://:pw@cache.internal:6380/2"
+    assert (limits.requests_per_minute, limits.enabled) == (120, False)
+
+
+def test_the_store_has_no_redis_url() -> None:
+    assert problems_of({"store": {"redis_url": "redis://127.0.0.1:6379/0"}}) == [
+        "store.redis_url: Extra inputs are not permitted"
+    ]

@@ -14,7 +14,7 @@ from tokenbroker.config.models import Settings
 from tokenbroker.errors import ConfigError
 
 ENV_PREFIX = "TOKENBROKER_"
-_OVERRIDABLE_SECTIONS = frozenset({"server", "logging", "store", "admin", "signing"})
+_OVERRIDABLE_SECTIONS = frozenset({"server", "logging", "store", "admin", "signing", "rate_limit"})
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

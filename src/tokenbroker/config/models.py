@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -77,7 +78,6 @@ class StoreSettings(_Section):
     migrate_on_start: bool = True
     prune_declarative: bool = False
     encryption_key: SecretStr | None = None
-    redis_url: str | None = None
 
     @model_validator(mode="after")
     def _shared_store_needs_a_key(self) -> StoreSettings:
@@ -119,6 +119,39 @@ class SigningSettings(_Section):
     token_lifetime_seconds: int = Field(default=900, ge=60, le=3600)
     # A retired key stays published this long after rotation, so tokens it signed still verify.
     retire_after_seconds: int = Field(default=3600 + 300, ge=60)
+
+
+# Query parameters of a Redis URL that would turn off TLS certificate or host name checks.
+_REDIS_TLS_OVERRIDES = frozenset({"ssl_cert_reqs", "ssl_check_hostname"})
+
+
+def _check_redis_url(url: str) -> str:
+    parts = urlsplit(url)
+    try:
+        port_is_valid = parts.port is None or parts.port > 0
+    except ValueError:
+        port_is_valid = False
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname or not port_is_valid:
+        raise ValueError("not a redis:// or rediss:// URL")
+    if parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise ValueError("the path must be a database number, e.g. /0")
+    if _REDIS_TLS_OVERRIDES & set(parse_qs(parts.query)):
+        raise ValueError("TLS verification of Redis cannot be turned off")
+    return url
+
+
+RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
+
+
+class RateLimitSettings(_Section):
+    """``[rate_limit]``: a token bucket of exchanges per organization, project or subject."""
+
+    enabled: bool = True
+    requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    burst: int = Field(default=60, ge=1, le=100_000)
+    # Set: instances share their buckets through Redis. Unset: each instance counts alone.
+    redis_url: RedisUrl | None = None
+    key: Literal["organization", "project", "subject"] = "organization"
 
 
 class IssuerSettings(_Section):
@@ -193,6 +226,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     admin: AdminSettings = AdminSettings()
     signing: SigningSettings = SigningSettings()
+    rate_limit: RateLimitSettings = RateLimitSettings()
     issuers: list[IssuerSettings] = Field(default_factory=list)
     organizations: list[OrganizationConfig] = Field(default_factory=list)
     credentials: list[CredentialConfig] = Field(default_factory=list)
