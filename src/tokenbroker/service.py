@@ -173,6 +173,9 @@ class ExchangeService:
         self._signing = signing
         self._reuse = reuse
         self._settings_cache: dict[tuple[int, str], BaseModel] = {}
+        # The policy cache hands out the same Credential object until the credential changes:
+        # its version (a JSON dump and a SHA-256) is computed once per object, not per request.
+        self._versions: dict[int, tuple[Credential, str]] = {}
 
     async def exchange(self, request: ExchangeRequest) -> ExchangeResult:
         """Issue the requested credential, or raise the BrokerError that explains why not.
@@ -368,7 +371,7 @@ class ExchangeService:
     ) -> ExchangeResult:
         backend = self._backend(credential)
         settings = self._settings(credential, backend.settings_model)
-        key = ReuseKey(fingerprint, credential.id, _credential_version(credential))
+        key = ReuseKey(fingerprint, credential.id, self._version(credential))
         token_exp = validated.claims.get("exp")
         token_expires_at = float(token_exp) if isinstance(token_exp, int | float) else 0.0
 
@@ -409,7 +412,7 @@ class ExchangeService:
 
     def _settings(self, credential: Credential, model: type[BaseModel]) -> BaseModel:
         # Settings were validated when stored; parse once per credential version, not per call.
-        cache_key = (credential.id, _credential_version(credential))
+        cache_key = (credential.id, self._version(credential))
         parsed = self._settings_cache.get(cache_key)
         if parsed is None:
             try:
@@ -424,6 +427,17 @@ class ExchangeService:
                 self._settings_cache.clear()
             self._settings_cache[cache_key] = parsed
         return parsed
+
+    def _version(self, credential: Credential) -> str:
+        known = self._versions.get(credential.id)
+        # The very object, not an equal one: a changed credential is always a new object.
+        if known is not None and known[0] is credential:
+            return known[1]
+        version = _credential_version(credential)
+        if len(self._versions) > 10_000:
+            self._versions.clear()
+        self._versions[credential.id] = (credential, version)
+        return version
 
     def _outbound(
         self,

@@ -14,7 +14,7 @@ from tokenbroker.backends.base import BackendContext
 from tokenbroker.clock import FrozenClock
 from tokenbroker.identity.models import Identity
 
-PLUGIN = '''
+PLUGIN = """
 from datetime import UTC, datetime
 from typing import ClassVar
 
@@ -40,7 +40,7 @@ class EchoBackend:
             values={{"ECHO": settings.prefix + identity.project}},
             expires_at=datetime.fromtimestamp(self.context.clock.now() + 60, UTC),
         )
-'''
+"""
 
 
 def install_plugin(

@@ -477,7 +477,7 @@ async def test_slow_vault_is_upstream_timeout_and_not_retried(
 ) -> None:
     fake = FakeVault(default=Reply(stall=True))
     server = await aiohttp_server(fake.app())
-    settings = _fake_settings(server, timeout_seconds=0.3, max_retries=3)
+    settings = _fake_settings(server, timeout_seconds=1.0, max_retries=3)
     started = time.monotonic()
 
     with pytest.raises(UpstreamTimeout) as raised:

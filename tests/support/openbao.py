@@ -3,7 +3,8 @@
 Use the session-scoped ``openbao`` fixture (register this module in ``pytest_plugins``), or
 ``with OpenBaoDevServer() as bao:`` for a server of your own. When the issuer's JWKS is served on
 the test's event loop, call ``configure_jwt_auth`` through ``asyncio.to_thread`` (OpenBao
-fetches the JWKS while it handles the config write). Give each test its own auth ``path`` on the shared server.
+fetches the JWKS while it handles the config write). Give each test its own auth ``path`` on
+the shared server.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Group commit of audit events: every exchange's event is committed before it answers, but
 events recorded while a write is in flight share the next write.
 
-Each statement is several trips through the database driver (aiosqlite runs every step on its
-own thread); under concurrency one INSERT of many rows replaces many INSERTs of one. A lone
-request waits for nothing extra: its event is written at once.
+Each write is one trip through the database driver (``AuditAppender``: one hand-off to
+aiosqlite's thread, one asyncpg call); under concurrency one INSERT of many rows replaces many
+INSERTs of one. A lone request waits for nothing extra: its event is written at once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent
-from tokenbroker.store.repository import Repository
+from tokenbroker.store.repository import AuditAppender
 
 _Pending = tuple[AuditEvent, asyncio.Future[None]]
 # Rows per INSERT: 13 parameters a row stays far below SQLite's bound-parameter limit.
@@ -26,8 +26,11 @@ class AuditWriter:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._appender = AuditAppender(engine.dialect)
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
+        self.writes = 0
+        """How many writes (INSERT statements or executemany calls) were made; diagnostics."""
 
     async def record(self, event: AuditEvent) -> None:
         """Return once ``event`` is committed; raise what its write raised."""
@@ -55,10 +58,10 @@ class AuditWriter:
     async def _write(self, batch: Sequence[_Pending]) -> None:
         try:
             async with self._engine.connect() as connection:
-                # One statement, so atomic even where SQLite commits by itself (no BEGIN);
-                # commit() commits it on PostgreSQL.
-                await Repository(connection).record_audit_many([event for event, _ in batch])
-                await connection.commit()
+                # Atomic and committed by itself, before any caller is answered (see
+                # AuditAppender); the connection goes back to the pool with nothing open.
+                self.writes += 1
+                await self._appender.append(connection, [event for event, _ in batch])
         except Exception as exc:
             if len(batch) > 1:
                 # One event the database refuses must not fail the others' requests.

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # An execution option marking a connection that will write: SQLite then takes the write lock
@@ -62,7 +62,9 @@ def create_engine(url: str) -> AsyncEngine:
         if database and database != ":memory:" and not database.startswith("file:"):
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             pool = _STEADY_POOL  # an in-memory database has a single, static connection
-        engine = create_async_engine(parsed, **pool)
+        # The pool's reset is the hook below: an unconditional rollback at every checkin was one
+        # more trip through aiosqlite's thread, usually to roll back nothing.
+        engine = create_async_engine(parsed, pool_reset_on_return=None, **pool)
         _install_sqlite_hooks(engine)
     return engine
 
@@ -81,6 +83,18 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
+
+    @event.listens_for(engine.sync_engine, "reset")
+    def _on_reset(
+        dbapi_connection: Any, record: ConnectionPoolEntry, reset_state: PoolResetState
+    ) -> None:
+        # What the pool's rollback-on-return guarded against, without its trip when there is
+        # nothing to roll back: sqlite3's in_transaction is SQLite's own autocommit flag, read
+        # in this thread (the connection is idle at checkin).
+        if reset_state.terminate_only or not reset_state.asyncio_safe:
+            return
+        if record.driver_connection is not None and record.driver_connection.in_transaction:
+            dbapi_connection.rollback()
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Connection) -> None:

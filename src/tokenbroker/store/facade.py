@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Credential, CredentialAssignment, Organization
 from tokenbroker.store import engine as engines
 from tokenbroker.store.audit_writer import AuditWriter
+from tokenbroker.store.policy_cache import DEFAULT_POLL_SECONDS, PolicyCache
 from tokenbroker.store.repository import UNSET, Repository, Unset
+
+log = logging.getLogger(__name__)
 
 # Held for the length of an upgrade on PostgreSQL, so instances starting together migrate once.
 _MIGRATION_LOCK_ID = 0x746F6B656E62726B  # "tokenbrk"
@@ -21,17 +26,21 @@ _MIGRATION_LOCK_ID = 0x746F6B656E62726B  # "tokenbrk"
 class Store:
     """Organizations, credentials, assignments, audit events; SQLite or PostgreSQL.
 
-    Every mutation runs in one transaction: when it raises, nothing of it was written.
+    Every mutation runs in one transaction: when it raises, nothing of it was written. With a
+    ``policy_cache`` the exchange's lookup is answered from memory (see policy_cache.py for
+    why that stays correct); the server runs :meth:`watch_policy_revision` beside it.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, policy_cache: PolicyCache | None = None) -> None:
         self._engine = engine
         self._audit = AuditWriter(engine)
+        self._policy = policy_cache
+        self._poll_failing = False
 
     @classmethod
-    async def open(cls, url: str) -> Store:
+    async def open(cls, url: str, *, policy_cache: PolicyCache | None = None) -> Store:
         """Connect lazily to the database at ``url`` (see ``engine.create_engine``)."""
-        return cls(engines.create_engine(url))
+        return cls(engines.create_engine(url), policy_cache=policy_cache)
 
     @property
     def dialect(self) -> str:
@@ -50,13 +59,16 @@ class Store:
 
     async def upgrade(self) -> None:
         """Apply every migration not applied yet (Alembic, in one transaction)."""
-        async with self.transaction() as repo:
-            connection = repo.connection
-            if self.dialect == "postgresql":
-                await connection.execute(
-                    text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
-                )
-            await connection.run_sync(engines.run_upgrade)
+        # Not through transaction(): before the migrations there is no revision row to bump.
+        try:
+            async with self._write_connection() as connection:
+                if self.dialect == "postgresql":
+                    await connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
+                    )
+                await connection.run_sync(engines.run_upgrade)
+        finally:
+            self._invalidate_policy()
 
     async def revision(self) -> str | None:
         """The migration the database is at (None before the first)."""
@@ -70,11 +82,26 @@ class Store:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Repository]:
-        """A Repository in one write transaction: committed on exit, rolled back on error."""
+        """A Repository in one write transaction: committed on exit, rolled back on error.
+
+        It increments the policy revision (other instances' caches notice) and, however it
+        ends, empties this store's policy cache before the caller goes on.
+        """
+        try:
+            async with self._write_connection() as connection:
+                repo = Repository(connection)
+                yield repo
+                await repo.bump_policy_revision()
+        finally:
+            # Also after a failure: a commit that raised may still have been applied.
+            self._invalidate_policy()
+
+    @asynccontextmanager
+    async def _write_connection(self) -> AsyncIterator[AsyncConnection]:
         async with self._engine.connect() as connection:
             await connection.execution_options(**{engines.WRITE_OPTION: True})
             async with connection.begin():
-                yield Repository(connection)
+                yield connection
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Repository]:
@@ -217,9 +244,69 @@ class Store:
     async def find_organization_assignments(
         self, issuer: str, platform_org_id: str, project: str | None
     ) -> tuple[Organization | None, list[Credential]]:
-        """A token's organization and its project's credentials (the exchange's one query)."""
+        """A token's organization and its project's credentials (the exchange's one query).
+
+        From the policy cache when it has a verified answer; else one query, remembered.
+        """
+        cache = self._policy
+        if cache is None:
+            async with self.reading() as repo:
+                return await repo.find_organization_assignments(issuer, platform_org_id, project)
+        key = (issuer, platform_org_id, project)
+        hit = cache.get(key)
+        if hit is not None:
+            return hit[0], list(hit[1])
+        generation = cache.generation
         async with self.reading() as repo:
-            return await repo.find_organization_assignments(issuer, platform_org_id, project)
+            organization, assigned = await repo.find_organization_assignments(
+                issuer, platform_org_id, project
+            )
+        cache.put(key, (organization, tuple(assigned)), generation)
+        return organization, assigned
+
+    # -- policy revision -------------------------------------------------------------------
+
+    async def policy_revision(self) -> int | None:
+        """The shared policy revision (None if its row is missing)."""
+        async with self.reading() as repo:
+            return await repo.policy_revision()
+
+    async def check_policy_revision(self) -> None:
+        """Poll the revision once: a change empties the policy cache; success keeps it fresh."""
+        cache = self._policy
+        if cache is None:
+            return
+        # Taken before the query: the answer reflects every commit made before this moment.
+        started = cache.now()
+        revision = await self.policy_revision()
+        if revision is not None:
+            cache.observe_revision(revision, started)
+
+    async def watch_policy_revision(self, interval_seconds: float = DEFAULT_POLL_SECONDS) -> None:
+        """Poll the revision forever (a task beside the server); failures are logged, retried.
+
+        While polls fail the cache goes stale and answers nothing: lookups go to the database.
+        """
+        while True:
+            try:
+                await self.check_policy_revision()
+            except Exception as exc:
+                if not self._poll_failing:
+                    # The exception's type only: its text may hold the database URL.
+                    log.warning(
+                        "policy revision poll failed; policy lookups go to the database",
+                        extra={"error": type(exc).__name__},
+                    )
+                self._poll_failing = True
+            else:
+                if self._poll_failing:
+                    log.info("policy revision poll recovered")
+                self._poll_failing = False
+            await asyncio.sleep(interval_seconds)
+
+    def _invalidate_policy(self) -> None:
+        if self._policy is not None:
+            self._policy.invalidate()
 
     # -- audit -----------------------------------------------------------------------------
 

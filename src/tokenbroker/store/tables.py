@@ -147,6 +147,15 @@ audit_events = Table(
     Index(None, "credential", "id"),
 )
 
+# One row (id 1): incremented by every write transaction, polled by other instances' policy
+# caches (policy_cache.py) to notice changes without reading the policy itself.
+policy_revision = Table(
+    "policy_revision",
+    metadata,
+    Column("id", Integer(), primary_key=True, autoincrement=False),
+    Column("revision", BigInteger(), nullable=False),
+)
+
 signing_keys = Table(
     "signing_keys",
     metadata,

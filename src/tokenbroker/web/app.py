@@ -24,6 +24,7 @@ from tokenbroker.service import ExchangeService
 from tokenbroker.store import Store
 from tokenbroker.store.declarative import apply_declarative
 from tokenbroker.store.keystore import open_key_store
+from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
@@ -80,15 +81,24 @@ async def _token_validator(app: web.Application) -> AsyncIterator[None]:
 async def _store(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+    # The exchange's policy lookup from memory; changes made elsewhere show within 1 s.
+    store = await Store.open(
+        settings.store.resolved_url(settings.server.data_dir), policy_cache=PolicyCache()
+    )
+    watcher: asyncio.Task[None] | None = None
     try:
         if settings.store.migrate_on_start:
             await store.upgrade()
         await apply_declarative(store, settings)
         app[keys.STORE] = store
         app[health.READINESS_CHECKS]["store"] = store.ping
+        watcher = asyncio.create_task(store.watch_policy_revision())
         yield
     finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
         await store.close()
 
 
