@@ -243,6 +243,8 @@ class Stack:
                 "data_dir": str(data_dir),
             },
             "store": _store_section(store_url),
+            # The bench drives one organization far past any sane per-organization limit.
+            "rate_limit": {"enabled": False},
             "issuers": list(issuers),
             "organizations": list(organizations),
             "credentials": list(credentials),

@@ -29,12 +29,13 @@ from tokenbroker.backends.registry import (
     backend_class,
 )
 from tokenbroker.clock import Clock
-from tokenbroker.config.models import SigningSettings
+from tokenbroker.config.models import RateLimitSettings, SigningSettings
 from tokenbroker.errors import (
     AccessDenied,
     BrokerError,
     InvalidRequest,
     InvalidTarget,
+    RateLimited,
     UpstreamError,
 )
 from tokenbroker.identity.fingerprint import token_fingerprint
@@ -47,6 +48,7 @@ from tokenbroker.metrics import Metrics
 from tokenbroker.policy.bound_claims import bound_claims_satisfied, match_bound_claims
 from tokenbroker.policy.decision import check_bound_claims, choose_credential
 from tokenbroker.policy.models import AuditEvent, Credential, Organization, Outcome
+from tokenbroker.ratelimit import RateLimiter, bucket_key, retry_after_seconds
 from tokenbroker.reuse import IssuedCredentialCache, ReuseKey
 from tokenbroker.store import Store
 
@@ -162,6 +164,8 @@ class ExchangeService:
         issuer_url: str,
         signing: SigningSettings,
         reuse: IssuedCredentialCache,
+        rate_limit: RateLimitSettings | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         self._validator = validator
         self._store = store
@@ -172,6 +176,8 @@ class ExchangeService:
         self._issuer_url = issuer_url
         self._signing = signing
         self._reuse = reuse
+        self._rate_limit = rate_limit
+        self._rate_limiter = rate_limiter
         self._settings_cache: dict[tuple[int, str], BaseModel] = {}
         # The policy cache hands out the same Credential object until the credential changes:
         # its version (a JSON dump and a SHA-256) is computed once per object, not per request.
@@ -288,6 +294,7 @@ class ExchangeService:
                 },
             )
         )
+        await self._check_rate(identity, trace)
         decision.organization, assigned = await self._store.find_organization_assignments(
             issuer.name, identity.org, identity.project
         )
@@ -360,6 +367,24 @@ class ExchangeService:
         )
         check_bound_claims(credential, identity.claims)
         return decision.validated, identity, credential
+
+    async def _check_rate(self, identity: Identity, trace: list[TraceStep]) -> None:
+        # After identify, so a bucket is an organization's (or project's, or subject's) and
+        # tokens that fail validation never spend anyone's quota.
+        if self._rate_limiter is None or self._rate_limit is None:
+            return
+        wait = await self._rate_limiter.acquire(bucket_key(self._rate_limit, identity))
+        if wait is None:
+            return
+        limited = RateLimited(
+            "rate_limited",
+            f"too many exchanges for this {self._rate_limit.key}; retry later",
+            retry_after=retry_after_seconds(wait),
+        )
+        trace.append(
+            TraceStep("rate_limit", False, limited.description, {"reason": "rate_limited"})
+        )
+        raise limited
 
     async def _issue(
         self,

@@ -19,6 +19,7 @@ from tokenbroker.identity.jwks import JwksCache
 from tokenbroker.identity.validator import TokenValidator
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
+from tokenbroker.ratelimit import open_rate_limiter
 from tokenbroker.reuse import IssuedCredentialCache
 from tokenbroker.service import ExchangeService
 from tokenbroker.store import Store
@@ -127,6 +128,7 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
     clock = app[keys.CLOCK]
     backends = Backends(BackendContext(http=app[keys.HTTP_CLIENT], clock=clock))
     app[keys.BACKENDS] = backends
+    rate_limiter = open_rate_limiter(settings.rate_limit, clock)
     app[keys.SERVICE] = ExchangeService(
         validator=app[keys.TOKEN_VALIDATOR],
         store=app[keys.STORE],
@@ -137,6 +139,10 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
         issuer_url=settings.server.issuer_url,
         signing=settings.signing,
         reuse=IssuedCredentialCache(clock),
+        rate_limit=settings.rate_limit,
+        rate_limiter=rate_limiter,
     )
     yield
     await backends.close()
+    if rate_limiter is not None:
+        await rate_limiter.close()
