@@ -7,7 +7,14 @@ import random
 
 import pytest
 
-from tokenbroker.backends.retry import RetryPolicy, backoff_delay, with_retries
+from tokenbroker.backends.retry import (
+    RetryPolicy,
+    TransientFailure,
+    backoff_delay,
+    retry_transient,
+    with_retries,
+)
+from tokenbroker.errors import UpstreamError
 
 
 class Script:
@@ -142,3 +149,18 @@ def test_backoff_doubles_up_to_the_cap_with_jitter_in_the_upper_half() -> None:
 def test_nonsense_policies_are_refused(policy_args: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="retries"):
         RetryPolicy(**policy_args)  # type: ignore[arg-type]
+
+
+async def test_a_transient_failure_is_retried_then_its_final_error_raised() -> None:
+    final = UpstreamError("backend_unavailable", "STS answered 503")
+    script = Script(TransientFailure(final), TransientFailure(final), "never reached")
+    with pytest.raises(UpstreamError) as caught:
+        await retry_transient(script.call, policy=RetryPolicy(retries=1), sleep=script.sleep)
+    assert caught.value is final
+    assert (script.calls, len(script.sleeps)) == (2, 1)
+
+
+async def test_a_transient_failure_then_success_returns_the_result() -> None:
+    script = Script(TransientFailure(UpstreamError("x", "y")), "ok")
+    result = await retry_transient(script.call, policy=RetryPolicy(retries=2), sleep=script.sleep)
+    assert (result, script.calls) == ("ok", 2)

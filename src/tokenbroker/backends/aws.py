@@ -35,11 +35,10 @@ from botocore.exceptions import (
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
-from tokenbroker.backends.retry import RetryPolicy, Sleep, with_retries
+from tokenbroker.backends.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import (
     AccessDenied,
-    BrokerError,
     InvalidRequest,
     UpstreamError,
     UpstreamTimeout,
@@ -229,18 +228,6 @@ def _redact(message: str, secret: str) -> str:
     return message[:_MESSAGE_MAX]
 
 
-class _RetryableStsError(Exception):
-    """A transient STS failure; carries the error to raise once retries are spent."""
-
-    def __init__(self, final: BrokerError) -> None:
-        super().__init__(final.description)
-        self.final = final
-
-
-def _is_retryable(exc: Exception) -> bool:
-    return isinstance(exc, _RetryableStsError)
-
-
 class AwsOidcBackend:
     """Assume an IAM role with the outbound token through AWS STS."""
 
@@ -305,15 +292,9 @@ class AwsOidcBackend:
         async def attempt() -> AssumeRoleWithWebIdentityResponseTypeDef:
             return await loop.run_in_executor(self._pool, call)
 
-        try:
-            response = await with_retries(
-                attempt,
-                policy=RetryPolicy(retries=settings.max_retries),
-                retry_on_error=_is_retryable,
-                sleep=self._sleep,
-            )
-        except _RetryableStsError as exc:
-            raise exc.final from None
+        response = await retry_transient(
+            attempt, policy=RetryPolicy(retries=settings.max_retries), sleep=self._sleep
+        )
         return _issued_credential(response, settings, session_name)
 
     def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
@@ -347,7 +328,7 @@ class AwsOidcBackend:
         except (ConnectTimeoutError, ReadTimeoutError):
             raise UpstreamTimeout("backend_timeout", "AWS STS did not answer in time") from None
         except (EndpointConnectionError, ConnectionClosedError) as exc:
-            raise _RetryableStsError(
+            raise TransientFailure(
                 UpstreamError(
                     "backend_unreachable", f"AWS STS could not be reached ({type(exc).__name__})"
                 )
@@ -373,7 +354,7 @@ def _map_client_error(exc: ClientError, token: str) -> Exception:
     if code in _REJECTED_CODES:
         return InvalidRequest("backend_rejected_request", f"AWS STS rejected the request: {detail}")
     if code in _TRANSIENT_CODES or status >= 500:
-        return _RetryableStsError(UpstreamError("backend_error", f"AWS STS failed: {detail}"))
+        return TransientFailure(UpstreamError("backend_error", f"AWS STS failed: {detail}"))
     if status == 403:
         return AccessDenied("backend_refused", f"AWS STS refused the token: {detail}")
     if 400 <= status < 500:

@@ -21,11 +21,10 @@ import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
-from tokenbroker.backends.retry import RetryPolicy, Sleep, with_retries
+from tokenbroker.backends.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import (
     AccessDenied,
-    BrokerError,
     InvalidRequest,
     UpstreamError,
     UpstreamTimeout,
@@ -169,18 +168,6 @@ class _Token:
 _Call = Callable[[], Awaitable[_Token]]
 
 
-class _RetryableGoogleError(Exception):
-    """A transient failure; carries the error to raise once retries are spent."""
-
-    def __init__(self, final: BrokerError) -> None:
-        super().__init__(final.description)
-        self.final = final
-
-
-def _is_retryable(exc: Exception) -> bool:
-    return isinstance(exc, _RetryableGoogleError)
-
-
 class GcpOidcBackend:
     """Exchange the outbound token with Google STS, optionally impersonating a service account."""
 
@@ -225,15 +212,9 @@ class GcpOidcBackend:
         )
 
     async def _retrying(self, call: _Call, settings: GcpOidcSettings) -> _Token:
-        try:
-            return await with_retries(
-                call,
-                policy=RetryPolicy(retries=settings.max_retries),
-                retry_on_error=_is_retryable,
-                sleep=self._sleep,
-            )
-        except _RetryableGoogleError as exc:
-            raise exc.final from None
+        return await retry_transient(
+            call, policy=RetryPolicy(retries=settings.max_retries), sleep=self._sleep
+        )
 
     async def _sts_exchange(
         self, subject_token: str, settings: GcpOidcSettings, secrets: Sequence[str]
@@ -318,7 +299,7 @@ class GcpOidcBackend:
         except TimeoutError:
             raise UpstreamTimeout("backend_timeout", f"{service} did not answer in time") from None
         except aiohttp.ClientError as exc:
-            raise _RetryableGoogleError(
+            raise TransientFailure(
                 UpstreamError(
                     "backend_unreachable", f"{service} could not be reached ({type(exc).__name__})"
                 )
@@ -380,7 +361,7 @@ def _map_google_error(
     label = code or f"HTTP {status}"
     detail = f"{message} ({label})" if message else label
     if code in _TRANSIENT or status >= 500 or status == 429:
-        return _RetryableGoogleError(UpstreamError("backend_error", f"{service} failed: {detail}"))
+        return TransientFailure(UpstreamError("backend_error", f"{service} failed: {detail}"))
     if code in _REFUSED or (not code and status in (401, 403)):
         return AccessDenied("backend_refused", f"{service} refused the token: {detail}")
     if code in _REJECTED or 400 <= status < 500:

@@ -13,6 +13,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from tokenbroker.errors import BrokerError
+
 T = TypeVar("T")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -78,3 +80,31 @@ async def with_retries(
                 return result
         await sleep(backoff_delay(retry_number + 1, policy, rng))
     raise AssertionError("unreachable: the last attempt always returns or raises")
+
+
+class TransientFailure(Exception):
+    """A failure worth retrying; carries the error to raise once the retries are spent."""
+
+    def __init__(self, final: BrokerError) -> None:
+        super().__init__(final.description)
+        self.final = final
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, TransientFailure)
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    rng: random.Random | None = None,
+    sleep: Sleep = asyncio.sleep,
+) -> T:
+    """``with_retries`` for calls that raise TransientFailure: retried, then its error raised."""
+    try:
+        return await with_retries(
+            call, policy=policy, retry_on_error=_is_transient, rng=rng, sleep=sleep
+        )
+    except TransientFailure as exc:
+        raise exc.final from None
