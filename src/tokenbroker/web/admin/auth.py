@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from tokenbroker.errors import Forbidden, Unauthorized
+from tokenbroker.web.bearer import bearer_token
 
 
 def admin_token_digest(token: str) -> str:
@@ -29,18 +30,6 @@ def admin_token_matches(token: str, configured: Sequence[str]) -> bool:
     return matched
 
 
-def bearer_token(request: web.Request) -> str:
-    """The bearer token of the request; Unauthorized when none is presented."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized(
-            "admin_token_required", "send an admin token as 'Authorization: Bearer <token>'"
-        )
-    return token
-
-
 def admin_auth_middleware(configured: Sequence[str]) -> Middleware:
     """A middleware admitting only requests that carry one of the configured admin tokens."""
     digests = tuple(configured)
@@ -48,6 +37,10 @@ def admin_auth_middleware(configured: Sequence[str]) -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         token = bearer_token(request)
+        if token is None:
+            raise Unauthorized(
+                "admin_token_required", "send an admin token as 'Authorization: Bearer <token>'"
+            )
         if not admin_token_matches(token, digests):
             raise Forbidden("admin_token_invalid", "the admin token is not valid")
         return await handler(request)

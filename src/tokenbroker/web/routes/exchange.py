@@ -18,19 +18,19 @@ from tokenbroker.output import (
 )
 from tokenbroker.service import ExchangeRequest, ExchangeService
 from tokenbroker.web import keys
+from tokenbroker.web.bearer import bearer_token
 
 _TRUE = frozenset({"1", "true", "yes"})
 
 
-def bearer_token(request: web.Request) -> str:
-    """The bearer token of the Authorization header; 401 when absent or malformed."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, token = header.partition(" ")
-    if not header:
-        raise InvalidToken("token_missing", "send the platform token as 'Authorization: Bearer'")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise InvalidToken("token_missing", "the Authorization header must be 'Bearer <token>'")
-    return token.strip()
+def platform_token(request: web.Request) -> str:
+    """The platform token of the Authorization header; 401 when absent or malformed."""
+    token = bearer_token(request)
+    if token is None:
+        raise InvalidToken(
+            "token_missing", "send the platform token as 'Authorization: Bearer <token>'"
+        )
+    return token
 
 
 async def requested_credential(request: web.Request) -> str | None:
@@ -60,7 +60,7 @@ async def exchange(request: web.Request) -> web.Response:
     fmt = parse_format(request.query.get("format"))
     dry_run = request.query.get("dry_run", "").lower() in _TRUE
     exchange_request = ExchangeRequest(
-        token=bearer_token(request),
+        token=platform_token(request),
         credential=await requested_credential(request),
         request_id=request_id_var.get(),
         client_address=request.remote,
