@@ -14,6 +14,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tokenbroker.devstack.processes import stop_process
+
 _START_TIMEOUT_SECONDS = 60.0
 _STOP_TIMEOUT_SECONDS = 10.0
 
@@ -86,14 +88,8 @@ class ServerProcess:
     def stop(self) -> None:
         """Terminate the process and wait for it."""
         process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, _STOP_TIMEOUT_SECONDS)
 
     def __enter__(self) -> Self:
         self.start()

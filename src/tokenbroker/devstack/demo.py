@@ -34,6 +34,7 @@ from types import FrameType
 
 from tokenbroker.devstack.openbao import parent_death_signal
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
+from tokenbroker.devstack.processes import stop_process
 from tokenbroker.devstack.stack import (
     DENIED_CREDENTIAL,
     DevStackState,
@@ -115,14 +116,7 @@ class DevStackProcess:
         process, self.process = self.process, None
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        return process.returncode
+        return stop_process(process, STOP_TIMEOUT_SECONDS)
 
     def log_tail(self, characters: int = 3000) -> str:
         """The end of the stack's output, for failure messages."""

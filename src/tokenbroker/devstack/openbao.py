@@ -29,6 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
+from tokenbroker.devstack.processes import stop_process
+
 if TYPE_CHECKING:
     import hvac
 
@@ -212,15 +214,8 @@ class OpenBaoDevServer:
 
     def _terminate(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, _STOP_TIMEOUT_SECONDS)
 
     def stop(self) -> None:
         """Terminate the server, wait for it, and remove its temporary home."""
