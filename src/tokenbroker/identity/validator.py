@@ -4,24 +4,45 @@ Cheap checks run before expensive ones: size, shape, issuer allow-list and algor
 before any key is fetched, and the signature before any claim is believed. Every failure is an
 InvalidToken with a specific ``reason``; descriptions name the claim, kid or issuer, never the
 token.
+
+Validated tokens are remembered (``memo_size`` of them, by default 1024) because the same
+token comes back again and again: CI runners retry with it, and the broker's idempotent-retry
+path sees it on every retry. Validation was ~23% of the retry path's CPU (bench/README.md,
+"What the profiles showed"; the RSA check alone 12%). A repeated token skips the base64/JSON
+parsing and the signature check, and nothing else; that is as safe as validating it again:
+
+- The memo is keyed by the SHA-256 of the exact token string, so a hit is the very same
+  header, payload and signature bytes, which the same key verifies again. The memo holds the
+  digest and the parsed claims, never the token (it must not become a store of bearer tokens).
+- Every check before the key lookup (shape, issuer, size, algorithm, ``crit``, ``kid``) is a
+  function of those bytes and of the issuers fixed when the validator was built.
+- A hit asks the JWKS cache for the key exactly as a full validation does, and is used only
+  when it returns the very ``Key`` object that verified the signature. The cache replaces its
+  key objects whenever it refetches the issuer's JWKS, so a key that is removed or rotated out
+  stops vouching for remembered tokens as soon as the cache lets go of it, as for new tokens.
+- Time-dependent claims (``exp`` with leeway, ``nbf``, ``iat``, maximum age) and the audience
+  and required claims are checked again on every use.
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from joserfc.errors import JoseError
 from joserfc.jwa import JWSAlgModel
+from joserfc.jwk import Key
 from joserfc.jws import JWSRegistry
 
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import IssuerSettings
-from tokenbroker.errors import ConfigError, InvalidToken
+from tokenbroker.errors import BrokerError, ConfigError, InvalidToken
 from tokenbroker.identity.jwks import JwksCache
 from tokenbroker.identity.models import Claims
 from tokenbroker.identity.profiles import profile_option_problems
@@ -31,6 +52,9 @@ ABSOLUTE_MAX_TOKEN_BYTES = 1024 * 1024
 # Never accepted whatever the configuration says: `none` is unsigned, and HS* would let anyone
 # holding the issuer's *public* key forge tokens with it as the shared secret.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
+# Validated tokens remembered by default. An env0 token's parsed header and claims take ~7 KB,
+# so a full memo holds ~7 MB; expired entries make way as new tokens come in.
+DEFAULT_MEMO_SIZE = 1024
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 
@@ -45,7 +69,11 @@ _JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 @dataclass(frozen=True, slots=True)
 class ValidatedToken:
-    """A platform token whose signature and claims passed every check of its issuer."""
+    """A platform token whose signature and claims passed every check of its issuer.
+
+    ``header`` and ``claims`` are shared with the validator's memo and with every later
+    validation of the same token: read them, never change them (no caller does).
+    """
 
     issuer: IssuerSettings
     header: Mapping[str, object]
@@ -58,6 +86,18 @@ class _CompiledIssuer:
     algorithms: Mapping[str, JWSAlgModel]
     audiences: frozenset[str]
     required_claims: tuple[tuple[str, tuple[object, ...]], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """What a full validation established, remembered under the token's SHA-256."""
+
+    compiled: _CompiledIssuer
+    validated: ValidatedToken
+    kid: str | None
+    key: Key
+    # exp + leeway: from then on the token is refused, so its entry can go.
+    usable_until: float
 
 
 def _compile(issuer: IssuerSettings) -> _CompiledIssuer:
@@ -81,10 +121,19 @@ def _issuer_key(url: str) -> str:
 class TokenValidator:
     """Validates platform tokens against the configured issuers (allow-list, default deny)."""
 
-    def __init__(self, issuers: Sequence[IssuerSettings], jwks: JwksCache, clock: Clock) -> None:
+    def __init__(
+        self,
+        issuers: Sequence[IssuerSettings],
+        jwks: JwksCache,
+        clock: Clock,
+        *,
+        memo_size: int = DEFAULT_MEMO_SIZE,
+    ) -> None:
         problems = [p for issuer in issuers for p in profile_option_problems(issuer)]
         if problems:
             raise ConfigError(problems)
+        if memo_size < 0:
+            raise ValueError("memo_size must be 0 (no memo) or more")
         self._issuers = {_issuer_key(i.issuer): _compile(i) for i in issuers}
         self._jwks = jwks
         self._clock = clock
@@ -93,6 +142,9 @@ class TokenValidator:
             ABSOLUTE_MAX_TOKEN_BYTES,
             max((i.max_token_bytes for i in issuers), default=ABSOLUTE_MAX_TOKEN_BYTES),
         )
+        self._memo_size = memo_size
+        # SHA-256 of the token -> what validating it established; least recently used first.
+        self._memo: OrderedDict[bytes, _Verified] = OrderedDict()
 
     async def validate_platform_token(self, token: str) -> ValidatedToken:
         """Check the token's size, shape, issuer, algorithm, key, signature and claims."""
@@ -100,6 +152,60 @@ class TokenValidator:
             raise InvalidToken("token_too_large", f"the token is over {self._max_bytes} bytes")
         if not token.isascii():
             raise _malformed("the token is not ASCII", "encoding")
+        if not self._memo_size:
+            return (await self._verify(token)).validated
+        digest = hashlib.sha256(token.encode("ascii")).digest()
+        remembered = self._memo.get(digest)
+        if remembered is not None:
+            validated = await self._recall(digest, remembered)
+            if validated is not None:
+                return validated
+        verified = await self._verify(token)
+        self._remember(digest, verified)
+        return verified.validated
+
+    async def _recall(self, digest: bytes, remembered: _Verified) -> ValidatedToken | None:
+        """The remembered answer when it still holds; None when the token must be verified."""
+        issuer = remembered.compiled.settings
+        try:
+            # Raises exactly where a full validation would: every check before it depends
+            # only on the token's bytes, which passed them.
+            key = await self._jwks.key_for(issuer, remembered.kid)
+        except BrokerError:
+            self._forget(digest, remembered)
+            raise
+        if key is not remembered.key:
+            # The JWKS was refetched since: only the signature check can vouch for the token.
+            self._forget(digest, remembered)
+            return None
+        try:
+            _check_claims(remembered.compiled, remembered.validated.claims, self._clock.now())
+        except InvalidToken:
+            self._forget(digest, remembered)
+            raise
+        if digest in self._memo:
+            self._memo.move_to_end(digest)
+        return remembered.validated
+
+    def _remember(self, digest: bytes, verified: _Verified) -> None:
+        memo = self._memo
+        memo[digest] = verified
+        memo.move_to_end(digest)
+        # Refused tokens stop being used, so expired entries drift to the front: drop them
+        # there, and the least recently used beyond the bound.
+        now = self._clock.now()
+        while memo and (
+            len(memo) > self._memo_size or now >= next(iter(memo.values())).usable_until
+        ):
+            memo.popitem(last=False)
+
+    def _forget(self, digest: bytes, remembered: _Verified) -> None:
+        # Another validation of the token may have replaced the entry while this one awaited.
+        if self._memo.get(digest) is remembered:
+            del self._memo[digest]
+
+    async def _verify(self, token: str) -> _Verified:
+        """The full validation, past the size and ASCII checks."""
         segments = token.split(".")
         if len(segments) != 3:
             raise _malformed("the token is not three dot-separated segments", "segments")
@@ -151,8 +257,14 @@ class TokenValidator:
                 "signature_invalid",
                 f"the signature does not verify with issuer {issuer.name!r}'s key {_shown(kid)}",
             )
-        _check_claims(compiled, claims, self._clock.now())
-        return ValidatedToken(issuer=issuer, header=header, claims=claims)
+        usable_until = _check_claims(compiled, claims, self._clock.now())
+        return _Verified(
+            compiled=compiled,
+            validated=ValidatedToken(issuer=issuer, header=header, claims=claims),
+            kid=kid,
+            key=key,
+            usable_until=usable_until,
+        )
 
     def _issuer_for(self, iss: object) -> _CompiledIssuer:
         if not isinstance(iss, str):
@@ -163,7 +275,8 @@ class TokenValidator:
         return compiled
 
 
-def _check_claims(compiled: _CompiledIssuer, claims: Claims, now: float) -> None:
+def _check_claims(compiled: _CompiledIssuer, claims: Claims, now: float) -> float:
+    """Refuse claims the issuer's rules reject at ``now``; return when ``exp`` + leeway is."""
     issuer = compiled.settings
     # Issuers are looked up with a trailing '/' ignored; the claim must still match exactly.
     if claims.get("iss") != issuer.issuer:
@@ -201,6 +314,7 @@ def _check_claims(compiled: _CompiledIssuer, claims: Claims, now: float) -> None
                 "required_claim_mismatch",
                 f"the {name!r} claim does not have a value issuer {issuer.name!r} requires",
             )
+    return exp + leeway
 
 
 def _check_audience(compiled: _CompiledIssuer, aud: object) -> None:
