@@ -40,12 +40,19 @@ def _log(message: str) -> None:
 
 
 def run(
-    plan: Plan, sections: tuple[str, ...], keep_logs: Path | None, store_url: str | None
+    plan: Plan,
+    sections: tuple[str, ...],
+    keep_logs: Path | None,
+    store_url: str | None,
+    event_loop: str = "auto",
 ) -> list[Row]:
     """Start the stack, run the chosen sections, return their rows (in section order)."""
     rows: list[Row] = []
     _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
-    with Stack(log_dir=keep_logs, store_url=store_url) as stack, LoadWorker() as worker:
+    with (
+        Stack(log_dir=keep_logs, store_url=store_url, event_loop=event_loop) as stack,
+        LoadWorker() as worker,
+    ):
         _log(f"minting {plan.token_pool:,} platform tokens (before any timing)")
         tokens = stack.mint_tokens(plan.token_pool)
         growth_token = len(tokens)
@@ -91,12 +98,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the main broker's [store] url (default: SQLite in its data directory); "
         "the growth brokers always use SQLite",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="server.event_loop of the brokers, and the hello-world's loop (default: auto)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     started = datetime.now(UTC)
-    rows = run(plan, tuple(args.only), args.logs, args.store_url)
+    rows = run(plan, tuple(args.only), args.logs, args.store_url, args.event_loop)
     print(table(rows))
     path = write_json(
         rows,
@@ -105,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "sections": args.only,
             "store_url": args.store_url or "sqlite (default)",
+            "event_loop": args.event_loop,
             "plan": asdict(plan),
         },
         started,

@@ -16,6 +16,7 @@ from pathlib import Path
 from aiohttp import web
 
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer, create_issuer_app
+from tokenbroker.web.loop import new_event_loop
 
 
 def hello_app() -> web.Application:
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("kind", choices=["hello", "issuer", "moto"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keys-dir", type=Path, help="the dev issuer's key directory")
+    # The hello-world is the broker's ceiling: it runs on the loop the broker runs on.
+    parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args(argv)
     if args.kind == "moto":
         return _serve_moto(args.port)
@@ -60,7 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         issuer = DevPlatformIssuer(args.keys_dir, f"http://127.0.0.1:{args.port}")
         app = create_issuer_app(issuer)
         app.router.add_get("/", _ok)
-    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        access_log=None,
+        print=None,
+        loop=new_event_loop(args.event_loop),
+    )
     return 0
 
 

@@ -58,7 +58,12 @@ def _mint_batch(keys_dir: str, base_url: str, count: int) -> list[str]:
 class Stack:
     """Every server of the benchmark, started on ``__enter__`` and stopped on ``__exit__``."""
 
-    def __init__(self, log_dir: Path | None = None, store_url: str | None = None) -> None:
+    def __init__(
+        self,
+        log_dir: Path | None = None,
+        store_url: str | None = None,
+        event_loop: str = "auto",
+    ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="tb-bench-"))
         self.log_dir = log_dir or self.workdir / "logs"
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -74,6 +79,8 @@ class Stack:
         self.brokers: dict[str, Broker] = {}
         # The main broker's store; None: SQLite in its data directory (the default config).
         self.store_url = store_url
+        # server.event_loop of every broker, and the hello-world's loop: the same on both sides.
+        self.event_loop = event_loop
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -137,7 +144,11 @@ class Stack:
         )
         hello_port = free_port()
         self.hello_url = f"http://127.0.0.1:{hello_port}/"
-        self._serve("hello", ["bench.servers", "hello", "--port", str(hello_port)], self.hello_url)
+        self._serve(
+            "hello",
+            ["bench.servers", "hello", "--port", str(hello_port), "--event-loop", self.event_loop],
+            self.hello_url,
+        )
         policy = self.main_policy()
         main = self.start_broker(
             "main",
@@ -241,6 +252,7 @@ class Stack:
                 "port": port,
                 "public_url": url,
                 "data_dir": str(data_dir),
+                "event_loop": self.event_loop,
             },
             "store": _store_section(store_url),
             # The bench drives one organization far past any sane per-organization limit.

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import pytest
+
+from tokenbroker.devstack.processes import stop_process
 from tokenbroker.store.keystore import ENCRYPTION_KEY_FILENAME
 
 # Generous: the process exits as soon as start-up fails; this only bounds a hang.
@@ -75,3 +81,49 @@ def test_an_unusable_store_encryption_key_at_start_is_one_line_and_exit_1(
     assert problems[0].startswith("  store.encryption_key: ")
     assert "is empty" in problems[0]
     assert "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("event_loop", ["auto", "asyncio"])
+def test_serve_answers_on_the_configured_event_loop_and_stops_on_sigterm(
+    tmp_path: Path, event_loop: str
+) -> None:
+    port = _free_port()
+    config = tmp_path / "serve.toml"
+    config.write_text(
+        _BASE_CONFIG.format(data_dir=tmp_path / "data").replace(
+            "port = 0", f'port = {port}\nevent_loop = "{event_loop}"'
+        ),
+        encoding="utf-8",
+    )
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tokenbroker", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + _TIMEOUT_SECONDS
+        status = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                    status = r.status
+                    break
+            except OSError:
+                time.sleep(0.1)  # polling a starting process, not papering over a race
+        assert status == 200, log.read_text()
+    finally:
+        returncode = stop_process(process, _TIMEOUT_SECONDS)
+    output = log.read_text()
+    expected = "uvloop" if event_loop == "auto" else "asyncio"
+    assert f"event loop: {expected}" in output
+    assert returncode == 0, output
+    assert "Traceback" not in output

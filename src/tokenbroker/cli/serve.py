@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 from aiohttp import web
 
@@ -11,6 +12,9 @@ from tokenbroker.errors import ConfigError
 from tokenbroker.issuer.keys import KeyStoreError
 from tokenbroker.logs import configure_logging
 from tokenbroker.web.app import create_app
+from tokenbroker.web.loop import loop_name, new_event_loop
+
+_log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -31,12 +35,18 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.model_copy(update={"server": server})
     configure_logging(settings.logging.level, settings.logging.format)
     try:
+        loop = new_event_loop(settings.server.event_loop)
+    except ConfigError as exc:
+        raise config_error(exc) from None
+    _log.info("event loop: %s", loop_name(loop))
+    try:
         web.run_app(
             create_app(settings),
             host=settings.server.host,
             port=settings.server.port,
             access_log=None,
             print=None,
+            loop=loop,
         )
     except ConfigError as exc:
         # Raised while starting (the store, declarative config, the key store): report it
