@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import replace
+import logging
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -14,6 +18,7 @@ from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
 from tokenbroker.store.audit_writer import AuditWriter
 from tokenbroker.store.engine import create_engine
+from tokenbroker.store.repository import AuditAppender
 
 EVENT = AuditEvent(
     time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
@@ -22,6 +27,8 @@ EVENT = AuditEvent(
     reason="issued",
     latency_ms=1.0,
 )
+# The tests of the writer's own connection (a SQLite file written on the loop) run on SQLite only.
+sqlite_file = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -32,10 +39,49 @@ async def engine(store: Store, store_url: str) -> AsyncIterator[AsyncEngine]:
     await engine.dispose()
 
 
+@pytest.fixture
+async def make_writer(engine: AsyncEngine) -> AsyncIterator[Callable[..., AuditWriter]]:
+    """Builds writers on ``engine``; each is closed afterwards."""
+    made: list[AuditWriter] = []
+
+    def make(*, checkpoint_every: int = 1000) -> AuditWriter:
+        made.append(AuditWriter(engine, checkpoint_every=checkpoint_every))
+        return made[-1]
+
+    yield make
+    for writer in made:
+        await writer.close()
+
+
+@pytest.fixture
+def writer(make_writer: Callable[..., AuditWriter]) -> AuditWriter:
+    """A writer with the default checkpoint interval."""
+    return make_writer()
+
+
+def _database(engine: AsyncEngine) -> Path:
+    assert engine.url.database is not None
+    return Path(engine.url.database)
+
+
+def _wal_bytes(database: Path) -> int | None:
+    """The size of ``database``'s WAL file; None when there is none."""
+    wal = database.with_name(f"{database.name}-wal")
+    return wal.stat().st_size if wal.exists() else None
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Let the loop run until ``condition`` holds (a bounded number of turns, no timing)."""
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
 async def test_events_recorded_together_share_one_insert_and_are_all_committed(
-    engine: AsyncEngine, store: Store
+    writer: AuditWriter, store: Store
 ) -> None:
-    writer = AuditWriter(engine)
     events = [replace(EVENT, request_id=f"req-{i}") for i in range(20)]
     await asyncio.gather(*(writer.record(e) for e in events))
     assert 0 < writer.writes < 20
@@ -44,17 +90,16 @@ async def test_events_recorded_together_share_one_insert_and_are_all_committed(
 
 
 async def test_a_lone_event_is_committed_before_record_returns(
-    engine: AsyncEngine, store: Store
+    writer: AuditWriter, store: Store
 ) -> None:
-    await AuditWriter(engine).record(EVENT)
+    await writer.record(EVENT)
     (seen,) = await store.list_audit()
     assert seen.request_id == "req-0"
 
 
 async def test_an_event_the_database_refuses_fails_only_its_own_caller(
-    engine: AsyncEngine, store: Store
+    writer: AuditWriter, store: Store
 ) -> None:
-    writer = AuditWriter(engine)
     refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
     results = await asyncio.gather(
         writer.record(replace(EVENT, request_id="first")),
@@ -69,9 +114,8 @@ async def test_an_event_the_database_refuses_fails_only_its_own_caller(
 
 
 async def test_a_cancelled_caller_still_has_its_event_written(
-    engine: AsyncEngine, store: Store
+    writer: AuditWriter, store: Store
 ) -> None:
-    writer = AuditWriter(engine)
     first = asyncio.create_task(writer.record(replace(EVENT, request_id="kept")))
     await asyncio.sleep(0)
     first.cancel()
@@ -80,11 +124,10 @@ async def test_a_cancelled_caller_still_has_its_event_written(
 
 
 async def test_events_written_by_the_writer_read_back_exactly(
-    engine: AsyncEngine, store: Store
+    writer: AuditWriter, store: Store
 ) -> None:
     # The writer bypasses SQLAlchemy's statement: its values must still be stored as
     # SQLAlchemy stores them (timestamps, text fitting, NUL replacement).
-    writer = AuditWriter(engine)
     odd = replace(
         EVENT,
         request_id="odd",
@@ -104,11 +147,10 @@ async def test_events_written_by_the_writer_read_back_exactly(
 
 
 async def test_no_transaction_is_left_open_on_the_pooled_connection(
-    engine: AsyncEngine, store: Store
+    engine: AsyncEngine, writer: AuditWriter, store: Store
 ) -> None:
     # The event is committed when record returns: another connection sees it at once, and a
     # write transaction on the same pool is not blocked by a leftover open one.
-    writer = AuditWriter(engine)
     for i in range(3):
         await writer.record(replace(EVENT, request_id=f"r{i}"))
     async with engine.connect() as connection:
@@ -121,3 +163,197 @@ async def test_no_transaction_is_left_open_on_the_pooled_connection(
             assert not driver.is_in_transaction()
     await store.create_organization("acme", "env0", "org-1")
     assert len(await store.list_audit()) == 3
+
+
+async def test_only_a_sqlite_file_is_written_on_the_loops_own_connection(
+    writer: AuditWriter, store: Store
+) -> None:
+    await asyncio.gather(*(writer.record(replace(EVENT, request_id=f"r{i}")) for i in range(3)))
+    expected = writer.writes if store.dialect == "sqlite" else 0
+    assert (writer.writes, writer.inline_writes) == (1, expected)
+
+
+async def test_an_in_memory_sqlite_store_is_written_through_the_pool() -> None:
+    engine = create_engine("sqlite+aiosqlite://")
+    store = Store(engine)
+    writer = AuditWriter(engine)
+    try:
+        await store.upgrade()
+        await writer.record(EVENT)
+        assert [e.request_id for e in await store.list_audit()] == ["req-0"]
+        assert (writer.writes, writer.inline_writes) == (1, 0)
+    finally:
+        await writer.close()
+        await store.close()
+
+
+@sqlite_file
+async def test_an_event_written_inline_reads_back_as_one_written_through_the_pool(
+    engine: AsyncEngine, writer: AuditWriter, store: Store
+) -> None:
+    every_field = replace(
+        EVENT,
+        outcome="denied",
+        reason="not_assigned",
+        latency_ms=2.5,
+        issuer="env0",
+        organization="acme",
+        project="p" * 300,
+        subject="a\x00b",
+        credential="prod-vault",
+        credential_type="vault",
+        token_fingerprint="fp",
+        client_address="10.0.0.1",
+    )
+    await writer.record(replace(every_field, request_id="inline"))
+    async with engine.connect() as connection:
+        await AuditAppender(engine.dialect).append(
+            connection, [replace(every_field, request_id="pooled")]
+        )
+    assert writer.inline_writes == 1
+    inline, pooled = (
+        asdict(e) for e in sorted(await store.list_audit(), key=lambda e: e.request_id)
+    )
+    assert inline.pop("request_id") == "inline"
+    assert pooled.pop("request_id") == "pooled"
+    assert inline.pop("id") != pooled.pop("id")
+    assert inline == pooled
+
+
+@sqlite_file
+async def test_a_write_while_another_connection_holds_the_write_lock_waits_off_the_loop(
+    engine: AsyncEngine, writer: AuditWriter, store: Store
+) -> None:
+    loop = asyncio.get_running_loop()
+    # An admin transaction elsewhere: it holds SQLite's write lock until it commits.
+    holder = sqlite3.connect(_database(engine), isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = loop.time()
+        recording = asyncio.create_task(writer.record(EVENT))
+        await _until(lambda: writer.lock_fallbacks == 1)
+        # Waiting for the lock on the loop would have held it for a busy timeout (seconds).
+        assert loop.time() - started < 1.0
+        # While the event waits for the lock in aiosqlite's thread, the loop serves a read.
+        assert await store.list_audit() == []
+        assert not recording.done()
+        await asyncio.to_thread(holder.execute, "COMMIT")
+        await recording
+    finally:
+        holder.close()
+    assert [e.request_id for e in await store.list_audit()] == ["req-0"]
+    assert (writer.writes, writer.inline_writes) == (1, 0)
+
+
+@sqlite_file
+async def test_an_event_refused_on_the_inline_path_fails_only_its_own_caller(
+    writer: AuditWriter, store: Store
+) -> None:
+    refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        writer.record(replace(EVENT, request_id="first")),
+        writer.record(refused),
+        writer.record(replace(EVENT, request_id="last")),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], sqlite3.IntegrityError)
+    assert results[2] is None
+    # The batch, then each of its events alone; none of them went to the pool.
+    assert (writer.writes, writer.inline_writes, writer.lock_fallbacks) == (4, 2, 0)
+    assert sorted(e.request_id for e in await store.list_audit()) == ["first", "last"]
+
+
+@sqlite_file
+async def test_inline_writes_are_checkpointed_after_every_n_rows(
+    engine: AsyncEngine, make_writer: Callable[..., AuditWriter]
+) -> None:
+    writer = make_writer(checkpoint_every=10)
+    for i in range(10):
+        await writer.record(replace(EVENT, request_id=f"r{i}"))
+    await writer.flush()
+    assert writer.checkpoints == 1
+    size = _wal_bytes(_database(engine))
+    assert size is not None
+    for i in range(3):
+        await writer.record(replace(EVENT, request_id=f"after-{i}"))
+    # A WAL copied back whole is written again from its start; otherwise each commit appends.
+    assert (_wal_bytes(_database(engine)) or 0) <= size
+    assert writer.checkpoints == 1
+
+
+@sqlite_file
+async def test_only_one_checkpoint_runs_at_a_time(
+    make_writer: Callable[..., AuditWriter], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = make_writer(checkpoint_every=2)
+    entered, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def blocked_checkpoint(path: str) -> None:
+        calls.append(path)
+        entered.set()
+        release.wait()
+
+    monkeypatch.setattr(writer, "_checkpoint_in_thread", blocked_checkpoint)
+    try:
+        for i in range(2):
+            await writer.record(replace(EVENT, request_id=f"r{i}"))
+        assert await asyncio.to_thread(entered.wait, 10)  # a bound for a broken writer
+        for i in range(6):
+            await writer.record(replace(EVENT, request_id=f"during-{i}"))
+        assert len(calls) == 1
+    finally:
+        release.set()  # also on failure: closing the writer awaits the checkpoint
+    await writer.flush()
+    # The rows written meanwhile are due: the next write starts the next checkpoint.
+    await writer.record(replace(EVENT, request_id="next"))
+    await writer.flush()
+    assert (len(calls), writer.checkpoints) == (2, 2)
+
+
+@sqlite_file
+async def test_a_failed_checkpoint_warns_once_and_is_retried_after_the_next_n_rows(
+    make_writer: Callable[..., AuditWriter],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    writer = make_writer(checkpoint_every=2)
+    calls: list[str] = []
+
+    def failing_checkpoint(path: str) -> None:
+        calls.append(path)
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(writer, "_checkpoint_in_thread", failing_checkpoint)
+    caplog.set_level(logging.WARNING, logger="tokenbroker.store.audit_writer")
+    for i in range(5):
+        await writer.record(replace(EVENT, request_id=f"secret-looking-{i}"))
+        await writer.flush()
+    assert (len(calls), writer.checkpoints) == (2, 0)
+    (warning,) = caplog.records
+    assert warning.levelno == logging.WARNING
+    assert "secret-looking" not in warning.getMessage() + repr(vars(warning))
+
+
+@sqlite_file
+async def test_closing_the_writer_closes_its_connections(engine: AsyncEngine, store: Store) -> None:
+    writer = AuditWriter(engine, checkpoint_every=1)
+    await writer.record(EVENT)
+    await writer.flush()
+    assert writer.checkpoints == 1  # the inline and the checkpoint connection are open
+    await writer.close()
+    await engine.dispose()
+    await store.close()
+    # The last connection to close checkpoints and removes the WAL: none is left open.
+    assert _wal_bytes(_database(engine)) is None
+
+
+async def test_closing_the_store_closes_its_audit_connections(tmp_path: Path) -> None:
+    database = tmp_path / "store.db"
+    store = await Store.open(f"sqlite+aiosqlite:///{database}")
+    await store.upgrade()
+    await store.record_audit(EVENT)
+    assert _wal_bytes(database) is not None
+    await store.close()
+    assert _wal_bytes(database) is None

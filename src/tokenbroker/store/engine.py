@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,19 @@ def parse_url(url: str) -> URL:
     return parsed
 
 
+def sqlite_file(url: URL) -> str | None:
+    """The SQLite file ``url`` names, as the driver opens it; None for anything else.
+
+    None for PostgreSQL, an in-memory database and a ``file:`` URI (``?uri=true``).
+    """
+    database = url.database
+    if url.get_backend_name() != "sqlite" or not database or "uri" in url.query:
+        return None
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    return os.path.abspath(database)  # as SQLAlchemy's pysqlite dialect does
+
+
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``; a SQLite file's directory is created, WAL switched on.
 
@@ -57,9 +71,9 @@ def create_engine(url: str) -> AsyncEngine:
             parsed, connect_args=connect_args, pool_pre_ping=True, **_STEADY_POOL
         )
     else:
-        database = parsed.database or ""
+        database = sqlite_file(parsed)
         pool: dict[str, int] = {}
-        if database and database != ":memory:" and not database.startswith("file:"):
+        if database is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             pool = _STEADY_POOL  # an in-memory database has a single, static connection
         # The pool's reset is the hook below: an unconditional rollback at every checkin was one

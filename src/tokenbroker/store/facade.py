@@ -53,8 +53,8 @@ class Store:
         return self._engine.url.render_as_string(hide_password=True)
 
     async def close(self) -> None:
-        """Write the audit events still pending, then close every pooled connection."""
-        await self._audit.flush()
+        """Write the audit events still pending, then close every connection."""
+        await self._audit.close()
         await self._engine.dispose()
 
     async def upgrade(self) -> None:

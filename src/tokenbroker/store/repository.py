@@ -787,21 +787,24 @@ class AuditAppender:
             )
         return out
 
+    def sqlite_insert(self, events: Sequence[AuditEvent]) -> tuple[str, list[object]]:
+        """SQLite's one multi-row INSERT of ``events`` (at least one) and its flat parameters."""
+        rows = self.rows(events)
+        placeholders = ", ".join([self._sqlite_row] * len(rows))
+        sql = f"INSERT INTO {self._table} ({self._names}) VALUES {placeholders}"  # noqa: S608
+        return sql, [value for row in rows for value in row]
+
     async def append(self, connection: AsyncConnection, events: Sequence[AuditEvent]) -> None:
         """Write ``events`` on ``connection`` (outside any transaction): all of them or none."""
         if not events:
             return
-        rows = self.rows(events)
         driver = (await connection.get_raw_connection()).driver_connection
         if driver is None:
             raise RuntimeError("the pooled connection has no driver connection")
         if self._dialect_name == "sqlite":
-            placeholders = ", ".join([self._sqlite_row] * len(rows))
-            flat = [value for row in rows for value in row]
-            sql = f"INSERT INTO {self._table} ({self._names}) VALUES {placeholders}"  # noqa: S608
-            await driver.execute_fetchall(sql, flat)
+            await driver.execute_fetchall(*self.sqlite_insert(events))
         else:
-            await driver.executemany(self._pg_insert, rows)
+            await driver.executemany(self._pg_insert, self.rows(events))
 
 
 def _organization(row: Row[tuple[object, ...]]) -> Organization:
