@@ -75,6 +75,7 @@ class Stack:
         self._issuer_port = issuer_port
         self.openbao = OpenBaoDevServer(die_with_parent=True)
         self.moto_url = ""
+        self.moto: ServerProcess | None = None
         self.hello_url = ""
         self.brokers: dict[str, Broker] = {}
         # The main broker's store; None: SQLite in its data directory (the default config).
@@ -123,7 +124,7 @@ class Stack:
         self._stack.callback(self.openbao.stop)
         moto_port = free_port()
         self.moto_url = f"http://127.0.0.1:{moto_port}"
-        self._serve(
+        self.moto = self._serve(
             "moto",
             ["bench.servers", "moto", "--port", str(moto_port)],
             f"{self.moto_url}/moto-api/",
