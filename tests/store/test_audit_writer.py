@@ -7,12 +7,14 @@ import logging
 import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
@@ -29,6 +31,10 @@ EVENT = AuditEvent(
 )
 # The tests of the writer's own connection (a SQLite file written on the loop) run on SQLite only.
 sqlite_file = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+# The tests of the connection the writer holds checked out run on PostgreSQL only.
+postgresql = pytest.mark.parametrize(
+    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 @pytest.fixture
@@ -57,6 +63,52 @@ async def make_writer(engine: AsyncEngine) -> AsyncIterator[Callable[..., AuditW
 def writer(make_writer: Callable[..., AuditWriter]) -> AuditWriter:
     """A writer with the default checkpoint interval."""
     return make_writer()
+
+
+@dataclass
+class PoolCheckouts:
+    """The server backend of every connection ``engine``'s pool handed out, and the returns."""
+
+    backends: list[int] = field(default_factory=list)
+    checkins: int = 0
+
+
+@pytest.fixture
+def checkouts(engine: AsyncEngine) -> PoolCheckouts:
+    """Counts checkouts and checkins on ``engine``'s pool (a PostgreSQL one: asyncpg's pids)."""
+    seen = PoolCheckouts()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(
+        dbapi_connection: object, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        assert record.driver_connection is not None
+        seen.backends.append(record.driver_connection.get_server_pid())
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        seen.checkins += 1
+
+    return seen
+
+
+def _checked_out(engine: AsyncEngine) -> int:
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
+async def _terminate_backend(store_url: str, pid: int) -> None:
+    """End server backend ``pid`` from a connection of another engine, as an admin would."""
+    other = create_engine(store_url)
+    try:
+        async with other.connect() as connection:
+            result = await connection.execute(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+            )
+            assert result.scalar_one() is True
+    finally:
+        await other.dispose()
 
 
 def _database(engine: AsyncEngine) -> Path:
@@ -357,3 +409,104 @@ async def test_closing_the_store_closes_its_audit_connections(tmp_path: Path) ->
     assert _wal_bytes(database) is not None
     await store.close()
     assert _wal_bytes(database) is None
+
+
+@postgresql
+async def test_consecutive_batches_on_postgresql_share_one_checked_out_connection(
+    engine: AsyncEngine, writer: AuditWriter, checkouts: PoolCheckouts, store: Store
+) -> None:
+    for i in range(5):
+        await writer.record(replace(EVENT, request_id=f"alone-{i}"))
+    await asyncio.gather(*(writer.record(replace(EVENT, request_id=f"r{i}")) for i in range(10)))
+    assert writer.writes >= 6
+    # Checked out once, for the first batch, and kept: no pre-ping or checkin per batch.
+    assert (len(checkouts.backends), checkouts.checkins) == (1, 0)
+    assert _checked_out(engine) == 1
+    assert len(await store.list_audit(limit=100)) == 15
+
+
+@postgresql
+async def test_a_batch_whose_held_connection_was_terminated_is_written_on_a_fresh_one(
+    engine: AsyncEngine,
+    writer: AuditWriter,
+    checkouts: PoolCheckouts,
+    store: Store,
+    store_url: str,
+) -> None:
+    await writer.record(replace(EVENT, request_id="before"))
+    (held,) = checkouts.backends
+    await _terminate_backend(store_url, held)
+    results = await asyncio.gather(
+        *(writer.record(replace(EVENT, request_id=f"after-{i}")) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert results == [None, None, None]
+    assert writer.reconnects == 1
+    # The dead connection was discarded; the fresh one is held in its place.
+    assert len(checkouts.backends) == 2
+    assert checkouts.backends[1] != held
+    assert _checked_out(engine) == 1
+    await writer.record(replace(EVENT, request_id="later"))
+    assert (len(checkouts.backends), writer.reconnects) == (2, 1)
+    assert sorted(e.request_id for e in await store.list_audit()) == [
+        "after-0",
+        "after-1",
+        "after-2",
+        "before",
+        "later",
+    ]
+
+
+@postgresql
+async def test_a_refused_event_on_postgresql_leaves_the_held_connection_usable(
+    engine: AsyncEngine, writer: AuditWriter, checkouts: PoolCheckouts, store: Store
+) -> None:
+    refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        writer.record(replace(EVENT, request_id="first")),
+        writer.record(refused),
+        writer.record(replace(EVENT, request_id="last")),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], Exception)
+    assert results[2] is None
+    await writer.record(replace(EVENT, request_id="next"))
+    # The failed executemany rolled back its own implicit transaction: the same connection
+    # wrote on, with no transaction left open and nothing reconnected.
+    assert (len(checkouts.backends), checkouts.checkins, writer.reconnects) == (1, 0, 0)
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text("SELECT state FROM pg_stat_activity WHERE pid = :pid"),
+            {"pid": checkouts.backends[0]},
+        )
+        assert result.scalar_one() == "idle"
+    assert sorted(e.request_id for e in await store.list_audit()) == ["first", "last", "next"]
+
+
+@postgresql
+async def test_closing_the_writer_returns_its_held_connection_to_the_pool(
+    engine: AsyncEngine, checkouts: PoolCheckouts, store: Store
+) -> None:
+    writer = AuditWriter(engine)
+    await writer.record(EVENT)
+    assert _checked_out(engine) == 1
+    await writer.close()
+    assert (len(checkouts.backends), checkouts.checkins) == (1, 1)
+    assert _checked_out(engine) == 0
+
+
+@postgresql
+async def test_closing_the_writer_after_its_held_connection_died_discards_it_quietly(
+    engine: AsyncEngine, checkouts: PoolCheckouts, store: Store, store_url: str
+) -> None:
+    writer = AuditWriter(engine)
+    await writer.record(EVENT)
+    (held,) = checkouts.backends
+    await _terminate_backend(store_url, held)
+    await writer.close()
+    assert _checked_out(engine) == 0
+    # The pool replaces the dead connection rather than hand it out again.
+    async with engine.connect() as connection:
+        result = await connection.execute(text("SELECT pg_backend_pid()"))
+        assert result.scalar_one() != held
