@@ -256,45 +256,54 @@ class ExchangeService:
         return ResolvedCredential(credential, settings, token)
 
     async def _decide(
-        self, request: ExchangeRequest, decision: _Decision, steps: list[TraceStep] | None = None
+        self, request: ExchangeRequest, decision: _Decision, trace: list[TraceStep] | None = None
     ) -> tuple[ValidatedToken, Identity, Credential]:
-        """Every check before the backend; fills ``decision`` as it goes, for the audit event."""
-        trace = steps if steps is not None else []
+        """Every check before the backend; fills ``decision`` as it goes, for the audit event.
+
+        ``trace`` (a dry run's) gets one step per check. Without one no step is built: on the
+        exchange path their strings and dicts were ~1% of the broker's CPU per request.
+        """
         try:
             decision.validated = await self._validator.validate_platform_token(request.token)
         except BrokerError as exc:
-            trace.append(TraceStep("token", False, exc.description, {"reason": exc.reason}))
+            _refused(trace, "token", exc)
             raise
         issuer = decision.validated.issuer
-        trace.append(
-            TraceStep(
-                "token",
-                True,
-                f"signature, issuer, audience, lifetime and required claims valid "
-                f"for issuer {issuer.name!r}",
-                {"issuer": issuer.name, "kid": decision.validated.header.get("kid")},
+        if trace is not None:
+            trace.append(
+                TraceStep(
+                    "token",
+                    True,
+                    f"signature, issuer, audience, lifetime and required claims valid "
+                    f"for issuer {issuer.name!r}",
+                    {"issuer": issuer.name, "kid": decision.validated.header.get("kid")},
+                )
             )
-        )
         try:
             decision.identity = identify(issuer, decision.validated.claims)
         except BrokerError as exc:
-            trace.append(TraceStep("identity", False, exc.description, {"reason": exc.reason}))
+            _refused(trace, "identity", exc)
             raise
         identity = decision.identity
-        trace.append(
-            TraceStep(
-                "identity",
-                True,
-                f"{issuer.profile} profile read the claims",
-                {
-                    "org": identity.org,
-                    "project": identity.project,
-                    "environment": identity.environment,
-                    "subject": identity.subject,
-                },
+        if trace is not None:
+            trace.append(
+                TraceStep(
+                    "identity",
+                    True,
+                    f"{issuer.profile} profile read the claims",
+                    {
+                        "org": identity.org,
+                        "project": identity.project,
+                        "environment": identity.environment,
+                        "subject": identity.subject,
+                    },
+                )
             )
-        )
-        await self._check_rate(identity, trace)
+        try:
+            await self._check_rate(identity)
+        except BrokerError as exc:
+            _refused(trace, "rate_limit", exc)
+            raise
         decision.organization, assigned = await self._store.find_organization_assignments(
             issuer.name, identity.org, identity.project
         )
@@ -304,12 +313,11 @@ class ExchangeService:
                 f"no organization is registered for issuer {issuer.name!r} "
                 f"and platform organization {identity.org!r}",
             )
-            trace.append(
-                TraceStep("organization", False, unknown.description, {"reason": unknown.reason})
-            )
+            _refused(trace, "organization", unknown)
             raise unknown
         organization = decision.organization
-        trace.append(TraceStep("organization", True, f"organization {organization.name!r}"))
+        if trace is not None:
+            trace.append(TraceStep("organization", True, f"organization {organization.name!r}"))
         try:
             decision.credential = choose_credential(
                 assigned,
@@ -318,14 +326,7 @@ class ExchangeService:
                 project=identity.project,
             )
         except BrokerError as exc:
-            trace.append(
-                TraceStep(
-                    "assignment",
-                    False,
-                    exc.description,
-                    {"reason": exc.reason, "assigned": [c.name for c in assigned]},
-                )
-            )
+            _refused(trace, "assignment", exc, {"assigned": [c.name for c in assigned]})
             raise
         credential = decision.credential
         if request.single_token and not isinstance(
@@ -336,39 +337,20 @@ class ExchangeService:
                 f"credential {credential.name!r} ({credential.type}) is not a single token; "
                 "use POST /v1/exchange",
             )
-        trace.append(
-            TraceStep(
-                "assignment",
-                True,
-                f"credential {credential.name!r} ({credential.type}) is assigned to project "
-                f"{identity.project!r}",
+        if trace is not None:
+            trace.append(
+                TraceStep(
+                    "assignment",
+                    True,
+                    f"credential {credential.name!r} ({credential.type}) is assigned to "
+                    f"project {identity.project!r}",
+                )
             )
-        )
-        checks = match_bound_claims(credential.bound_claims, identity.claims)
-        trace.append(
-            TraceStep(
-                "bound_claims",
-                bound_claims_satisfied(checks),
-                "every bound claim matches"
-                if bound_claims_satisfied(checks)
-                else "a bound claim does not match",
-                {
-                    "claims": [
-                        {
-                            "claim": check.key,
-                            "expected": check.expected,
-                            "actual": check.actual,
-                            "matched": check.matched,
-                        }
-                        for check in checks
-                    ]
-                },
-            )
-        )
+            trace.append(_bound_claims_step(credential, identity))
         check_bound_claims(credential, identity.claims)
         return decision.validated, identity, credential
 
-    async def _check_rate(self, identity: Identity, trace: list[TraceStep]) -> None:
+    async def _check_rate(self, identity: Identity) -> None:
         # After identify, so a bucket is an organization's (or project's, or subject's) and
         # tokens that fail validation never spend anyone's quota.
         if self._rate_limiter is None or self._rate_limit is None:
@@ -376,15 +358,11 @@ class ExchangeService:
         wait = await self._rate_limiter.acquire(bucket_key(self._rate_limit, identity))
         if wait is None:
             return
-        limited = RateLimited(
+        raise RateLimited(
             "rate_limited",
             f"too many exchanges for this {self._rate_limit.key}; retry later",
             retry_after=retry_after_seconds(wait),
         )
-        trace.append(
-            TraceStep("rate_limit", False, limited.description, {"reason": "rate_limited"})
-        )
-        raise limited
 
     async def _issue(
         self,
@@ -558,6 +536,41 @@ class ExchangeService:
         self._metrics.exchange_seconds.labels(credential_type).observe(
             time.perf_counter() - started
         )
+
+
+def _refused(
+    trace: list[TraceStep] | None,
+    step: str,
+    error: BrokerError,
+    details: Mapping[str, object] | None = None,
+) -> None:
+    """Record the check that refused, in a dry run's trace."""
+    if trace is not None:
+        trace.append(
+            TraceStep(step, False, error.description, {"reason": error.reason, **(details or {})})
+        )
+
+
+def _bound_claims_step(credential: Credential, identity: Identity) -> TraceStep:
+    """Each bound claim of ``credential`` with its expected and actual value."""
+    checks = match_bound_claims(credential.bound_claims, identity.claims)
+    satisfied = bound_claims_satisfied(checks)
+    return TraceStep(
+        "bound_claims",
+        satisfied,
+        "every bound claim matches" if satisfied else "a bound claim does not match",
+        {
+            "claims": [
+                {
+                    "claim": check.key,
+                    "expected": check.expected,
+                    "actual": check.actual,
+                    "matched": check.matched,
+                }
+                for check in checks
+            ]
+        },
+    )
 
 
 def _credential_version(credential: Credential) -> str:

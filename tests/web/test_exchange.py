@@ -328,6 +328,19 @@ async def test_dry_run_shows_expected_and_actual_bound_claim_values(broker: Brok
     assert by_claim["/aud/0"]["matched"] is True
 
 
+async def test_dry_run_of_an_unassigned_credential_lists_the_assigned_ones(
+    broker: Broker,
+) -> None:
+    response = await broker.exchange(broker.token(), "unassigned-vault", query="?dry_run=true")
+    trace = await response.json()
+    assert (trace["allowed"], trace["reason"]) == (False, "credential_not_assigned")
+    refused = trace["checks"][-1]
+    assert (refused["check"], refused["ok"]) == ("assignment", False)
+    assert refused["reason"] == "credential_not_assigned"
+    assert "prod-vault" in refused["assigned"]
+    assert "unassigned-vault" not in refused["assigned"]
+
+
 async def test_dry_run_of_a_bad_token_names_the_failed_check(broker: Broker) -> None:
     response = await broker.exchange("not.a.jwt", "prod-vault", query="?dry_run=true")
     trace = await response.json()

@@ -76,6 +76,9 @@ async def test_an_organization_over_its_burst_gets_429_with_retry_after(
     trace = await limited.json()
     assert trace["allowed"] is False
     assert trace["reason"] == "rate_limited"
+    assert [check["check"] for check in trace["checks"]] == ["token", "identity", "rate_limit"]
+    assert trace["checks"][-1]["ok"] is False
+    assert trace["checks"][-1]["reason"] == "rate_limited"
     exchange = await client.post(
         "/v1/exchange",
         json={"credential": "prod-vault"},
