@@ -15,9 +15,13 @@ from tokenbroker.logs import JsonFormatter, RequestIdFilter, configure_logging, 
 def restore_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
+    switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
+    saved = {name: getattr(logging, name) for name in switches}
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    for name, value in saved.items():
+        setattr(logging, name, value)
     logging.getLogger("botocore").setLevel(logging.NOTSET)
 
 
@@ -45,3 +49,20 @@ def test_debug_logging_never_turns_on_botocores_body_logging() -> None:
     configure_logging("DEBUG", "json")
     assert logging.getLogger().level == logging.DEBUG
     assert logging.getLogger("botocore").getEffectiveLevel() == logging.INFO
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_a_configured_text_line_holds_time_level_logger_request_id_and_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("INFO", "text")
+    token = request_id_var.set("req-42")
+    try:
+        logging.getLogger("tokenbroker.service").info("exchange decided")
+    finally:
+        request_id_var.reset(token)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.endswith(" INFO tokenbroker.service [req-42] exchange decided")
+    # Records no longer collect the caller, thread or process (neither format shows them).
+    record = logging.getLogger("x").makeRecord("x", logging.INFO, "f", 1, "m", (), None)
+    assert (record.threadName, record.processName) == (None, None)
