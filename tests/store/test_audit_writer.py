@@ -149,9 +149,9 @@ async def test_a_lone_event_is_committed_before_record_returns(
     assert seen.request_id == "req-0"
 
 
-async def test_an_event_the_database_refuses_fails_only_its_own_caller(
-    writer: AuditWriter, store: Store
-) -> None:
+async def record_first_refused_last(writer: AuditWriter) -> BaseException:
+    """Record three events at once, the middle one refused by the database (no time); return
+    what its caller got, after checking the other two callers got success."""
     refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
     results = await asyncio.gather(
         writer.record(replace(EVENT, request_id="first")),
@@ -159,9 +159,15 @@ async def test_an_event_the_database_refuses_fails_only_its_own_caller(
         writer.record(replace(EVENT, request_id="last")),
         return_exceptions=True,
     )
-    assert results[0] is None
-    assert isinstance(results[1], Exception)
-    assert results[2] is None
+    assert (results[0], results[2]) == (None, None)
+    assert isinstance(results[1], BaseException)
+    return results[1]
+
+
+async def test_an_event_the_database_refuses_fails_only_its_own_caller(
+    writer: AuditWriter, store: Store
+) -> None:
+    assert isinstance(await record_first_refused_last(writer), Exception)
     assert sorted(e.request_id for e in await store.list_audit()) == ["first", "last"]
 
 
@@ -301,16 +307,7 @@ async def test_a_write_while_another_connection_holds_the_write_lock_waits_off_t
 async def test_an_event_refused_on_the_inline_path_fails_only_its_own_caller(
     writer: AuditWriter, store: Store
 ) -> None:
-    refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
-    results = await asyncio.gather(
-        writer.record(replace(EVENT, request_id="first")),
-        writer.record(refused),
-        writer.record(replace(EVENT, request_id="last")),
-        return_exceptions=True,
-    )
-    assert results[0] is None
-    assert isinstance(results[1], sqlite3.IntegrityError)
-    assert results[2] is None
+    assert isinstance(await record_first_refused_last(writer), sqlite3.IntegrityError)
     # The batch, then each of its events alone; none of them went to the pool.
     assert (writer.writes, writer.inline_writes, writer.lock_fallbacks) == (4, 2, 0)
     assert sorted(e.request_id for e in await store.list_audit()) == ["first", "last"]
@@ -461,16 +458,7 @@ async def test_a_batch_whose_held_connection_was_terminated_is_written_on_a_fres
 async def test_a_refused_event_on_postgresql_leaves_the_held_connection_usable(
     engine: AsyncEngine, writer: AuditWriter, checkouts: PoolCheckouts, store: Store
 ) -> None:
-    refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
-    results = await asyncio.gather(
-        writer.record(replace(EVENT, request_id="first")),
-        writer.record(refused),
-        writer.record(replace(EVENT, request_id="last")),
-        return_exceptions=True,
-    )
-    assert results[0] is None
-    assert isinstance(results[1], Exception)
-    assert results[2] is None
+    assert isinstance(await record_first_refused_last(writer), Exception)
     await writer.record(replace(EVENT, request_id="next"))
     # The failed executemany rolled back its own implicit transaction: the same connection
     # wrote on, with no transaction left open and nothing reconnected.
