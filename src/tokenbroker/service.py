@@ -384,15 +384,15 @@ class ExchangeService:
             try:
                 return await backend.exchange(identity, outbound, settings)
             finally:
-                self._metrics.backend_seconds.labels(credential.type).observe(
+                self._metrics.child(self._metrics.backend_seconds, credential.type).observe(
                     time.perf_counter() - backend_started
                 )
 
         issued, reused = await self._reuse.get_or_issue(key, token_expires_at, call_backend)
         if reused:
-            self._metrics.cache_hits.labels("issued").inc()
+            self._metrics.issued_cache_hits.inc()
         else:
-            self._metrics.cache_misses.labels("issued").inc()
+            self._metrics.issued_cache_misses.inc()
         return ExchangeResult(credential, issued, reused)
 
     def _backend(self, credential: Credential) -> Backend:
@@ -532,8 +532,9 @@ class ExchangeService:
 
     def _count(self, decision: _Decision, outcome: str, started: float) -> None:
         credential_type = decision.credential.type if decision.credential else "unknown"
-        self._metrics.exchanges.labels(credential_type, outcome).inc()
-        self._metrics.exchange_seconds.labels(credential_type).observe(
+        metrics = self._metrics
+        metrics.child(metrics.exchanges, credential_type, outcome).inc()
+        metrics.child(metrics.exchange_seconds, credential_type).observe(
             time.perf_counter() - started
         )
 

@@ -270,8 +270,8 @@ class JwksCache:
 
     def _count_lookup(self, *, hit: bool) -> None:
         if self._metrics is not None:
-            counter = self._metrics.cache_hits if hit else self._metrics.cache_misses
-            counter.labels(cache="jwks").inc()
+            metrics = self._metrics
+            (metrics.jwks_cache_hits if hit else metrics.jwks_cache_misses).inc()
 
 
 def _too_large(url: str, limit: int) -> JwksFetchError:
