@@ -51,7 +51,7 @@ class Plan:
     throughput_seconds: float = 2.0
     throughput_tokens: int = 2500
     rounds: int = 4
-    ceiling_rounds: int = 6
+    ceiling_rounds: int = 10
     ceiling_seconds: float = 2.0
     validation_calls: int = 4000
     growth_samples: int = 1000
