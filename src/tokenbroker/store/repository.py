@@ -468,20 +468,6 @@ class Repository:
 
     # -- audit -----------------------------------------------------------------------------
 
-    async def record_audit(self, event: AuditEvent) -> None:
-        """Append one audit event; over-long or NUL-holding text (from tokens) is made to fit."""
-        await self._conn.execute(_AUDIT_INSERT, _audit_values(event))
-
-    async def record_audit_many(self, events: Sequence[AuditEvent]) -> None:
-        """Append audit events in order in one multi-row INSERT: all are written or none."""
-        if len(events) == 1:
-            await self.record_audit(events[0])
-        elif events:
-            # Not executemany: outside a transaction SQLite would commit it row by row.
-            await self._conn.execute(
-                insert(audit_events).values([_audit_values(e) for e in events])
-            )
-
     async def list_audit(
         self,
         *,
@@ -734,7 +720,6 @@ _ORGANIZATION_ASSIGNMENTS: Final[Select[tuple[object, ...]]] = (
     )
     .order_by(credentials.c.name)
 )
-_AUDIT_INSERT: Final = insert(audit_events)
 _BUMP_POLICY_REVISION: Final = (
     update(policy_revision)
     .where(policy_revision.c.id == 1)
