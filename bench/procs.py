@@ -14,7 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tokenbroker.devstack.processes import stop_process
+from tokenbroker.devstack.processes import log_tail, stop_process
 
 _START_TIMEOUT_SECONDS = 60.0
 _STOP_TIMEOUT_SECONDS = 10.0
@@ -81,9 +81,7 @@ class ServerProcess:
 
     def tail(self) -> str:
         """The end of the process's output, for error messages."""
-        if not self.log_path.exists():
-            return "(no output)"
-        return self.log_path.read_text(errors="replace")[-3000:]
+        return log_tail(self.log_path, 3000)
 
     def stop(self) -> None:
         """Terminate the process and wait for it."""

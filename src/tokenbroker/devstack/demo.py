@@ -34,7 +34,7 @@ from types import FrameType
 
 from tokenbroker.devstack.openbao import parent_death_signal
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
-from tokenbroker.devstack.processes import stop_process
+from tokenbroker.devstack.processes import log_tail, stop_process
 from tokenbroker.devstack.stack import (
     DENIED_CREDENTIAL,
     DevStackState,
@@ -120,10 +120,7 @@ class DevStackProcess:
 
     def log_tail(self, characters: int = 3000) -> str:
         """The end of the stack's output, for failure messages."""
-        try:
-            return self.log_path.read_text(errors="replace")[-characters:]
-        except OSError:
-            return "(no output)"
+        return log_tail(self.log_path, characters)
 
     def progress_lines(self) -> list[str]:
         """The stack's numbered progress lines, to retell them."""

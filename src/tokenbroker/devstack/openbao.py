@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from tokenbroker.devstack.processes import stop_process
+from tokenbroker.devstack.processes import log_tail, stop_process
 
 if TYPE_CHECKING:
     import hvac
@@ -208,9 +208,7 @@ class OpenBaoDevServer:
         return health.get("initialized") is True and health.get("sealed") is False
 
     def _tail(self) -> str:
-        if self._log_path is None or not self._log_path.exists():
-            return "(no output)"
-        return self._log_path.read_text(errors="replace")[-2000:]
+        return log_tail(self._log_path, 2000)
 
     def _terminate(self) -> None:
         process, self._process = self._process, None

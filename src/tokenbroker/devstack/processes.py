@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 
 def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -15,3 +16,11 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float) -> int:
             process.kill()
             process.wait()
     return process.returncode
+
+
+def log_tail(path: Path | None, characters: int) -> str:
+    """The last ``characters`` of a child's log file, for failure messages."""
+    try:
+        return path.read_text(errors="replace")[-characters:] if path else "(no output)"
+    except OSError:  # not written yet, or gone
+        return "(no output)"
