@@ -245,6 +245,26 @@ async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Bro
     assert sorted(event.reason for event in events) == ["issued", "issued", "reused"]
 
 
+async def test_an_issued_credential_is_logged_at_info_and_a_reused_one_at_debug(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="tokenbroker.service")
+    token = broker.token()
+    for _ in range(2):
+        assert (await broker.exchange(token, "prod-vault")).status == 200
+    assert (await broker.exchange(token, "prod-only-vault")).status == 403
+    decided = [
+        (getattr(r, "reason", None), r.levelno)
+        for r in caplog.records
+        if r.getMessage() == "exchange decided"
+    ]
+    assert decided == [
+        ("issued", logging.INFO),
+        ("reused", logging.DEBUG),
+        ("bound_claims_mismatch", logging.INFO),
+    ]
+
+
 async def test_the_only_assigned_credential_needs_no_name_but_several_do(broker: Broker) -> None:
     response = await broker.exchange(broker.token(), None)
     body = await assert_error(response, 400, "invalid_request", "credential_required")
