@@ -522,9 +522,16 @@ class ExchangeService:
         # logged when the credential was issued, and a retry storm would flood the log at the
         # moment the broker is busiest (~10% of the retry path's CPU). The audit event above
         # records it either way; logging.level = "DEBUG" shows these lines too.
+        # The one INFO line of an exchange (backends log their successes at DEBUG): the text
+        # format shows only the message, so the message names the decision; JSON has the extra.
         log.log(
             logging.DEBUG if reason == "reused" else logging.INFO,
-            "exchange decided",
+            "exchange decided: %s (%s), credential %s, organization %s, project %s",
+            outcome,
+            reason,
+            event.credential,
+            event.organization,
+            event.project,
             extra={
                 "outcome": outcome,
                 "reason": reason,

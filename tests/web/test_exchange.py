@@ -256,13 +256,18 @@ async def test_an_issued_credential_is_logged_at_info_and_a_reused_one_at_debug(
     decided = [
         (getattr(r, "reason", None), r.levelno)
         for r in caplog.records
-        if r.getMessage() == "exchange decided"
+        if r.name == "tokenbroker.service" and r.msg.startswith("exchange decided")
     ]
     assert decided == [
         ("issued", logging.INFO),
         ("reused", logging.DEBUG),
         ("bound_claims_mismatch", logging.INFO),
     ]
+    # The text format shows only the message: it names the decision itself.
+    assert caplog.records[-1].getMessage() == (
+        "exchange decided: denied (bound_claims_mismatch), credential prod-only-vault, "
+        f"organization acme, project {PROJECT}"
+    )
 
 
 async def test_the_only_assigned_credential_needs_no_name_but_several_do(broker: Broker) -> None:

@@ -308,7 +308,8 @@ class VaultOidcBackend:
         where = f"role {vault.role!r} at auth/{vault.auth_path}"
         if reply.status == 200:
             login = parse_login(reply.body)
-            logger.info(
+            # DEBUG: the exchange's own INFO line already says a credential was issued.
+            logger.debug(
                 "vault login ok: %s, org %s, lease %ss, policies %s",
                 where,
                 identity.org,
