@@ -62,8 +62,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     # One client session for every outbound call: JWKS fetches and backends share its pool.
     timeout = aiohttp.ClientTimeout(total=app[keys.SETTINGS].server.client_timeout_seconds)
+    # No cookie jar: the session serves every organization, so a cookie one backend sets
+    # must not ride along on another tenant's call.
     async with aiohttp.ClientSession(
-        timeout=timeout, headers={"User-Agent": f"tokenbroker/{__version__}"}
+        timeout=timeout,
+        headers={"User-Agent": f"tokenbroker/{__version__}"},
+        cookie_jar=aiohttp.DummyCookieJar(),
     ) as session:
         app[keys.HTTP_CLIENT] = session
         yield
