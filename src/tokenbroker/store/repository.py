@@ -663,27 +663,6 @@ def assigned_credentials_query(organization_id: int, project: str) -> Select[tup
     )
 
 
-def _audit_values(event: AuditEvent) -> dict[str, object]:
-    # Over-long or NUL-holding text (it comes from tokens) is made to fit.
-    texts = {
-        "request_id": event.request_id,
-        "outcome": event.outcome,
-        "reason": event.reason,
-        "issuer": event.issuer,
-        "organization": event.organization,
-        "project": event.project,
-        "subject": event.subject,
-        "credential": event.credential,
-        "credential_type": event.credential_type,
-        "token_fingerprint": event.token_fingerprint,
-        "client_address": event.client_address,
-    }
-    values: dict[str, object] = {
-        name: _fitted(value, _AUDIT_TEXT_LENGTHS.get(name)) for name, value in texts.items()
-    }
-    return {"time": event.time, "latency_ms": event.latency_ms, **values}
-
-
 # Built once: constructing a statement and its cache key costs more than running it.
 _ORGANIZATION_ASSIGNMENTS: Final[Select[tuple[object, ...]]] = (
     select(
@@ -746,10 +725,18 @@ class AuditAppender:
         names = ", ".join(quote(c.name) for c in _AUDIT_COLUMNS)
         self._table = quote(audit_events.name)
         self._names = names
-        # Each column type's processing for this dialect, as SQLAlchemy would apply it (SQLite
-        # keeps timestamps as text in its own format).
-        self._processors = [
-            c.type.dialect_impl(dialect).bind_processor(dialect) for c in _AUDIT_COLUMNS
+        # Per column, in table order: the AuditEvent field of the same name, whether it is text
+        # (text comes from tokens: NUL replaced, cut to the column's length), and the column
+        # type's processing for this dialect as SQLAlchemy would apply it (SQLite keeps
+        # timestamps as text in its own format). Planned once: rows are built per request.
+        self._plan = [
+            (
+                c.name,
+                c.name in _AUDIT_TEXT_LENGTHS,
+                _AUDIT_TEXT_LENGTHS.get(c.name),
+                c.type.dialect_impl(dialect).bind_processor(dialect),
+            )
+            for c in _AUDIT_COLUMNS
         ]
         width = len(_AUDIT_COLUMNS)
         # Identifiers from tables.py, quoted; every value is a bound parameter.
@@ -763,13 +750,13 @@ class AuditAppender:
         """Each event's column values in table order, as the driver takes them."""
         out: list[tuple[object, ...]] = []
         for event in events:
-            values = _audit_values(event)
-            out.append(
-                tuple(
-                    values[c.name] if p is None else p(values[c.name])
-                    for c, p in zip(_AUDIT_COLUMNS, self._processors, strict=True)
-                )
-            )
+            row: list[object] = []
+            for name, is_text, length, process in self._plan:
+                value = getattr(event, name)
+                if is_text:
+                    value = _fitted(value, length)
+                row.append(value if process is None else process(value))
+            out.append(tuple(row))
         return out
 
     def sqlite_insert(self, events: Sequence[AuditEvent]) -> tuple[str, list[object]]:
