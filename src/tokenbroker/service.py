@@ -520,12 +520,12 @@ class ExchangeService:
             client_address=request.client_address,
         )
         await self._store.record_audit(event)
-        # A retry answered from the reuse cache issues nothing: its line would repeat the one
-        # logged when the credential was issued, and a retry storm would flood the log at the
-        # moment the broker is busiest (~10% of the retry path's CPU). The audit event above
-        # records it either way; logging.level = "DEBUG" shows these lines too.
-        # The one INFO line of an exchange (backends log their successes at DEBUG): the text
-        # format shows only the message, so the message names the decision; JSON has the extra.
+        # The exchange's one INFO line (backends log their successes at DEBUG). The text format
+        # shows only the message, so the message names the decision; JSON has the extra too.
+        # A retry answered from the reuse cache is logged at DEBUG: it issued nothing, its line
+        # would repeat the one of the exchange that did, and a retry storm would flood the log
+        # when the broker is busiest (~10% of the retry path's CPU). Its audit event above
+        # records it either way.
         log.log(
             logging.DEBUG if reason == "reused" else logging.INFO,
             "exchange decided: %s (%s), credential %s, organization %s, project %s",
