@@ -170,12 +170,19 @@ class _Throughput:
         return 1000 * self.cpu_seconds / self.count if self.count else 0.0
 
 
-def _phases(
-    worker: LoadWorker, phases: Sequence[tuple[Target, int | None, int]], seconds: float
-) -> dict[str, _Throughput]:
-    """Run each (target, pid to count CPU of, max requests) alone at c=32, in order."""
-    totals: dict[str, _Throughput] = {}
-    for target, pid, count in phases:
+def _run_round(
+    worker: LoadWorker,
+    phases: Sequence[tuple[Target, int | None, int]],
+    seconds: float,
+    round_index: int,
+    totals: dict[str, _Throughput],
+) -> None:
+    """Run each (target, pid to count CPU of, max requests) alone at c=32, adding to ``totals``.
+
+    Round ``round_index`` starts that many phases in: the order rotates from round to round.
+    """
+    shift = round_index % len(phases)
+    for target, pid, count in [*phases[shift:], *phases[:shift]]:
         cpu_before = cpu_seconds(pid) if pid is not None else 0.0
         result = _checked(
             worker.run(Job((target,), CONCURRENCY, count, seconds, warmup=_WARMUP_C32))
@@ -185,7 +192,6 @@ def _phases(
         total.seconds += result.elapsed_seconds
         if pid is not None:
             total.cpu_seconds += cpu_seconds(pid) - cpu_before
-    return totals
 
 
 def _rate_context(base: _Throughput, other: _Throughput, backend: str = "") -> str:
@@ -287,12 +293,7 @@ def measure_overhead(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
             (sts_direct(stack, everywhere), stack.moto.pid if stack.moto else None, unlimited),
             (via_broker("sts via broker", broker, AWS, chunk), broker.pid, limit),
         ]
-        rotated = phases[round_index % len(phases) :] + phases[: round_index % len(phases)]
-        for label, total in _phases(worker, rotated, plan.throughput_seconds).items():
-            merged = totals.setdefault(label, _Throughput())
-            merged.count += total.count
-            merged.seconds += total.seconds
-            merged.cpu_seconds += total.cpu_seconds
+        _run_round(worker, phases, plan.throughput_seconds, round_index, totals)
     for label, base_label, judged, backend in (
         ("vault passthrough", "vault direct", True, "OpenBao"),
         ("vault mint", "vault direct", True, "OpenBao"),
@@ -339,12 +340,7 @@ def measure_ceiling(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
         (dry, broker.pid, 10**9),
     ]
     for round_index in range(plan.ceiling_rounds):
-        rotated = phases[round_index % len(phases) :] + phases[: round_index % len(phases)]
-        for label, total in _phases(worker, rotated, plan.ceiling_seconds).items():
-            merged = totals.setdefault(label, _Throughput())
-            merged.count += total.count
-            merged.seconds += total.seconds
-            merged.cpu_seconds += total.cpu_seconds
+        _run_round(worker, phases, plan.ceiling_seconds, round_index, totals)
     base = totals["hello-world"]
     rows = []
     for label, judged in (("retry path", True), ("dry run", False)):
