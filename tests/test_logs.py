@@ -58,11 +58,11 @@ def test_a_configured_text_line_holds_time_level_logger_request_id_and_message(
     configure_logging("INFO", "text")
     token = request_id_var.set("req-42")
     try:
-        logging.getLogger("tokenbroker.service").info("exchange decided")
+        logging.getLogger("tokenbroker.exchange.service").info("exchange decided")
     finally:
         request_id_var.reset(token)
     line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert line.endswith(" INFO tokenbroker.service [req-42] exchange decided")
+    assert line.endswith(" INFO tokenbroker.exchange.service [req-42] exchange decided")
     # Records no longer collect the caller, thread or process (neither format shows them).
     record = logging.getLogger("x").makeRecord("x", logging.INFO, "f", 1, "m", (), None)
     assert (record.threadName, record.processName) == (None, None)

@@ -13,9 +13,9 @@ from google.auth import pluggable
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokenbroker.backends.aws import AwsOidcSettings
-from tokenbroker.backends.base import IssuedCredential
-from tokenbroker.backends.gcp import GcpOidcSettings
+from tokenbroker.backends.aws import AwsOidcBackend, AwsOidcSettings
+from tokenbroker.backends.base import IssuedCredential, traits_of
+from tokenbroker.backends.gcp import GcpOidcBackend, GcpOidcSettings
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.output import (
     FORMATS_WITHOUT_BACKEND,
@@ -262,10 +262,9 @@ def test_gcp_formats_are_refused_for_settings_of_another_type() -> None:
 def test_gcp_formats_are_parsed_and_served_without_a_backend_for_gcp_only() -> None:
     assert parse_format("gcp-external-account") == "gcp-external-account"
     assert parse_format("gcp-executable") == "gcp-executable"
-    assert {
-        "gcp-external-account": frozenset({"gcp_oidc"}),
-        "gcp-executable": frozenset({"gcp_oidc"}),
-    } == FORMATS_WITHOUT_BACKEND
+    assert frozenset({"gcp-external-account", "gcp-executable"}) == FORMATS_WITHOUT_BACKEND
+    assert traits_of(GcpOidcBackend).formats >= FORMATS_WITHOUT_BACKEND
+    assert not FORMATS_WITHOUT_BACKEND & traits_of(AwsOidcBackend).formats
 
 
 def test_gcp_formats_are_not_rendered_from_an_issued_credential() -> None:

@@ -96,15 +96,26 @@ class Forbidden(BrokerError):
     status = 403
 
 
-class RateLimited(BrokerError):
+class RetryLater(BrokerError):
+    """A refusal the caller should retry after ``retry_after`` seconds (sent as Retry-After)."""
+
+    def __init__(self, reason: str, description: str, *, retry_after: int) -> None:
+        super().__init__(reason, description)
+        self.retry_after = retry_after
+
+
+class RateLimited(RetryLater):
     """Too many requests; ``retry_after`` seconds until the next may succeed."""
 
     error = "rate_limited"
     status = 429
 
-    def __init__(self, reason: str, description: str, *, retry_after: int) -> None:
-        super().__init__(reason, description)
-        self.retry_after = retry_after
+
+class TemporarilyUnavailable(RetryLater):
+    """Something the decision depends on (audit store, JWKS, replay store) cannot answer now."""
+
+    error = "temporarily_unavailable"
+    status = 503
 
 
 class UpstreamError(BrokerError):

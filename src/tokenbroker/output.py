@@ -6,13 +6,13 @@ import json
 import re
 import secrets
 import shlex
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Literal
 
 from pydantic import BaseModel
 
-from tokenbroker.backends.base import IssuedCredential
+from tokenbroker.backends.base import CredentialTraits, IssuedCredential
 from tokenbroker.backends.gcp import GcpOidcSettings
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.policy.models import Credential
@@ -29,11 +29,10 @@ OUTPUT_FORMATS: tuple[OutputFormat, ...] = (
     "gcp-executable",
 )
 # Formats rendered from the credential (and its outbound token) without calling its backend:
-# the runner's own client exchanges the token itself. Each names the types it is for.
-FORMATS_WITHOUT_BACKEND: Mapping[OutputFormat, frozenset[str]] = {
-    "gcp-external-account": frozenset({"gcp_oidc"}),
-    "gcp-executable": frozenset({"gcp_oidc"}),
-}
+# the runner's own client exchanges the token itself. Backends declare which they render.
+FORMATS_WITHOUT_BACKEND: frozenset[OutputFormat] = frozenset(
+    {"gcp-external-account", "gcp-executable"}
+)
 EXTERNAL_ACCOUNT_TIMEOUT_MILLIS = 30_000
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -50,6 +49,21 @@ def parse_format(value: str | None) -> OutputFormat:
     raise InvalidRequest(
         "unknown_format", f"unknown format; use one of: {', '.join(OUTPUT_FORMATS)}"
     )
+
+
+def format_check(fmt: OutputFormat) -> Callable[[Credential, CredentialTraits], str]:
+    """The exchange's check that a credential renders ``fmt``, run before its backend is called."""
+
+    def renders(credential: Credential, traits: CredentialTraits) -> str:
+        if fmt not in traits.formats:
+            raise InvalidRequest(
+                "format_not_supported",
+                f"credential {credential.name!r} ({credential.type}) cannot be rendered as "
+                f"{fmt}; it renders: {', '.join(sorted(traits.formats))}",
+            )
+        return f"credential {credential.name!r} ({credential.type}) renders format {fmt}"
+
+    return renders
 
 
 def isoformat_utc(moment: datetime) -> str:

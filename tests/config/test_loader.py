@@ -90,7 +90,7 @@ def test_mint_credentials_need_an_audience() -> None:
             ],
         }
     )
-    assert problems == ["credentials[0]: audience is required when token = 'mint'"]
+    assert problems == ["credentials[0]: audience is required when token is 'mint'"]
 
 
 def test_admin_tokens_must_be_hashed() -> None:

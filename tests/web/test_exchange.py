@@ -248,7 +248,7 @@ async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Bro
 async def test_an_issued_credential_is_logged_at_info_and_a_reused_one_at_debug(
     broker: Broker, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="tokenbroker.service")
+    caplog.set_level(logging.DEBUG, logger="tokenbroker.exchange.service")
     token = broker.token()
     for _ in range(2):
         assert (await broker.exchange(token, "prod-vault")).status == 200
@@ -256,7 +256,7 @@ async def test_an_issued_credential_is_logged_at_info_and_a_reused_one_at_debug(
     decided = [
         r
         for r in caplog.records
-        if r.name == "tokenbroker.service" and r.msg.startswith("exchange decided")
+        if r.name == "tokenbroker.exchange.service" and r.msg.startswith("exchange decided")
     ]
     assert [(getattr(r, "reason", None), r.levelno) for r in decided] == [
         ("issued", logging.INFO),
@@ -334,6 +334,8 @@ async def test_dry_run_explains_each_check_and_calls_no_backend(broker: Broker) 
         "organization",
         "assignment",
         "bound_claims",
+        "credential",
+        "output",
     ]
     assert broker.fake_vault.requests == []
 

@@ -641,7 +641,7 @@ async def test_gcp_formats_are_refused_for_an_aws_credential_without_calling_sts
 ) -> None:
     response = await broker.exchange(broker.token(), "aws-fake", query=f"?format={fmt}")
     body = await assert_error(response, 400, "invalid_request", "format_not_supported")
-    assert "gcp_oidc" in str(body["error_description"])
+    assert "(aws_oidc) cannot be rendered as gcp-" in str(body["error_description"])
     assert broker.fake_sts.requests == []
     [event] = await broker.audit("aws-fake")
     assert (event.outcome, event.reason) == ("denied", "format_not_supported")

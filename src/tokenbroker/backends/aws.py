@@ -233,6 +233,7 @@ class AwsOidcBackend:
 
     type_name: ClassVar[str] = "aws_oidc"
     settings_model: ClassVar[type[BaseModel]] = AwsOidcSettings
+    output_formats: ClassVar[frozenset[str]] = frozenset({"aws-credential-process"})
 
     def __init__(
         self,

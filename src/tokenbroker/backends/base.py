@@ -83,3 +83,62 @@ class OAuthTokenProvider(Protocol):
 
     oauth_token_value: ClassVar[str]
     oauth_token_type: ClassVar[str]
+
+
+# What every credential renders: its values as JSON, env lines or shell exports.
+COMMON_FORMATS = frozenset({"json", "env", "shell"})
+
+
+@dataclass(frozen=True, slots=True)
+class SingleToken:
+    """The one value of a credential that is a single token, and its RFC 8693 token type."""
+
+    value_name: str
+    token_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialTraits:
+    """What a credential type is, as its backend class declares it; everyone else asks this.
+
+    - ``mint_only``: the credential is the outbound token itself, so passthrough would hand
+      the platform token back (declared as ``mint_only = True``).
+    - ``formats``: the output formats it renders (``output_formats``, beyond the common ones).
+    - ``single_token``: set when the credential is one token (``oauth_token_value`` and
+      ``oauth_token_type``), so RFC 8693 can return it.
+    - ``revocable``: the backend can revoke what it issued before it expires.
+    """
+
+    type_name: str
+    mint_only: bool
+    formats: frozenset[str]
+    single_token: SingleToken | None
+    revocable: bool
+
+
+_TRAITS: dict[BackendFactory, CredentialTraits] = {}
+
+
+def traits_of(backend: BackendFactory) -> CredentialTraits:
+    """The traits a backend class declares (class attributes, read once per class)."""
+    known = _TRAITS.get(backend)
+    if known is None:
+        known = _TRAITS[backend] = _read_traits(backend)
+    return known
+
+
+def _read_traits(backend: BackendFactory) -> CredentialTraits:
+    value_name = getattr(backend, "oauth_token_value", None)
+    token_type = getattr(backend, "oauth_token_type", None)
+    single = (
+        SingleToken(value_name, token_type)
+        if isinstance(value_name, str) and isinstance(token_type, str)
+        else None
+    )
+    return CredentialTraits(
+        type_name=backend.type_name,
+        mint_only=getattr(backend, "mint_only", False) is True,
+        formats=COMMON_FORMATS | frozenset(getattr(backend, "output_formats", ())),
+        single_token=single,
+        revocable=callable(getattr(backend, "revoke", None)),
+    )

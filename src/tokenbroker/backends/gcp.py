@@ -176,6 +176,7 @@ class GcpOidcBackend:
     oauth_token_value: ClassVar[str] = "GOOGLE_OAUTH_ACCESS_TOKEN"
     oauth_token_type: ClassVar[str] = "urn:ietf:params:oauth:token-type:access_token"
     settings_model: ClassVar[type[BaseModel]] = GcpOidcSettings
+    output_formats: ClassVar[frozenset[str]] = frozenset({"gcp-external-account", "gcp-executable"})
 
     def __init__(self, context: BackendContext, *, sleep: Sleep = asyncio.sleep) -> None:
         # google-auth's transport is synchronous; the hot path stays async on the shared session.

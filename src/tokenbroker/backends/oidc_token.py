@@ -26,6 +26,8 @@ class OidcTokenBackend:
 
     type_name: ClassVar[str] = "oidc_token"
     settings_model: ClassVar[type[BaseModel]] = OidcTokenSettings
+    # Its credential is the outbound token: in passthrough that would be the platform token.
+    mint_only: ClassVar[bool] = True
     oauth_token_value: ClassVar[str] = "OIDC_TOKEN"
     oauth_token_type: ClassVar[str] = "urn:ietf:params:oauth:token-type:jwt"
 

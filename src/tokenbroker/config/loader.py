@@ -14,7 +14,9 @@ from tokenbroker.config.models import Settings
 from tokenbroker.errors import ConfigError
 
 ENV_PREFIX = "TOKENBROKER_"
-_OVERRIDABLE_SECTIONS = frozenset({"server", "logging", "store", "admin", "signing", "rate_limit"})
+_OVERRIDABLE_SECTIONS = frozenset(
+    {"server", "logging", "store", "admin", "signing", "rate_limit", "exchange"}
+)
 
 
 def load_settings(path: Path | None, environ: Mapping[str, str] | None = None) -> Settings:

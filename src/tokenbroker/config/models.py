@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.policy.rules import token_mode_problems
 
 TrustedUrl = Annotated[str, AfterValidator(require_trusted_url)]
 ProfileName = Literal["env0", "circleci", "gitpod", "github", "generic"]
@@ -157,6 +158,14 @@ class RateLimitSettings(_Section):
     key: Literal["organization", "project", "subject"] = "organization"
 
 
+class ExchangeSettings(_Section):
+    """``[exchange]``: how long a retry of the same request gets the same credential."""
+
+    # A repeated (platform token, credential, credential version) inside this window is a
+    # retry and gets what was issued; after it, a new credential.
+    reuse_seconds: int = Field(default=60, ge=0, le=3600)
+
+
 class IssuerSettings(_Section):
     """``[[issuers]]``: one trusted platform issuer."""
 
@@ -168,6 +177,9 @@ class IssuerSettings(_Section):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"], min_length=1)
     leeway_seconds: int = Field(default=60, ge=0, le=600)
     max_token_age_seconds: int = Field(default=24 * 3600 + 300, ge=60)
+    # exp - iat, and exp - now, may not exceed this; unset: the profile's platform lifetime
+    # plus the leeway, so a correctly signed token with an absurd `exp` is still refused.
+    max_token_lifetime_seconds: int | None = Field(default=None, ge=60, le=7 * 24 * 3600)
     max_token_bytes: int = Field(default=16 * 1024, ge=512, le=1024 * 1024)
     required_claims: dict[str, ClaimValue] = Field(default_factory=dict)
     jwks_cache_seconds: int = Field(default=3600, ge=30, le=86400)
@@ -207,9 +219,11 @@ class CredentialConfig(_Section):
     bound_claims: dict[str, str | list[str]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _mint_needs_audience(self) -> CredentialConfig:
-        if self.token == "mint" and not self.audience:
-            raise ValueError("audience is required when token = 'mint'")
+    def _token_mode_fits(self) -> CredentialConfig:
+        # The type's own rules (mint only) are checked when the credential reaches the store.
+        problems = token_mode_problems(self.token, self.audience, None)
+        if problems:
+            raise ValueError("; ".join(f"{name} {message}" for name, message in problems))
         return self
 
 
@@ -230,6 +244,7 @@ class Settings(_Section):
     admin: AdminSettings = AdminSettings()
     signing: SigningSettings = SigningSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    exchange: ExchangeSettings = ExchangeSettings()
     issuers: list[IssuerSettings] = Field(default_factory=list)
     organizations: list[OrganizationConfig] = Field(default_factory=list)
     credentials: list[CredentialConfig] = Field(default_factory=list)

@@ -45,7 +45,7 @@ from tokenbroker.config.models import IssuerSettings
 from tokenbroker.errors import BrokerError, ConfigError, InvalidToken
 from tokenbroker.identity.jwks import JwksCache
 from tokenbroker.identity.models import Claims
-from tokenbroker.identity.profiles import profile_option_problems
+from tokenbroker.identity.profiles import max_token_lifetime, profile_option_problems
 
 # The largest max_token_bytes an issuer may configure; nothing bigger is even split.
 ABSOLUTE_MAX_TOKEN_BYTES = 1024 * 1024
@@ -86,6 +86,7 @@ class _CompiledIssuer:
     algorithms: Mapping[str, JWSAlgModel]
     audiences: frozenset[str]
     required_claims: tuple[tuple[str, tuple[object, ...]], ...]
+    max_lifetime_seconds: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +112,9 @@ def _compile(issuer: IssuerSettings) -> _CompiledIssuer:
         (name, tuple(value) if isinstance(value, list) else (value,))
         for name, value in issuer.required_claims.items()
     )
-    return _CompiledIssuer(issuer, algorithms, frozenset(issuer.audiences), required)
+    return _CompiledIssuer(
+        issuer, algorithms, frozenset(issuer.audiences), required, max_token_lifetime(issuer)
+    )
 
 
 def _issuer_key(url: str) -> str:
@@ -298,6 +301,14 @@ def _check_claims(compiled: _CompiledIssuer, claims: Claims, now: float) -> floa
         raise InvalidToken("claim_missing", "the token has no 'iat' claim")
     if iat > now + leeway:
         raise InvalidToken("token_issued_in_future", "the token's 'iat' is in the future")
+    # A correctly signed token may still claim to live for ages (exp = 10^30): the platform's
+    # published lifetime bounds both how long it was issued for and how long it has left.
+    if exp - iat > compiled.max_lifetime_seconds or exp - now > compiled.max_lifetime_seconds:
+        raise InvalidToken(
+            "token_lifetime_too_long",
+            f"the token's lifetime ('exp') is over issuer {issuer.name!r}'s "
+            f"{compiled.max_lifetime_seconds} s maximum",
+        )
     if now - iat > issuer.max_token_age_seconds:
         raise InvalidToken(
             "token_too_old",

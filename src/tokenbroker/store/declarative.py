@@ -59,7 +59,7 @@ def _checked_credential_settings(entries: list[CredentialConfig]) -> list[dict[s
     cleaned: list[dict[str, object]] = []
     for index, entry in enumerate(entries):
         problems = check.Problems()
-        check.check_token_mode(problems, entry.token, entry.audience)
+        check.check_token_mode(problems, entry.type, entry.token, entry.audience)
         check.check_bound_claims(problems, entry.bound_claims)
         cleaned.append(check.check_settings(problems, entry.type, entry.settings))
         lines.extend(

@@ -202,7 +202,7 @@ class Repository:
         org = await self._require_organization(organization)
         problems = check.Problems()
         check.check_name(problems, "name", name)
-        check.check_token_mode(problems, token, audience)
+        check.check_token_mode(problems, type, token, audience)
         claims = check.check_bound_claims(problems, {} if bound_claims is None else bound_claims)
         clean_settings = check.check_settings(problems, type, settings)
         problems.raise_if_any("invalid_credential", "credential")
@@ -281,7 +281,7 @@ class Repository:
         new_settings = current.settings if settings is UNSET else settings
         new_claims = current.bound_claims if bound_claims is UNSET else bound_claims
         problems = check.Problems()
-        check.check_token_mode(problems, new_token, new_audience)
+        check.check_token_mode(problems, new_type, new_token, new_audience)
         claims = check.check_bound_claims(problems, new_claims)
         clean_settings = check.check_settings(problems, new_type, new_settings)
         problems.raise_if_any("invalid_credential", "credential")

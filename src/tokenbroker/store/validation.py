@@ -6,6 +6,7 @@ problem (``settings.role``, ``bound_claims./repo``) the way the caller spelled i
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,10 +15,12 @@ from typing import cast
 from pydantic import BaseModel, ValidationError
 
 from tokenbroker.backends import registry
+from tokenbroker.backends.base import traits_of
 from tokenbroker.config.models import NAME_PATTERN
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.policy.bound_claims import split_json_pointer
 from tokenbroker.policy.models import BoundClaims, TokenMode
+from tokenbroker.policy.rules import token_mode_problems
 
 # The same shape as config's `Name`, so TOML and the admin API accept the same names.
 _NAME = NAME_PATTERN
@@ -66,14 +69,20 @@ def check_text(problems: Problems, field_name: str, value: object, limit: int = 
         problems.add(field_name, "must not contain control characters")
 
 
-def check_token_mode(problems: Problems, token: object, audience: object) -> None:
-    """``token`` is passthrough or mint; mint needs an audience; an audience is a short string."""
+def check_token_mode(
+    problems: Problems, type_name: object, token: object, audience: object
+) -> None:
+    """``token`` is passthrough or mint, as the type allows; an audience is a short string."""
     if token not in TOKEN_MODES:
         problems.add("token", "must be 'passthrough' or 'mint'")
     if audience is not None:
         check_text(problems, "audience", audience, MAX_AUDIENCE)
-    elif token == "mint":
-        problems.add("audience", "is required when token is 'mint'")
+    traits = None
+    if isinstance(type_name, str):
+        with contextlib.suppress(registry.UnknownCredentialType, registry.BackendUnavailable):
+            traits = traits_of(registry.backend_class(type_name))
+    for field_name, message in token_mode_problems(token, audience, traits):
+        problems.add(field_name, message)
 
 
 def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:

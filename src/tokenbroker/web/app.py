@@ -15,13 +15,13 @@ from tokenbroker.backends.base import BackendContext
 from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
+from tokenbroker.exchange.reuse import InMemoryReuseWindow
+from tokenbroker.exchange.service import ExchangeService
 from tokenbroker.identity.jwks import JwksCache
 from tokenbroker.identity.validator import TokenValidator
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
 from tokenbroker.ratelimit import open_rate_limiter
-from tokenbroker.reuse import IssuedCredentialCache
-from tokenbroker.service import ExchangeService
 from tokenbroker.store import Store
 from tokenbroker.store.declarative import apply_declarative
 from tokenbroker.store.keystore import open_key_store
@@ -142,7 +142,7 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         issuer_url=settings.server.issuer_url,
         signing=settings.signing,
-        reuse=IssuedCredentialCache(clock),
+        reuse=InMemoryReuseWindow(clock, reuse_seconds=settings.exchange.reuse_seconds),
         rate_limit=settings.rate_limit,
         rate_limiter=rate_limiter,
     )

@@ -8,10 +8,10 @@ from aiohttp import web
 from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import Settings
+from tokenbroker.exchange.service import ExchangeService
 from tokenbroker.identity.validator import TokenValidator
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
-from tokenbroker.service import ExchangeService
 from tokenbroker.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)

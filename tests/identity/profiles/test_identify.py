@@ -63,5 +63,9 @@ async def test_a_validator_refuses_an_unusable_generic_issuer(
 
 
 @pytest.mark.parametrize("module", [env0, circleci, gitpod, github, generic])
-def test_every_profile_declares_required_claims(module: ModuleType) -> None:
-    assert module.REQUIRED_CLAIMS
+def test_every_profile_is_registered_under_its_name_with_a_token_lifetime(
+    module: ModuleType,
+) -> None:
+    profile = module.PROFILE
+    assert PROFILES[profile.name] is profile
+    assert profile.token_lifetime_seconds >= 60

@@ -1,21 +1,17 @@
-"""Platform profiles: one small pure function per platform, from verified claims to Identity."""
+"""Platform profiles: one PlatformProfile object per platform, each in its own file."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from tokenbroker.config.models import IssuerSettings
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles import circleci, env0, generic, github, gitpod
+from tokenbroker.identity.profiles.base import PlatformProfile
 
-ProfileFunction = Callable[[str, Claims, Mapping[str, str | bool | int]], Identity]
-
-PROFILES: Mapping[str, ProfileFunction] = {
-    "env0": env0.identity_from_claims,
-    "circleci": circleci.identity_from_claims,
-    "gitpod": gitpod.identity_from_claims,
-    "github": github.identity_from_claims,
-    "generic": generic.identity_from_claims,
+PROFILES: Mapping[str, PlatformProfile] = {
+    profile.name: profile
+    for profile in (env0.PROFILE, circleci.PROFILE, gitpod.PROFILE, github.PROFILE, generic.PROFILE)
 }
 
 
@@ -24,14 +20,26 @@ def identify(issuer: IssuerSettings, claims: Claims) -> Identity:
 
     Raises InvalidToken (``claim_missing``, ``claim_invalid``, ...) or AccessDenied.
     """
-    return PROFILES[issuer.profile](issuer.name, claims, issuer.options)
+    return PROFILES[issuer.profile].identify(issuer.name, claims, issuer.options)
 
 
 def profile_option_problems(issuer: IssuerSettings) -> list[str]:
     """Problems with an issuer's profile options, each naming the key (empty when usable)."""
-    if issuer.profile != "generic":
-        return []
-    return [f"issuers.{issuer.name}.options.{p}" for p in generic.option_problems(issuer.options)]
+    problems = PROFILES[issuer.profile].option_problems(issuer.options)
+    return [f"issuers.{issuer.name}.options.{problem}" for problem in problems]
 
 
-__all__ = ["PROFILES", "identify", "profile_option_problems"]
+def max_token_lifetime(issuer: IssuerSettings) -> int:
+    """The longest ``exp - iat`` (and ``exp - now``) the issuer's tokens may have, in seconds."""
+    if issuer.max_token_lifetime_seconds is not None:
+        return issuer.max_token_lifetime_seconds
+    return PROFILES[issuer.profile].token_lifetime_seconds + issuer.leeway_seconds
+
+
+__all__ = [
+    "PROFILES",
+    "PlatformProfile",
+    "identify",
+    "max_token_lifetime",
+    "profile_option_problems",
+]

@@ -12,6 +12,7 @@ from tokenbroker.identity.profiles._claims import (
     optional_str,
     required_str,
 )
+from tokenbroker.identity.profiles.base import PlatformProfile
 
 PROJECT_ID = "oidc.circleci.com/project-id"
 VCS_ORIGIN = "oidc.circleci.com/vcs-origin"
@@ -19,8 +20,6 @@ VCS_REF = "oidc.circleci.com/vcs-ref"
 CONTEXT_IDS = "oidc.circleci.com/context-ids"
 SSH_RERUN = "oidc.circleci.com/ssh-rerun"
 
-REQUIRED_CLAIMS = frozenset({"iss", "sub", PROJECT_ID})
-OPTIONAL_CLAIMS = frozenset({VCS_ORIGIN, VCS_REF, CONTEXT_IDS, SSH_RERUN})
 
 # v1: org/<o>/project/<p>/user/<u>; v2 appends /vcs-origin/<origin>/vcs-ref/<ref>, where the
 # origin holds slashes (github.com/org/repo) and the ref may too (refs/heads/main).
@@ -63,3 +62,9 @@ def identity_from_claims(
         actor=match["user"],
         claims=claims,
     )
+
+
+# CircleCI tokens expire 1 h after they are issued.
+PROFILE = PlatformProfile(
+    name="circleci", identify=identity_from_claims, token_lifetime_seconds=3600
+)

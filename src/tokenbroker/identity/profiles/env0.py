@@ -7,25 +7,11 @@ from collections.abc import Mapping
 from tokenbroker.errors import InvalidToken
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles._claims import optional_str, required_str
+from tokenbroker.identity.profiles.base import PlatformProfile
 
 # env0 still sends each custom claim a second time under this prefix; older tokens may carry
 # only the prefixed form, so it is read as a fallback, never in preference.
 DEPRECATED_PREFIX = "https://env0.com/"
-
-REQUIRED_CLAIMS = frozenset({"sub", "organizationId", "projectId", "apiKeyType"})
-OPTIONAL_CLAIMS = frozenset(
-    {
-        "environmentId",
-        "deploymentLogId",
-        "deployerEmail",
-        "projectName",
-        "templateId",
-        "templateName",
-        "environmentName",
-        "workspaceName",
-        "https://aws.amazon.com/tags",
-    }
-)
 
 
 def _claim(claims: Claims, name: str) -> str | None:
@@ -52,3 +38,9 @@ def identity_from_claims(
         actor=_claim(claims, "deployerEmail"),
         claims=claims,
     )
+
+
+# env0 tokens expire 24 h after they are issued.
+PROFILE = PlatformProfile(
+    name="env0", identify=identity_from_claims, token_lifetime_seconds=24 * 3600
+)

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from tokenbroker.errors import InvalidToken
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles._claims import required_str, resolve_pointer
+from tokenbroker.identity.profiles.base import PlatformProfile
 
-REQUIRED_CLAIMS = frozenset({"sub"})
 FIELDS = ("org", "project", "environment", "deployment", "actor")
 
 
@@ -86,3 +86,12 @@ def identity_from_claims(
         actor=fields["actor"],
         claims=claims,
     )
+
+
+# an unknown platform: the longest of the known ones.
+PROFILE = PlatformProfile(
+    name="generic",
+    identify=identity_from_claims,
+    token_lifetime_seconds=24 * 3600,
+    option_problems=option_problems,
+)

@@ -6,11 +6,7 @@ from collections.abc import Mapping
 
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles._claims import optional_str, required_str
-
-REQUIRED_CLAIMS = frozenset({"sub", "repository", "repository_owner"})
-OPTIONAL_CLAIMS = frozenset(
-    {"environment", "run_id", "actor", "ref", "workflow_ref", "job_workflow_ref", "event_name"}
-)
+from tokenbroker.identity.profiles.base import PlatformProfile
 
 
 def identity_from_claims(
@@ -27,3 +23,7 @@ def identity_from_claims(
         actor=optional_str(claims, "actor"),
         claims=claims,
     )
+
+
+# GitHub's Actions ID tokens live minutes; 1 h bounds them.
+PROFILE = PlatformProfile(name="github", identify=identity_from_claims, token_lifetime_seconds=3600)

@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from tokenbroker.errors import InvalidToken
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles._claims import required_str
-
-REQUIRED_CLAIMS = frozenset({"org", "sub"})
-OPTIONAL_CLAIMS: frozenset[str] = frozenset()
+from tokenbroker.identity.profiles.base import PlatformProfile
 
 # The four published forms: org:<o>/user:<u>, org:<o>/rnr:<r>, org:<o>/env:<e> and
 # org:<o>/prj:<p>/env:<e>.
@@ -43,3 +41,7 @@ def identity_from_claims(
         actor=match["user"] or match["runner"],
         claims=claims,
     )
+
+
+# Gitpod's identity-provider tokens are short-lived (1 h).
+PROFILE = PlatformProfile(name="gitpod", identify=identity_from_claims, token_lifetime_seconds=3600)

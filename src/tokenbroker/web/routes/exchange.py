@@ -7,20 +7,31 @@ import json
 from aiohttp import web
 
 from tokenbroker.errors import InvalidRequest, InvalidToken
+from tokenbroker.exchange.service import ExchangeRequest, ExchangeService
 from tokenbroker.logs import request_id_var
 from tokenbroker.output import (
     FORMATS_WITHOUT_BACKEND,
     OutputFormat,
+    format_check,
     parse_format,
     render,
     render_gcp_executable,
     render_gcp_external_account,
 )
-from tokenbroker.service import ExchangeRequest, ExchangeService
 from tokenbroker.web import keys
 from tokenbroker.web.bearer import bearer_token
 
-_TRUE = frozenset({"1", "true", "yes"})
+_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter: ``true|false|1|0``, absent is false, anything else a 400."""
+    values = request.query.getall(name, [])
+    if not values:
+        return False
+    if len(values) > 1 or values[0] not in _BOOLEANS:
+        raise InvalidRequest("query_invalid", f"{name} must be given once, as true, false, 1 or 0")
+    return _BOOLEANS[values[0]]
 
 
 def platform_token(request: web.Request) -> str:
@@ -58,12 +69,13 @@ async def requested_credential(request: web.Request) -> str | None:
 async def exchange(request: web.Request) -> web.Response:
     """Exchange the bearer platform token for the requested credential."""
     fmt = parse_format(request.query.get("format"))
-    dry_run = request.query.get("dry_run", "").lower() in _TRUE
+    dry_run = query_flag(request, "dry_run")
     exchange_request = ExchangeRequest(
         token=platform_token(request),
         credential=await requested_credential(request),
         request_id=request_id_var.get(),
         client_address=request.remote,
+        output=format_check(fmt),
     )
     service = request.app[keys.SERVICE]
     if dry_run:
@@ -84,14 +96,13 @@ async def _without_backend(
     fmt: OutputFormat,
 ) -> dict[str, object]:
     # The runner's own client (google-auth) calls the cloud with what these formats carry.
-    types = FORMATS_WITHOUT_BACKEND[fmt]
     if fmt == "gcp-executable":
-        resolved = await service.resolve(exchange_request, credential_types=types, outbound=True)
+        resolved = await service.resolve(exchange_request, outbound=True)
         assert resolved.outbound is not None
         return render_gcp_executable(
             resolved.settings, resolved.outbound.value, resolved.outbound.expires_at
         )
-    resolved = await service.resolve(exchange_request, credential_types=types)
+    resolved = await service.resolve(exchange_request, outbound=False)
     return render_gcp_external_account(
         resolved.credential,
         resolved.settings,

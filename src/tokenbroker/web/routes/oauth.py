@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 from aiohttp import web
 
-from tokenbroker.backends.base import OAuthTokenProvider
-from tokenbroker.backends.registry import backend_class
+from tokenbroker.backends.base import CredentialTraits, SingleToken
 from tokenbroker.errors import (
     AccessDenied,
     BrokerError,
@@ -15,8 +17,9 @@ from tokenbroker.errors import (
     InvalidToken,
     UnsupportedGrantType,
 )
+from tokenbroker.exchange.service import ExchangeRequest
 from tokenbroker.logs import request_id_var
-from tokenbroker.service import ExchangeRequest
+from tokenbroker.policy.models import Credential
 from tokenbroker.web import keys
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -39,6 +42,29 @@ def _as_oauth_error(exc: BrokerError) -> BrokerError:
             return InvalidTarget(exc.reason, exc.description)
         return InvalidGrant(exc.reason, exc.description)
     return exc
+
+
+def single_token_check(requested_type: str | None) -> Callable[[Credential, CredentialTraits], str]:
+    """RFC 8693's refusals, run with the exchange's checks before any backend is called.
+
+    The credential must be one token, of ``requested_token_type`` when the caller names one.
+    """
+
+    def fits(credential: Credential, traits: CredentialTraits) -> str:
+        token = traits.single_token
+        if token is None:
+            raise InvalidTarget(
+                "token_type_unsupported",
+                f"credential {credential.name!r} ({credential.type}) is not a single token; "
+                "use POST /v1/exchange",
+            )
+        if requested_type and requested_type != token.token_type:
+            raise InvalidRequest(
+                "requested_token_type_unsupported", f"this credential issues {token.token_type}"
+            )
+        return f"credential {credential.name!r} is one token of type {token.token_type}"
+
+    return fits
 
 
 async def token(request: web.Request) -> web.Response:
@@ -69,26 +95,19 @@ async def token(request: web.Request) -> web.Response:
         credential=audience,
         request_id=request_id_var.get(),
         client_address=request.remote,
-        single_token=True,
+        output=single_token_check(fields.get("requested_token_type")),
     )
     try:
         result = await service.exchange(exchange_request)
     except BrokerError as exc:
         raise _as_oauth_error(exc) from None
-    backend = backend_class(result.credential.type)
-    if not isinstance(backend, OAuthTokenProvider):  # the service refuses these up front
-        raise InvalidTarget("token_type_unsupported", "use POST /v1/exchange")
-    requested_type = fields.get("requested_token_type")
-    issued_type = backend.oauth_token_type
-    if requested_type and requested_type != issued_type:
-        raise InvalidRequest(
-            "requested_token_type_unsupported",
-            f"this credential issues {issued_type}",
-        )
+    # The check above ran before the backend: this credential is a single token.
+    single = cast(SingleToken, result.traits.single_token)
+    issued_type = single.token_type
     now = request.app[keys.CLOCK].now()
     return web.json_response(
         {
-            "access_token": result.issued.values[backend.oauth_token_value],
+            "access_token": result.issued.values[single.value_name],
             "issued_token_type": issued_type,
             "token_type": "Bearer" if issued_type == ACCESS_TOKEN_TYPE else "N_A",
             "expires_in": max(0, int(result.issued.expires_at.timestamp() - now)),

@@ -1,0 +1,1 @@
+"""The exchange: one run per request (validate, identify, decide, outbound, backend, audit)."""

@@ -1,0 +1,664 @@
+"""ExchangeService: one run per request, the same checks for an exchange and its dry run.
+
+A run validates the platform token, identifies its bearer, decides which credential it may
+have, checks that the credential can be issued the way the request wants it, and only then
+calls the backend. ``exchange``, ``explain`` (the dry run) and ``resolve`` (formats the
+runner's own client turns into credentials) are thin entry points over that one run, which
+times, audits and counts every decision the same way. No aiohttp here: the web layer hands in
+a request and gets back a result or a BrokerError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeVar, cast
+
+from pydantic import BaseModel, ValidationError
+
+from tokenbroker.backends.base import (
+    Backend,
+    CredentialTraits,
+    IssuedCredential,
+    OutboundClaimsProvider,
+    RevocableBackend,
+    traits_of,
+)
+from tokenbroker.backends.registry import (
+    Backends,
+    BackendUnavailable,
+    UnknownCredentialType,
+    backend_class,
+)
+from tokenbroker.clock import Clock
+from tokenbroker.config.models import RateLimitSettings, SigningSettings
+from tokenbroker.errors import (
+    AccessDenied,
+    BrokerError,
+    RateLimited,
+    TemporarilyUnavailable,
+    UpstreamError,
+)
+from tokenbroker.exchange.reuse import Issue, ReuseKey, ReuseWindow
+from tokenbroker.identity.fingerprint import token_fingerprint
+from tokenbroker.identity.models import Identity
+from tokenbroker.identity.profiles import identify
+from tokenbroker.identity.validator import TokenValidator, ValidatedToken
+from tokenbroker.issuer.keyring import KeyRing
+from tokenbroker.issuer.minting import mint_for_identity
+from tokenbroker.metrics import Metrics
+from tokenbroker.policy.bound_claims import bound_claims_satisfied, match_bound_claims
+from tokenbroker.policy.decision import check_bound_claims, choose_credential
+from tokenbroker.policy.models import AuditEvent, Credential, Organization, Outcome
+from tokenbroker.policy.rules import token_mode_problems
+from tokenbroker.ratelimit import RateLimiter, bucket_key, retry_after_seconds
+from tokenbroker.store import Store
+
+log = logging.getLogger(__name__)
+
+# A refusal the route makes of a credential it could not render (a format, a token type):
+# it returns the trace detail when the credential fits, and raises a BrokerError otherwise.
+OutputCheck = Callable[[Credential, CredentialTraits], str]
+_T = TypeVar("_T")
+# How long a runner is asked to wait when the audit store cannot take the decision.
+_AUDIT_RETRY_AFTER_SECONDS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeRequest:
+    """One runner's request: its platform token, the credential it names, what it wants."""
+
+    token: str = field(repr=False)
+    credential: str | None
+    request_id: str
+    client_address: str | None = None
+    # What the route will make of the credential, checked with every other check, before
+    # any backend is called.
+    output: OutputCheck | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExchangeResult:
+    """A credential issued (or reused) for a request."""
+
+    issue: Issue
+    traits: CredentialTraits
+    reused: bool
+
+    @property
+    def credential(self) -> Credential:
+        """The credential it was issued from."""
+        return self.issue.credential
+
+    @property
+    def issued(self) -> IssuedCredential:
+        """What the backend issued."""
+        return self.issue.issued
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundToken:
+    """The token a credential's backend would be sent for a request, and when it expires."""
+
+    value: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedCredential:
+    """A credential a request may use, with its parsed settings; its backend was not called."""
+
+    credential: Credential
+    settings: BaseModel
+    outbound: OutboundToken | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevokedCredentials:
+    """What a runner's revocation did: revoked at the backend, or left to expire."""
+
+    revoked: list[str]
+    not_revocable: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    """One check of a run: what was checked, whether it passed, and why."""
+
+    check: str
+    ok: bool
+    detail: str
+    data: Mapping[str, object] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        out: dict[str, object] = {"check": self.check, "ok": self.ok, "detail": self.detail}
+        if self.data:
+            out.update(self.data)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionTrace:
+    """The whole decision of a dry run, without calling the backend."""
+
+    allowed: bool
+    steps: list[TraceStep]
+    error: BrokerError | None = None
+    credential: Credential | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON form."""
+        out: dict[str, object] = {
+            "allowed": self.allowed,
+            "checks": [step.as_dict() for step in self.steps],
+        }
+        if self.credential is not None:
+            out["credential"] = self.credential.name
+            out["type"] = self.credential.type
+        if self.error is not None:
+            out["error"] = self.error.error
+            out["reason"] = self.error.reason
+            out["error_description"] = self.error.description
+        return out
+
+
+@dataclass(slots=True)
+class _Run:
+    """One request's run: what the checks found so far (for audit and metrics) and its trace."""
+
+    request: ExchangeRequest
+    fingerprint: str
+    dry_run: bool = False
+    started: float = field(default_factory=time.perf_counter)
+    steps: list[TraceStep] = field(default_factory=list)
+    validated: ValidatedToken | None = None
+    identity: Identity | None = None
+    organization: Organization | None = None
+    credential: Credential | None = None
+
+    @contextmanager
+    def check(self, name: str, details: Mapping[str, object] | None = None) -> Iterator[None]:
+        """Record the check as failed, with the refusal's reason, when its block raises."""
+        try:
+            yield
+        except BrokerError as exc:
+            data = {"reason": exc.reason, **(details or {})}
+            self.steps.append(TraceStep(name, False, exc.description, data))
+            raise
+
+    def passed(self, name: str, detail: str, data: Mapping[str, object] | None = None) -> None:
+        """Record a check that passed."""
+        self.steps.append(TraceStep(name, True, detail, data or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class _Decided:
+    """Everything a run established before the backend: what may be issued, and how."""
+
+    validated: ValidatedToken
+    identity: Identity
+    credential: Credential
+    traits: CredentialTraits
+    settings: BaseModel
+    version: str
+
+
+class ExchangeService:
+    """The broker's main job, with every dependency passed in."""
+
+    def __init__(
+        self,
+        *,
+        validator: TokenValidator,
+        store: Store,
+        keyring: KeyRing,
+        backends: Backends,
+        metrics: Metrics,
+        clock: Clock,
+        issuer_url: str,
+        signing: SigningSettings,
+        reuse: ReuseWindow,
+        rate_limit: RateLimitSettings | None = None,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self._validator = validator
+        self._store = store
+        self._keyring = keyring
+        self._backends = backends
+        self._metrics = metrics
+        self._clock = clock
+        self._issuer_url = issuer_url
+        self._signing = signing
+        self._reuse = reuse
+        self._rate_limit = rate_limit
+        self._rate_limiter = rate_limiter
+        self._settings_cache: dict[tuple[int, str], BaseModel] = {}
+        # The policy cache hands out the same Credential object until the credential changes:
+        # its version (a JSON dump and a SHA-256) is computed once per object, not per request.
+        self._versions: dict[int, tuple[Credential, str]] = {}
+
+    async def exchange(self, request: ExchangeRequest) -> ExchangeResult:
+        """Issue the requested credential, or raise the BrokerError that explains why not.
+
+        Exactly one audit event is committed for the decision before this returns or raises;
+        when it cannot be, nothing is issued (503 ``audit_unavailable``).
+        """
+        run = _Run(request, token_fingerprint(request.token))
+
+        async def issue(decided: _Decided) -> tuple[ExchangeResult, str]:
+            result = await self._issue(run, decided)
+            return result, "reused" if result.reused else "issued"
+
+        return await self._run(run, issue, self._undo_issue)
+
+    async def explain(self, request: ExchangeRequest) -> DecisionTrace:
+        """Run every check of an exchange and report each; stop before the backend call."""
+        run = _Run(request, token_fingerprint(request.token), dry_run=True)
+
+        async def stop(decided: _Decided) -> tuple[None, str]:
+            return None, "dry_run"
+
+        try:
+            await self._run(run, stop)
+        except BrokerError as exc:
+            if exc.reason == "audit_unavailable":
+                raise
+            return DecisionTrace(False, run.steps, error=exc, credential=run.credential)
+        return DecisionTrace(True, run.steps, credential=run.credential)
+
+    async def resolve(self, request: ExchangeRequest, *, outbound: bool) -> ResolvedCredential:
+        """Run every check of an exchange and return the credential without calling its backend.
+
+        For outputs the runner turns into credentials itself (google-auth's external account
+        files): ``outbound`` adds the token the backend would be sent.
+        """
+        run = _Run(request, token_fingerprint(request.token))
+
+        async def hand_over(decided: _Decided) -> tuple[ResolvedCredential, str]:
+            token = self._outbound(run, decided) if outbound else None
+            # Says what left the broker: the settings alone, or also a token for the backend.
+            reason = "outbound_token" if outbound else "resolved"
+            return ResolvedCredential(decided.credential, decided.settings, token), reason
+
+        return await self._run(run, hand_over)
+
+    async def revoke_for_token(
+        self, token: str, request_id: str, client_address: str | None
+    ) -> RevokedCredentials:
+        """Revoke what the reuse window holds for this platform token; never hand it out again.
+
+        Revocable credentials are revoked at their backend; the others are only forgotten
+        (they expire). Each is audited as a ``revoked`` decision.
+        """
+        request = ExchangeRequest(token, None, request_id, client_address)
+        run = _Run(request, token_fingerprint(token))
+        try:
+            run.validated = await self._validator.validate_platform_token(token)
+        except BrokerError as exc:
+            await self._audit(run, "error" if exc.status >= 500 else "denied", exc.reason)
+            raise
+        revoked: list[str] = []
+        not_revocable: list[str] = []
+        for issue in self._reuse.held_for_token(run.fingerprint):
+            self._reuse.forget(issue)
+            if await self._revoke(issue):
+                revoked.append(issue.credential.name)
+            else:
+                not_revocable.append(issue.credential.name)
+        await self._audit(run, "success", "revoked", revoked=revoked)
+        return RevokedCredentials(revoked, not_revocable)
+
+    async def _run(
+        self,
+        run: _Run,
+        finish: Callable[[_Decided], Awaitable[tuple[_T, str]]],
+        undo: Callable[[_T], Awaitable[None]] | None = None,
+    ) -> _T:
+        """Decide, finish (issue, or stop short of it), then audit and count the decision."""
+        try:
+            decided = await self._decide(run)
+            result, reason = await finish(decided)
+        except BrokerError as exc:
+            outcome: Outcome = "error" if exc.status >= 500 else "denied"
+            await self._audit(run, outcome, f"dry_run:{exc.reason}" if run.dry_run else exc.reason)
+            self._count(run, outcome)
+            raise
+        try:
+            await self._audit(run, "success", reason)
+        except TemporarilyUnavailable:
+            if undo is not None:
+                await undo(result)
+            self._count(run, "error")
+            raise
+        self._count(run, "success")
+        return result
+
+    async def _decide(self, run: _Run) -> _Decided:
+        """Every check before the backend, in order; each adds a step to the run's trace."""
+        request = run.request
+        with run.check("token"):
+            run.validated = validated = await self._validator.validate_platform_token(request.token)
+        issuer = validated.issuer
+        run.passed(
+            "token",
+            f"signature, issuer, audience, lifetime and required claims valid "
+            f"for issuer {issuer.name!r}",
+            {"issuer": issuer.name, "kid": validated.header.get("kid")},
+        )
+        with run.check("identity"):
+            run.identity = identity = identify(issuer, validated.claims)
+        run.passed(
+            "identity",
+            f"{issuer.profile} profile read the claims",
+            {
+                "org": identity.org,
+                "project": identity.project,
+                "environment": identity.environment,
+                "subject": identity.subject,
+            },
+        )
+        with run.check("rate_limit"):
+            await self._check_rate(identity)
+        with run.check("organization"):
+            organization, assigned = await self._store.find_organization_assignments(
+                issuer.name, identity.org, identity.project
+            )
+            if organization is None:
+                raise AccessDenied(
+                    "organization_unknown",
+                    f"no organization is registered for issuer {issuer.name!r} "
+                    f"and platform organization {identity.org!r}",
+                )
+        run.organization = organization
+        run.passed("organization", f"organization {organization.name!r}")
+        with run.check("assignment", {"assigned": [c.name for c in assigned]}):
+            run.credential = credential = choose_credential(
+                assigned,
+                request.credential,
+                organization=organization.name,
+                project=identity.project,
+            )
+        run.passed(
+            "assignment",
+            f"credential {credential.name!r} ({credential.type}) is assigned to "
+            f"project {identity.project!r}",
+        )
+        bound = _bound_claims_step(credential, identity)
+        with run.check("bound_claims", bound.data):
+            check_bound_claims(credential, identity.claims)
+        run.passed("bound_claims", bound.detail, bound.data)
+        with run.check("credential"):
+            traits = self._traits(credential)
+            _check_token_mode(credential, traits)
+            settings = self._settings(credential)
+        run.passed(
+            "credential",
+            f"credential {credential.name!r} can be issued with token = {credential.token!r}",
+        )
+        if request.output is not None:
+            with run.check("output"):
+                detail = request.output(credential, traits)
+            run.passed("output", detail)
+        return _Decided(
+            validated, identity, credential, traits, settings, self._version(credential)
+        )
+
+    async def _check_rate(self, identity: Identity) -> None:
+        # After identify, so a bucket is an organization's (or project's, or subject's) and
+        # tokens that fail validation never spend anyone's quota.
+        if self._rate_limiter is None or self._rate_limit is None:
+            return
+        wait = await self._rate_limiter.acquire(bucket_key(self._rate_limit, identity))
+        if wait is None:
+            return
+        raise RateLimited(
+            "rate_limited",
+            f"too many exchanges for this {self._rate_limit.key}; retry later",
+            retry_after=retry_after_seconds(wait),
+        )
+
+    async def _issue(self, run: _Run, decided: _Decided) -> ExchangeResult:
+        credential = decided.credential
+        key = ReuseKey(run.fingerprint, credential.id, decided.version)
+        token_exp = decided.validated.claims.get("exp")
+        token_expires_at = float(token_exp) if isinstance(token_exp, int | float) else 0.0
+
+        async def call_backend() -> Issue:
+            backend = self._backend(credential)
+            outbound = self._outbound(run, decided).value
+            backend_started = time.perf_counter()
+            try:
+                issued = await backend.exchange(decided.identity, outbound, decided.settings)
+            except BrokerError:
+                raise
+            except Exception as exc:
+                # A backend's own bug or an answer its client library could not parse: the
+                # type's name, never the exception's text (it may quote the reply).
+                log.error(
+                    "backend failed unexpectedly",
+                    extra={"type": credential.type, "exception": type(exc).__name__},
+                )
+                raise UpstreamError(
+                    "backend_failed",
+                    f"the {credential.type} backend could not complete the exchange; "
+                    "see the broker log",
+                ) from None
+            finally:
+                self._metrics.child(self._metrics.backend_seconds, credential.type).observe(
+                    time.perf_counter() - backend_started
+                )
+            return Issue(key, credential, issued)
+
+        issue, reused = await self._reuse.get_or_issue(key, token_expires_at, call_backend)
+        if reused:
+            self._metrics.issued_cache_hits.inc()
+        else:
+            self._metrics.issued_cache_misses.inc()
+        return ExchangeResult(issue, decided.traits, reused)
+
+    async def _undo_issue(self, result: ExchangeResult) -> None:
+        """The decision could not be audited: what it issued is never handed out, and revoked."""
+        if result.reused:
+            # Handed out, and audited, by the request it was issued for.
+            return
+        self._reuse.forget(result.issue)
+        try:
+            await self._revoke(result.issue)
+        except BrokerError as exc:
+            log.error(
+                "could not revoke a credential whose issue was not audited",
+                extra={"type": result.credential.type, "reason": exc.reason},
+            )
+
+    async def _revoke(self, issue: Issue) -> bool:
+        """Revoke at the backend where its type allows it; False when it can only expire."""
+        backend = self._backend(issue.credential)
+        if not isinstance(backend, RevocableBackend):
+            return False
+        await backend.revoke(issue.issued, self._settings(issue.credential))
+        return True
+
+    def _backend(self, credential: Credential) -> Backend:
+        try:
+            return self._backends.get(credential.type)
+        except (UnknownCredentialType, BackendUnavailable) as exc:
+            raise _unservable(credential, exc) from None
+
+    def _traits(self, credential: Credential) -> CredentialTraits:
+        try:
+            return traits_of(backend_class(credential.type))
+        except (UnknownCredentialType, BackendUnavailable) as exc:
+            raise _unservable(credential, exc) from None
+
+    def _settings(self, credential: Credential) -> BaseModel:
+        # Settings were validated when stored; parse once per credential version, not per call.
+        cache_key = (credential.id, self._version(credential))
+        parsed = self._settings_cache.get(cache_key)
+        if parsed is None:
+            model = backend_class(credential.type).settings_model
+            try:
+                parsed = model.model_validate(dict(credential.settings))
+            except ValidationError:
+                raise AccessDenied(
+                    "credential_misconfigured",
+                    f"credential {credential.name!r} has settings its type no longer accepts; "
+                    "an administrator must update it",
+                ) from None
+            if len(self._settings_cache) > 10_000:
+                self._settings_cache.clear()
+            self._settings_cache[cache_key] = parsed
+        return parsed
+
+    def _version(self, credential: Credential) -> str:
+        known = self._versions.get(credential.id)
+        # The very object, not an equal one: a changed credential is always a new object.
+        if known is not None and known[0] is credential:
+            return known[1]
+        version = _credential_version(credential)
+        if len(self._versions) > 10_000:
+            self._versions.clear()
+        self._versions[credential.id] = (credential, version)
+        return version
+
+    def _outbound(self, run: _Run, decided: _Decided) -> OutboundToken:
+        """The token the backend is sent: the platform's own, or one the broker mints."""
+        credential = decided.credential
+        if credential.token == "passthrough":
+            exp = decided.validated.claims.get("exp")
+            seconds = float(exp) if isinstance(exp, int | float) else self._clock.now()
+            return OutboundToken(run.request.token, datetime.fromtimestamp(seconds, UTC))
+        # The token-mode check ran in _decide: a minted credential has its audience.
+        audience = cast(str, credential.audience)
+        backend = self._backend(credential)
+        # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
+        expires = int(self._clock.now()) + self._signing.token_lifetime_seconds
+        value = mint_for_identity(
+            self._keyring,
+            decided.identity,
+            issuer_url=self._issuer_url,
+            audience=audience,
+            lifetime_seconds=self._signing.token_lifetime_seconds,
+            clock=self._clock,
+            extra_claims=dict(backend.outbound_claims(decided.identity))
+            if isinstance(backend, OutboundClaimsProvider)
+            else None,
+        )
+        return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
+
+    async def _audit(
+        self, run: _Run, outcome: Outcome, reason: str, *, revoked: list[str] | None = None
+    ) -> None:
+        """Commit the run's one audit event; when that fails, the decision is a 503."""
+        identity = run.identity
+        request = run.request
+        event = AuditEvent(
+            time=datetime.fromtimestamp(self._clock.now(), UTC),
+            request_id=request.request_id,
+            outcome=outcome,
+            reason=reason,
+            latency_ms=round((time.perf_counter() - run.started) * 1000, 3),
+            issuer=run.validated.issuer.name if run.validated else None,
+            organization=run.organization.name if run.organization else None,
+            project=identity.project if identity else None,
+            subject=identity.subject if identity else None,
+            credential=run.credential.name if run.credential else request.credential,
+            credential_type=run.credential.type if run.credential else None,
+            token_fingerprint=run.fingerprint,
+            client_address=request.client_address,
+        )
+        try:
+            await self._store.record_audit(event)
+        except Exception as exc:
+            log.error(
+                "audit event could not be written; the decision issues nothing",
+                extra={"exception": type(exc).__name__, "reason": reason},
+            )
+            raise TemporarilyUnavailable(
+                "audit_unavailable",
+                "the broker cannot record its decision right now; nothing was issued, retry later",
+                retry_after=_AUDIT_RETRY_AFTER_SECONDS,
+            ) from None
+        # The exchange's one INFO line (backends log their successes at DEBUG). The text format
+        # shows only the message, so the message names the decision; JSON has the extra too.
+        # A retry answered from the reuse window issued nothing, and a retry storm would flood
+        # the log when the broker is busiest: DEBUG. Its audit event records it either way.
+        log.log(
+            logging.DEBUG if reason == "reused" else logging.INFO,
+            "exchange decided: %s (%s), credential %s, organization %s, project %s",
+            outcome,
+            reason,
+            event.credential,
+            event.organization,
+            event.project,
+            extra={
+                "outcome": outcome,
+                "reason": reason,
+                "credential": event.credential,
+                "organization": event.organization,
+                "project": event.project,
+                "token_fingerprint": run.fingerprint,
+                **({"revoked": revoked} if revoked is not None else {}),
+            },
+        )
+
+    def _count(self, run: _Run, outcome: str) -> None:
+        credential_type = run.credential.type if run.credential else "unknown"
+        metrics = self._metrics
+        metrics.child(metrics.exchanges, credential_type, outcome).inc()
+        metrics.child(metrics.exchange_seconds, credential_type).observe(
+            time.perf_counter() - run.started
+        )
+
+
+def _check_token_mode(credential: Credential, traits: CredentialTraits) -> None:
+    problems = token_mode_problems(credential.token, credential.audience, traits)
+    if problems:
+        raise AccessDenied(
+            "credential_misconfigured",
+            f"credential {credential.name!r} cannot be issued as configured: "
+            + "; ".join(f"{name} {message}" for name, message in problems),
+        )
+
+
+def _unservable(credential: Credential, exc: Exception) -> UpstreamError:
+    log.error("credential type cannot be served", extra={"type": credential.type})
+    return UpstreamError("backend_unavailable", f"credential type {credential.type!r}: {exc}")
+
+
+def _bound_claims_step(credential: Credential, identity: Identity) -> TraceStep:
+    """Each bound claim of ``credential`` with its expected and actual value."""
+    checks = match_bound_claims(credential.bound_claims, identity.claims)
+    satisfied = bound_claims_satisfied(checks)
+    return TraceStep(
+        "bound_claims",
+        satisfied,
+        "every bound claim matches" if satisfied else "a bound claim does not match",
+        {
+            "claims": [
+                {
+                    "claim": check.key,
+                    "expected": check.expected,
+                    "actual": check.actual,
+                    "matched": check.matched,
+                }
+                for check in checks
+            ]
+        },
+    )
+
+
+def _credential_version(credential: Credential) -> str:
+    # A changed credential (settings, audience, mode) must never reuse what the old one issued.
+    material = json.dumps(
+        [credential.type, credential.token, credential.audience, credential.settings],
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(material.encode()).hexdigest()[:16]
