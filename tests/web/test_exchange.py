@@ -10,10 +10,12 @@ import asyncio
 import json
 import logging
 import socket
+import sqlite3
 import uuid
 from dataclasses import dataclass
 
 import aiohttp
+import hvac
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -498,3 +500,107 @@ async def test_oauth2_token_errors_use_rfc_6749_codes(
     response = await broker.client.post("/oauth2/token", data=data)
     body = await response.json()
     assert (response.status, body["error"]) == (400, error)
+
+
+def token_accessors(broker: Broker) -> set[str]:
+    """Every token OpenBao holds: a refused request must not add one."""
+    listed = broker.openbao.client().auth.token.list_accessors()
+    return set(listed["data"]["keys"])
+
+
+async def last_audit(broker: Broker) -> tuple[str, str]:
+    event = (await broker.app[keys.STORE].list_audit(limit=1))[0]
+    return event.outcome, event.reason
+
+
+async def test_a_format_the_credential_cannot_render_is_refused_before_vault_is_called(
+    broker: Broker,
+) -> None:
+    before = token_accessors(broker)
+    response = await broker.exchange(
+        broker.token(), "prod-vault", query="?format=aws-credential-process"
+    )
+    await assert_error(response, 400, "invalid_request", "format_not_supported")
+    assert token_accessors(broker) == before
+    assert await last_audit(broker) == ("denied", "format_not_supported")
+
+
+async def test_an_rfc_8693_token_type_that_does_not_match_is_refused_before_vault_is_called(
+    broker: Broker,
+) -> None:
+    before = token_accessors(broker)
+    response = await broker.client.post(
+        "/oauth2/token",
+        data={
+            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+            "subject_token": broker.token(),
+            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+            "audience": "prod-vault",
+            "requested_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        },
+    )
+    await assert_error(response, 400, "invalid_request", "requested_token_type_unsupported")
+    assert token_accessors(broker) == before
+    assert await last_audit(broker) == ("denied", "requested_token_type_unsupported")
+
+
+async def test_the_dry_run_refuses_what_the_exchange_refuses_and_for_the_same_reason(
+    broker: Broker,
+) -> None:
+    token = broker.token()
+    query = "?format=aws-credential-process"
+    trace = await (await broker.exchange(token, "prod-vault", query=query + "&dry_run=1")).json()
+    real = await (await broker.exchange(token, "prod-vault", query=query)).json()
+    assert trace["allowed"] is False
+    assert trace["checks"][-1]["check"] == "output"
+    assert trace["reason"] == real["reason"] == "format_not_supported"
+
+
+@pytest.mark.parametrize("value", ["on", "yes", "TRUE", ""])
+async def test_dry_run_takes_only_true_false_1_or_0(broker: Broker, value: str) -> None:
+    before = token_accessors(broker)
+    response = await broker.exchange(broker.token(), "prod-vault", query=f"?dry_run={value}")
+    await assert_error(response, 400, "invalid_request", "query_invalid")
+    assert token_accessors(broker) == before
+
+
+async def test_a_token_that_claims_to_live_for_ages_is_refused(broker: Broker) -> None:
+    token = broker.token(claims={"exp": 10**30})
+    response = await broker.exchange(token, "prod-vault")
+    await assert_error(response, 401, "invalid_token", "token_lifetime_too_long")
+
+
+async def test_an_unwritable_audit_issues_nothing_and_revokes_what_vault_issued(
+    broker: Broker,
+) -> None:
+    settings = broker.app[keys.SETTINGS]
+    before = token_accessors(broker)
+    # The audit table disappears under the running broker: every write of it now fails.
+    with sqlite3.connect(settings.server.data_dir / "tokenbroker.db") as db:
+        db.execute("DROP TABLE audit_events")
+    response = await broker.exchange(broker.token(), "prod-vault")
+    await assert_error(response, 503, "temporarily_unavailable", "audit_unavailable")
+    assert response.headers["Retry-After"].isdigit()
+    # OpenBao did log in (a token was created), and the broker revoked it again.
+    assert token_accessors(broker) == before
+
+
+async def test_a_credential_revoked_through_the_broker_is_never_handed_out_again(
+    broker: Broker,
+) -> None:
+    token = broker.token()
+    first = await (await broker.exchange(token, "prod-vault")).json()
+    revoked = await broker.client.post(
+        "/v1/leases/revoke", json={"job": True}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert (revoked.status, await revoked.json()) == (
+        200,
+        {"revoked": ["prod-vault"], "not_revocable": []},
+    )
+    old = first["values"]["VAULT_TOKEN"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        broker.openbao.client(token=old).auth.token.lookup_self()
+    again = await (await broker.exchange(token, "prod-vault")).json()
+    assert again["values"]["VAULT_TOKEN"] != old
+    assert kv_round_trip(broker, again["values"]["VAULT_TOKEN"]) == {"password": "p4ss"}
+    assert await last_audit(broker) == ("success", "issued")

@@ -29,7 +29,7 @@ from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
-from tokenbroker.web.routes import exchange, health, metrics, oauth, openapi, wellknown
+from tokenbroker.web.routes import exchange, health, leases, metrics, oauth, openapi, wellknown
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     health.add_routes(app)
     wellknown.add_routes(app)
     exchange.add_routes(app)
+    leases.add_routes(app)
     oauth.add_routes(app)
     metrics.add_routes(app)
     openapi.add_routes(app)

@@ -48,6 +48,7 @@ _ERROR_TEXT = {
     422: "invalid_request with a field list",
     429: "rate_limited, with Retry-After",
     502: "upstream_error",
+    503: "temporarily_unavailable, with Retry-After (the audit store cannot take the decision)",
     504: "upstream_timeout",
 }
 
@@ -113,8 +114,31 @@ def openapi_document() -> dict[str, object]:
                     413,
                     429,
                     502,
+                    503,
                     504,
                     ok_schema={"$ref": "#/components/schemas/ExchangeResult"},
+                ),
+            }
+        },
+        "/v1/leases/revoke": {
+            "post": {
+                "summary": "Revoke what the bearer platform token was issued",
+                "security": [{"platformToken": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        _JSON: {
+                            "schema": {
+                                "type": "object",
+                                "additionalProperties": False,
+                                "required": ["job"],
+                                "properties": {"job": {"const": True}},
+                            }
+                        }
+                    },
+                },
+                "responses": _responses(
+                    "revoked and not_revocable credential names", 400, 401, 503
                 ),
             }
         },
