@@ -389,3 +389,28 @@ async def test_revoke_with_nothing_to_revoke_is_a_usage_error(
     code, _, err = await tokenbroker(capsys, "revoke", "--from", str(written))
     assert code == 2
     assert "nothing to revoke" in err
+
+
+async def test_revoke_then_exchange_again_gets_a_new_working_vault_token(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The runner's repro: revoke, then the same exchange with the same platform token.
+    token_path = str(token_file(tmp_path, broker.token()))
+    exchange = (
+        "exchange", "--broker", broker.url, "--credential", "prod-vault",
+        "--format", "json", "--token-file", token_path,
+    )  # fmt: skip
+    code, out, err = await tokenbroker(capsys, *exchange)
+    assert code == 0, err
+    first = json.loads(out)["values"]["VAULT_TOKEN"]
+    code, _, err = await tokenbroker(
+        capsys, "revoke", "--broker", broker.url, "--token-file", token_path
+    )
+    assert code == 0, err
+    assert "the broker revoked prod-vault" in err
+    assert not vault_token_is_alive(broker.openbao, first)
+    code, out, err = await tokenbroker(capsys, *exchange)
+    assert code == 0, err
+    second = json.loads(out)["values"]["VAULT_TOKEN"]
+    assert second != first
+    assert vault_token_is_alive(broker.openbao, second)

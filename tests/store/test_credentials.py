@@ -226,3 +226,14 @@ async def test_deleting_a_credential_removes_its_assignments_only(
     assert [a.credential for a in await store.list_assignments("acme")] == ["dev-vault"]
     with pytest.raises(NotFound):
         await store.delete_credential("acme", "prod-vault")
+
+
+async def test_a_mint_only_type_in_passthrough_is_a_422_on_token(
+    store: Store, acme: Organization
+) -> None:
+    with pytest.raises(UnprocessableEntity) as caught:
+        await store.create_credential(
+            "acme", "handed-back", type="oidc_token", token="passthrough", settings={}
+        )
+    assert _fields(caught.value) == ["token"]
+    assert await store.list_credentials("acme") == []

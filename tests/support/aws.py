@@ -92,6 +92,8 @@ class StsReply:
     message: str = ""
     error_type: str = "Sender"
     hang: bool = False
+    # A 200 whose body is not STS's XML (what a wrong sts_endpoint answers), sent as is.
+    raw: str | None = None
 
 
 @dataclass
@@ -131,6 +133,8 @@ class FakeSts:
         if reply.hang:
             # Never answer in time: the client's read timeout must fire first.
             await self.release.wait()
+        if reply.raw is not None:
+            return web.Response(status=200, text=reply.raw, content_type="text/html")
         if reply.code is None:
             return web.Response(
                 status=200, text=_success_body(form.get("RoleArn"), form.get("RoleSessionName"))

@@ -583,6 +583,13 @@ async def test_an_unwritable_audit_issues_nothing_and_revokes_what_vault_issued(
     assert response.headers["Retry-After"].isdigit()
     # OpenBao did log in (a token was created), and the broker revoked it again.
     assert token_accessors(broker) == before
+    ready = await broker.client.get("/readyz")
+    body = await ready.json()
+    assert (ready.status, body["checks"]["audit"], body["checks"]["store"]) == (
+        503,
+        "failing: OperationalError",
+        "ok",
+    )
 
 
 async def test_a_credential_revoked_through_the_broker_is_never_handed_out_again(

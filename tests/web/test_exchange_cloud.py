@@ -779,3 +779,13 @@ async def test_no_secret_reaches_logs_or_audit(
     )
     for secret in secrets:
         assert secret not in captured
+
+
+async def test_an_sts_endpoint_that_answers_garbage_is_an_audited_502(broker: Broker) -> None:
+    # botocore cannot parse the reply (ResponseParserError): not a crash, a refusal.
+    broker.fake_sts.script(StsReply(raw="<html><body>not STS</html"))
+    response = await broker.exchange(broker.token("gitpod"), "aws-fake")
+    body = await assert_error(response, 502, "upstream_error", "backend_failed")
+    assert "Traceback" not in json.dumps(body)
+    events = await broker.audit("aws-fake")
+    assert [(e.outcome, e.reason) for e in events] == [("error", "backend_failed")]

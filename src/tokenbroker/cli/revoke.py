@@ -12,12 +12,16 @@ from pathlib import Path
 import aiohttp
 
 from tokenbroker.cli.common import EXIT_OK, CliError
+from tokenbroker.cli.exchange import real_runtime
 from tokenbroker.client.envfiles import parse_values
+from tokenbroker.client.exchange import BROKER_URL_VARIABLE, ExchangeOptions, revoke_at_broker
 from tokenbroker.client.failures import ClientFailure, UsageFailure
 from tokenbroker.client.revoke import revoke_vault_token, unrevocable_notes, vault_token_held
 from tokenbroker.clock import SystemClock
 
 REVOKE_HELP = """\
+With --broker (or $TOKENBROKER_URL) the broker is told first, with the platform token found
+as exchange finds it: it revokes what it issued for this job and never hands it out again.
 Vault: the token (VAULT_ADDR, VAULT_TOKEN, VAULT_NAMESPACE; VAULT_CACERT honoured) revokes itself
 with auth/token/revoke-self. A token already revoked or expired counts as revoked.
 AWS and GCP credentials cannot be revoked early by their holder: they are left to expire, with
@@ -44,6 +48,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help="what exchange wrote (env lines, shell exports or json); default: the environment",
     )
+    parser.add_argument(
+        "--broker", metavar="URL", help="also tell the broker (default $TOKENBROKER_URL)"
+    )
+    parser.add_argument("--token-env", metavar="NAME", help="the platform token's variable")
+    parser.add_argument("--token-file", type=Path, metavar="FILE", help="the platform token file")
     parser.set_defaults(handler=run)
 
 
@@ -58,10 +67,28 @@ def _values(source: Path | None) -> tuple[Mapping[str, str], str]:
     return parse_values(text), str(source)
 
 
-async def _revoke(source: Path | None) -> int:
-    values, where = _values(source)
+async def _tell_broker(args: argparse.Namespace) -> bool:
+    """Revoke at the broker when one is named; False when none is."""
+    if not (args.broker or os.environ.get(BROKER_URL_VARIABLE)):
+        return False
+    options = ExchangeOptions(
+        broker_url=args.broker, token_env=args.token_env, token_file=args.token_file
+    )
+    answer = await revoke_at_broker(options, os.environ, real_runtime(quiet=True))
+    for key, told in (("revoked", "the broker revoked"), ("not_revocable", "left to expire:")):
+        names = answer.get(key)
+        for name in names if isinstance(names, list) else []:
+            print(f"tokenbroker: {told} {name}", file=sys.stderr)
+    return True
+
+
+async def _revoke(args: argparse.Namespace) -> int:
+    told_broker = await _tell_broker(args)
+    values, where = _values(args.source)
     held = vault_token_held(values, os.environ)
     notes = unrevocable_notes(values)
+    if told_broker and held is None and not notes:
+        return EXIT_OK
     if held is None and not notes:
         raise UsageFailure(
             f"nothing to revoke: no VAULT_TOKEN (nor AWS or GCP credentials) in {where}; "
@@ -83,6 +110,6 @@ async def _revoke(source: Path | None) -> int:
 def run(args: argparse.Namespace) -> int:
     """Run ``tokenbroker revoke``."""
     try:
-        return asyncio.run(_revoke(args.source))
+        return asyncio.run(_revoke(args))
     except ClientFailure as exc:
         raise CliError(exc.message, exc.exit_code) from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -79,8 +80,8 @@ class BrokerRefusal:
     request_id: str | None
 
 
-def exchange_url(broker_url: str) -> str:
-    """``<broker>/v1/exchange``; the broker must be https (http only on loopback)."""
+def exchange_url(broker_url: str, path: str = "/v1/exchange") -> str:
+    """``<broker><path>``; the broker must be https (http only on loopback)."""
     try:
         require_trusted_url(broker_url)
     except ValueError as exc:
@@ -90,7 +91,7 @@ def exchange_url(broker_url: str) -> str:
         ) from None
     if "?" in broker_url or "#" in broker_url:
         raise UsageFailure(f"--broker {broker_url!r} must not carry a query or fragment")
-    return broker_url.rstrip("/") + "/v1/exchange"
+    return broker_url.rstrip("/") + path
 
 
 def exchange_query(fmt: str, *, dry_run: bool) -> dict[str, str]:
@@ -103,16 +104,15 @@ def broker_attempt(
     url: str,
     token: str,
     *,
-    credential: str | None,
-    query: dict[str, str],
+    body: Mapping[str, object] | None,
+    query: dict[str, str] | None = None,
 ) -> Attempt:
-    """One POST to the broker, as an attempt for ``send_with_retries``."""
+    """One POST of ``body`` to the broker, as an attempt for ``send_with_retries``."""
     headers = {
         "Authorization": f"Bearer {token}",
         "Accept": "application/json, text/plain",
         "User-Agent": f"tokenbroker-client/{__version__}",
     }
-    body = {"credential": credential} if credential is not None else None
 
     async def attempt(budget: float) -> HttpReply:
         # Redirects are not followed: a redirect would carry the token to another place.

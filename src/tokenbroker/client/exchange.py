@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
 import ssl
@@ -160,6 +161,42 @@ def _write_credential(
         runtime.notify(f"wrote the credential to {path} ({fmt})")
 
 
+async def revoke_at_broker(
+    options: ExchangeOptions, env: Mapping[str, str], runtime: ClientRuntime
+) -> dict[str, object]:
+    """Ask the broker to revoke what it issued for this job's platform token.
+
+    The broker then never hands those credentials to a retry; it revokes Vault tokens itself
+    and lists the credentials that can only expire.
+    """
+    url = exchange_url(broker_url_from(options, env), "/v1/leases/revoke")
+    source = choose_token_source(env, token_env=options.token_env, token_file=options.token_file)
+    deadline = Deadline(runtime.clock, options.timeout)
+    connector = aiohttp.TCPConnector(ssl=ssl_context(options.ca_cert))
+    async with aiohttp.ClientSession(connector=connector) as http:
+        token = await read_platform_token(
+            source, env, http=http, audience=options.audience, deadline=deadline, runtime=runtime
+        )
+        reply = await send_with_retries(
+            broker_attempt(http, url, token.value, body={"job": True}),
+            what="the broker",
+            deadline=deadline,
+            clock=runtime.clock,
+            rng=runtime.rng,
+            sleep=runtime.sleep,
+            notify=runtime.notify,
+        )
+    if reply.status != 200:
+        raise failure_for_reply(reply)
+    try:
+        answer = json.loads(reply.body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise Unavailable("the broker's answer to the revocation is not JSON")
+    return answer
+
+
 async def run_exchange(
     options: ExchangeOptions, env: Mapping[str, str], runtime: ClientRuntime
 ) -> int:
@@ -182,7 +219,7 @@ async def run_exchange(
                 http,
                 url,
                 token.value,
-                credential=options.credential,
+                body={"credential": options.credential} if options.credential else None,
                 query=exchange_query(fmt, dry_run=options.dry_run),
             ),
             what="the broker",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from sqlalchemy import text
+from sqlalchemy import delete, false, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Credential, CredentialAssignment, Organization
@@ -16,6 +16,7 @@ from tokenbroker.store import engine as engines
 from tokenbroker.store.audit_writer import AuditWriter
 from tokenbroker.store.policy_cache import DEFAULT_POLL_SECONDS, PolicyCache
 from tokenbroker.store.repository import UNSET, Repository, Unset
+from tokenbroker.store.tables import audit_events
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,15 @@ class Store:
         """Readiness: the database answers a trivial query."""
         async with self._engine.connect() as connection:
             await connection.execute(text("SELECT 1"))
+
+    async def check_audit_writable(self) -> None:
+        """Readiness: a write to the audit table would succeed (it writes nothing).
+
+        Exchanges fail closed when their audit event cannot be written, so a store that reads
+        but cannot take audit rows (read-only, missing table, no privilege) is not ready.
+        """
+        async with self._write_connection() as connection:
+            await connection.execute(delete(audit_events).where(false()))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Repository]:

@@ -98,6 +98,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await apply_declarative(store, settings)
         app[keys.STORE] = store
         app[health.READINESS_CHECKS]["store"] = store.ping
+        app[health.READINESS_CHECKS]["audit"] = store.check_audit_writable
         watcher = asyncio.create_task(store.watch_policy_revision())
         yield
     finally:
