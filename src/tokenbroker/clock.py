@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -35,3 +36,8 @@ class FrozenClock:
     def advance(self, seconds: float) -> None:
         """Move the clock forward (or back, with a negative number)."""
         self._at += seconds
+
+
+def isoformat_utc(moment: datetime) -> str:
+    """RFC 3339 in UTC with a Z, to the second, as AWS and most clients expect."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

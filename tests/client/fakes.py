@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from tokenbroker.backends.aws import AwsOidcBackend
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.client.discovery import GENERIC_VARIABLE, PLATFORM_VARIABLES
 from tokenbroker.output import parse_format, render
@@ -139,7 +140,7 @@ class BrokerStandIn(StandIn):
         issued = IssuedCredential(
             values=AWS_VALUES, expires_at=datetime.now(UTC) + timedelta(hours=1)
         )
-        content_type, body = render(parse_format(fmt), "prod-aws", "aws_oidc", issued)
+        content_type, body = render(parse_format(fmt), "prod-aws", AwsOidcBackend, issued)
         return web.Response(text=body, content_type=content_type)
 
     def app(self) -> web.Application:

@@ -36,6 +36,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validat
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
 from tokenbroker.backends.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
+from tokenbroker.clock import isoformat_utc
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import (
     AccessDenied,
@@ -228,11 +229,32 @@ def _redact(message: str, secret: str) -> str:
     return message[:_MESSAGE_MAX]
 
 
+CREDENTIAL_PROCESS_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def render_aws_credential_process(issued: IssuedCredential) -> dict[str, object]:
+    """AWS's ``credential_process`` Version 1 document."""
+    missing = [key for key in CREDENTIAL_PROCESS_KEYS if key not in issued.values]
+    if missing:
+        raise InvalidRequest(
+            "format_not_supported",
+            "format aws-credential-process needs AWS credentials; this credential has none",
+        )
+    return {
+        "Version": 1,
+        "AccessKeyId": issued.values["AWS_ACCESS_KEY_ID"],
+        "SecretAccessKey": issued.values["AWS_SECRET_ACCESS_KEY"],
+        "SessionToken": issued.values["AWS_SESSION_TOKEN"],
+        "Expiration": isoformat_utc(issued.expires_at),
+    }
+
+
 class AwsOidcBackend:
     """Assume an IAM role with the outbound token through AWS STS."""
 
     type_name: ClassVar[str] = "aws_oidc"
     settings_model: ClassVar[type[BaseModel]] = AwsOidcSettings
+    # The SDKs' credential_process: one JSON document, re-run when it nears its Expiration.
     output_formats: ClassVar[frozenset[str]] = frozenset({"aws-credential-process"})
 
     def __init__(
@@ -297,6 +319,13 @@ class AwsOidcBackend:
             attempt, policy=RetryPolicy(retries=settings.max_retries), sleep=self._sleep
         )
         return _issued_credential(response, settings, session_name)
+
+    @staticmethod
+    def render_format(fmt: str, issued: IssuedCredential) -> tuple[str, str]:
+        """``aws-credential-process``: the document ``credential_process`` must print."""
+        if fmt != "aws-credential-process":
+            raise InvalidRequest("format_not_supported", f"aws_oidc does not render {fmt}")
+        return "application/json", json.dumps(render_aws_credential_process(issued))
 
     def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
         """Claims for a minted outbound token: the AWS session tags of the identity."""

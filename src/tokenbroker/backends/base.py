@@ -29,6 +29,14 @@ class IssuedCredential:
 
 
 @dataclass(frozen=True, slots=True)
+class OutboundToken:
+    """The token a credential's backend is sent (the platform's, or one the broker minted)."""
+
+    value: str = field(repr=False)
+    expires_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class BackendContext:
     """Shared resources a backend is built with: one HTTP session, the clock."""
 
@@ -78,6 +86,42 @@ class OutboundClaimsProvider(Protocol):
 
 
 @runtime_checkable
+class FormatRenderer(Protocol):
+    """A backend with output formats of its own (``output_formats``), rendered from its issue.
+
+    ``render_format`` is a static method: the class renders, no instance is needed.
+    """
+
+    @staticmethod
+    def render_format(fmt: str, issued: IssuedCredential) -> tuple[str, str]:
+        """(content type, body) of ``issued`` in ``fmt``."""
+        ...
+
+
+@runtime_checkable
+class RunnerDocumentProvider(Protocol):
+    """A backend whose credential the runner's own client can get itself, from a document.
+
+    ``runner_documents`` maps each such format to whether the document carries the outbound
+    token; the backend is not called for them.
+    """
+
+    runner_documents: ClassVar[Mapping[str, bool]]
+
+    def runner_document(
+        self,
+        fmt: str,
+        *,
+        credential: str,
+        settings: BaseModel,
+        outbound: OutboundToken | None,
+        broker_url: str,
+    ) -> dict[str, object]:
+        """The document of ``fmt`` for the credential named ``credential``."""
+        ...
+
+
+@runtime_checkable
 class OAuthTokenProvider(Protocol):
     """A backend whose credential is one token, so ``/oauth2/token`` can return it."""
 
@@ -103,7 +147,10 @@ class CredentialTraits:
 
     - ``mint_only``: the credential is the outbound token itself, so passthrough would hand
       the platform token back (declared as ``mint_only = True``).
-    - ``formats``: the output formats it renders (``output_formats``, beyond the common ones).
+    - ``formats``: the output formats it renders (``output_formats``, beyond the common ones,
+      and its ``runner_documents``).
+    - ``documents``: the formats rendered without calling the backend, each mapped to
+      whether the document carries the outbound token.
     - ``single_token``: set when the credential is one token (``oauth_token_value`` and
       ``oauth_token_type``), so RFC 8693 can return it.
     - ``revocable``: the backend can revoke what it issued before it expires.
@@ -112,6 +159,7 @@ class CredentialTraits:
     type_name: str
     mint_only: bool
     formats: frozenset[str]
+    documents: Mapping[str, bool]
     single_token: SingleToken | None
     revocable: bool
 
@@ -135,10 +183,12 @@ def _read_traits(backend: BackendFactory) -> CredentialTraits:
         if isinstance(value_name, str) and isinstance(token_type, str)
         else None
     )
+    documents: Mapping[str, bool] = dict(getattr(backend, "runner_documents", {}))
     return CredentialTraits(
         type_name=backend.type_name,
         mint_only=getattr(backend, "mint_only", False) is True,
-        formats=COMMON_FORMATS | frozenset(getattr(backend, "output_formats", ())),
+        formats=COMMON_FORMATS | frozenset(getattr(backend, "output_formats", ())) | set(documents),
+        documents=documents,
         single_token=single,
         revocable=callable(getattr(backend, "revoke", None)),
     )

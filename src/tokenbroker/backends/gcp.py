@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential
+from tokenbroker.backends.base import BackendContext, IssuedCredential, OutboundToken
 from tokenbroker.backends.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import (
@@ -34,7 +35,6 @@ from tokenbroker.identity.models import Identity
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:jwt"
-ID_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:id_token"
 CLOUD_PLATFORM_SCOPE: Final = "https://www.googleapis.com/auth/cloud-platform"
 DEFAULT_TOKEN_URL: Final = "https://sts.googleapis.com/v1/token"
 DEFAULT_IAM_ENDPOINT: Final = "https://iamcredentials.googleapis.com"
@@ -168,6 +168,63 @@ class _Token:
 _Call = Callable[[], Awaitable[_Token]]
 
 
+# google-auth refuses an executable source whose timeout is outside 5..120 s.
+EXTERNAL_ACCOUNT_TIMEOUT_MILLIS = 30_000
+
+
+def render_gcp_external_account(
+    credential: str,
+    gcp: GcpOidcSettings,
+    *,
+    broker_url: str | None = None,
+    timeout_millis: int = EXTERNAL_ACCOUNT_TIMEOUT_MILLIS,
+    output_file: str | None = None,
+) -> dict[str, object]:
+    """google-auth's ``external_account`` configuration whose executable source is our CLI.
+
+    google-auth (and gcloud) run the command whenever they need a subject token, so a long job
+    refreshes by itself; the command prints ``format=gcp-executable``.
+    """
+    if not 5_000 <= timeout_millis <= 120_000:
+        raise ValueError("timeout_millis must be between 5000 and 120000")
+    command = ["tokenbroker", "exchange"]
+    if broker_url is not None:
+        command += ["--broker", broker_url]
+    command += ["--credential", credential, "--format", "gcp-executable"]
+    executable: dict[str, object] = {
+        # google-auth splits the command with shlex: quote every word.
+        "command": shlex.join(command),
+        "timeout_millis": timeout_millis,
+    }
+    if output_file is not None:
+        executable["output_file"] = output_file
+    document: dict[str, object] = {
+        "type": "external_account",
+        "audience": gcp.audience,
+        "subject_token_type": gcp.subject_token_type,
+        "token_url": gcp.token_url,
+    }
+    if gcp.service_account is not None:
+        document["service_account_impersonation_url"] = (
+            f"{gcp.iam_endpoint}/v1/projects/-/serviceAccounts/"
+            f"{gcp.service_account}:generateAccessToken"
+        )
+        document["service_account_impersonation"] = {"token_lifetime_seconds": gcp.lifetime_seconds}
+    document["credential_source"] = {"executable": executable}
+    return document
+
+
+def render_gcp_executable(gcp: GcpOidcSettings, outbound: OutboundToken) -> dict[str, object]:
+    """google-auth's executable-sourced response (version 1) holding the outbound token."""
+    return {
+        "version": 1,
+        "success": True,
+        "token_type": gcp.subject_token_type,
+        "id_token": outbound.value,
+        "expiration_time": int(outbound.expires_at.timestamp()),
+    }
+
+
 class GcpOidcBackend:
     """Exchange the outbound token with Google STS, optionally impersonating a service account."""
 
@@ -176,13 +233,35 @@ class GcpOidcBackend:
     oauth_token_value: ClassVar[str] = "GOOGLE_OAUTH_ACCESS_TOKEN"
     oauth_token_type: ClassVar[str] = "urn:ietf:params:oauth:token-type:access_token"
     settings_model: ClassVar[type[BaseModel]] = GcpOidcSettings
-    output_formats: ClassVar[frozenset[str]] = frozenset({"gcp-external-account", "gcp-executable"})
+    # google-auth's own client exchanges the token with these: the broker does not call Google.
+    # The executable response carries the outbound token; the configuration only settings.
+    runner_documents: ClassVar[Mapping[str, bool]] = {
+        "gcp-external-account": False,
+        "gcp-executable": True,
+    }
 
     def __init__(self, context: BackendContext, *, sleep: Sleep = asyncio.sleep) -> None:
         # google-auth's transport is synchronous; the hot path stays async on the shared session.
         self._http = context.http
         self._clock = context.clock
         self._sleep = sleep
+
+    def runner_document(
+        self,
+        fmt: str,
+        *,
+        credential: str,
+        settings: BaseModel,
+        outbound: OutboundToken | None,
+        broker_url: str,
+    ) -> dict[str, object]:
+        """The external-account configuration, or the executable response for google-auth."""
+        assert isinstance(settings, GcpOidcSettings)
+        if fmt == "gcp-executable" and outbound is not None:
+            return render_gcp_executable(settings, outbound)
+        if fmt == "gcp-external-account":
+            return render_gcp_external_account(credential, settings, broker_url=broker_url)
+        raise InvalidRequest("format_not_supported", f"gcp_oidc does not render {fmt}")
 
     async def exchange(
         self, identity: Identity, outbound_token: str, settings: BaseModel

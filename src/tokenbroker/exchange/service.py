@@ -27,7 +27,9 @@ from tokenbroker.backends.base import (
     CredentialTraits,
     IssuedCredential,
     OutboundClaimsProvider,
+    OutboundToken,
     RevocableBackend,
+    RunnerDocumentProvider,
     traits_of,
 )
 from tokenbroker.backends.registry import (
@@ -41,6 +43,7 @@ from tokenbroker.config.models import RateLimitSettings, SigningSettings
 from tokenbroker.errors import (
     AccessDenied,
     BrokerError,
+    InvalidRequest,
     RateLimited,
     TemporarilyUnavailable,
     UpstreamError,
@@ -62,8 +65,8 @@ from tokenbroker.store import Store
 
 log = logging.getLogger(__name__)
 
-# A refusal the route makes of a credential it could not render (a format, a token type):
-# it returns the trace detail when the credential fits, and raises a BrokerError otherwise.
+# A refusal the route makes of a credential it could not give (RFC 8693's token type): it
+# returns the trace detail when the credential fits, and raises a BrokerError otherwise.
 OutputCheck = Callable[[Credential, CredentialTraits], str]
 _T = TypeVar("_T")
 # How long a runner is asked to wait when the audit store cannot take the decision.
@@ -78,8 +81,10 @@ class ExchangeRequest:
     credential: str | None
     request_id: str
     client_address: str | None = None
-    # What the route will make of the credential, checked with every other check, before
-    # any backend is called.
+    # The output format the route will render; the credential's type must render it. A
+    # format the type renders as a runner document is answered without calling the backend.
+    format: str | None = None
+    # A route's own check of the credential, run with every other check, before any backend.
     output: OutputCheck | None = None
 
 
@@ -103,20 +108,11 @@ class ExchangeResult:
 
 
 @dataclass(frozen=True, slots=True)
-class OutboundToken:
-    """The token a credential's backend would be sent for a request, and when it expires."""
-
-    value: str = field(repr=False)
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class ResolvedCredential:
-    """A credential a request may use, with its parsed settings; its backend was not called."""
+class RunnerDocument:
+    """A document the runner's own client turns into a credential; no backend was called."""
 
     credential: Credential
-    settings: BaseModel
-    outbound: OutboundToken | None = None
+    body: dict[str, object] = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,19 +240,27 @@ class ExchangeService:
         # its version (a JSON dump and a SHA-256) is computed once per object, not per request.
         self._versions: dict[int, tuple[Credential, str]] = {}
 
-    async def exchange(self, request: ExchangeRequest) -> ExchangeResult:
+    async def exchange(self, request: ExchangeRequest) -> ExchangeResult | RunnerDocument:
         """Issue the requested credential, or raise the BrokerError that explains why not.
 
-        Exactly one audit event is committed for the decision before this returns or raises;
-        when it cannot be, nothing is issued (503 ``audit_unavailable``).
+        A format the credential's type renders as a runner document (google-auth's
+        external-account files) is answered with that document instead, and no backend is
+        called. Exactly one audit event is committed for the decision before this returns or
+        raises; when it cannot be, nothing is issued (503 ``audit_unavailable``).
         """
         run = _Run(request, token_fingerprint(request.token))
 
-        async def issue(decided: _Decided) -> tuple[ExchangeResult, str]:
+        async def issue(decided: _Decided) -> tuple[ExchangeResult | RunnerDocument, str]:
+            if request.format is not None and request.format in decided.traits.documents:
+                return self._runner_document(run, decided, request.format)
             result = await self._issue(run, decided)
             return result, "reused" if result.reused else "issued"
 
-        return await self._run(run, issue, self._undo_issue)
+        async def undo(result: ExchangeResult | RunnerDocument) -> None:
+            if isinstance(result, ExchangeResult):
+                await self._undo_issue(result)
+
+        return await self._run(run, issue, undo)
 
     async def explain(self, request: ExchangeRequest) -> DecisionTrace:
         """Run every check of an exchange and report each; stop before the backend call."""
@@ -272,22 +276,6 @@ class ExchangeService:
                 raise
             return DecisionTrace(False, run.steps, error=exc, credential=run.credential)
         return DecisionTrace(True, run.steps, credential=run.credential)
-
-    async def resolve(self, request: ExchangeRequest, *, outbound: bool) -> ResolvedCredential:
-        """Run every check of an exchange and return the credential without calling its backend.
-
-        For outputs the runner turns into credentials itself (google-auth's external account
-        files): ``outbound`` adds the token the backend would be sent.
-        """
-        run = _Run(request, token_fingerprint(request.token))
-
-        async def hand_over(decided: _Decided) -> tuple[ResolvedCredential, str]:
-            token = self._outbound(run, decided) if outbound else None
-            # Says what left the broker: the settings alone, or also a token for the backend.
-            reason = "outbound_token" if outbound else "resolved"
-            return ResolvedCredential(decided.credential, decided.settings, token), reason
-
-        return await self._run(run, hand_over)
 
     async def revoke_for_token(
         self, token: str, request_id: str, client_address: str | None
@@ -402,6 +390,13 @@ class ExchangeService:
             "credential",
             f"credential {credential.name!r} can be issued with token = {credential.token!r}",
         )
+        if request.format is not None:
+            with run.check("output"):
+                _check_format(credential, traits, request.format)
+            run.passed(
+                "output",
+                f"credential {credential.name!r} ({credential.type}) renders {request.format}",
+            )
         if request.output is not None:
             with run.check("output"):
                 detail = request.output(credential, traits)
@@ -462,6 +457,23 @@ class ExchangeService:
         else:
             self._metrics.issued_cache_misses.inc()
         return ExchangeResult(issue, decided.traits, reused)
+
+    def _runner_document(
+        self, run: _Run, decided: _Decided, fmt: str
+    ) -> tuple[RunnerDocument, str]:
+        backend = self._backend(decided.credential)
+        assert isinstance(backend, RunnerDocumentProvider)
+        outbound = self._outbound(run, decided) if decided.traits.documents[fmt] else None
+        body = backend.runner_document(
+            fmt,
+            credential=decided.credential.name,
+            settings=decided.settings,
+            outbound=outbound,
+            broker_url=self._issuer_url,
+        )
+        # Says what left the broker: the settings alone, or also a token for the backend.
+        reason = "outbound_token" if outbound is not None else "resolved"
+        return RunnerDocument(decided.credential, body), reason
 
     async def _undo_issue(self, result: ExchangeResult) -> None:
         """The decision could not be audited: what it issued is never handed out, and revoked."""
@@ -624,6 +636,15 @@ def _check_token_mode(credential: Credential, traits: CredentialTraits) -> None:
             "credential_misconfigured",
             f"credential {credential.name!r} cannot be issued as configured: "
             + "; ".join(f"{name} {message}" for name, message in problems),
+        )
+
+
+def _check_format(credential: Credential, traits: CredentialTraits, fmt: str) -> None:
+    if fmt not in traits.formats:
+        raise InvalidRequest(
+            "format_not_supported",
+            f"credential {credential.name!r} ({credential.type}) cannot be rendered as {fmt}; "
+            f"it renders: {', '.join(sorted(traits.formats))}",
         )
 
 

@@ -6,17 +6,13 @@ import json
 
 from aiohttp import web
 
+from tokenbroker.backends.registry import backend_class
 from tokenbroker.errors import InvalidRequest, InvalidToken
-from tokenbroker.exchange.service import ExchangeRequest, ExchangeService
+from tokenbroker.exchange.service import ExchangeRequest, RunnerDocument
 from tokenbroker.logs import request_id_var
 from tokenbroker.output import (
-    FORMATS_WITHOUT_BACKEND,
-    OutputFormat,
-    format_check,
     parse_format,
     render,
-    render_gcp_executable,
-    render_gcp_external_account,
 )
 from tokenbroker.web import keys
 from tokenbroker.web.bearer import bearer_token
@@ -75,39 +71,19 @@ async def exchange(request: web.Request) -> web.Response:
         credential=await requested_credential(request),
         request_id=request_id_var.get(),
         client_address=request.remote,
-        output=format_check(fmt),
+        format=fmt,
     )
     service = request.app[keys.SERVICE]
     if dry_run:
         trace = await service.explain(exchange_request)
         return web.json_response(trace.as_dict())
-    if fmt in FORMATS_WITHOUT_BACKEND:
-        document = await _without_backend(request, service, exchange_request, fmt)
-        return _no_store(json.dumps(document), "application/json")
     result = await service.exchange(exchange_request)
-    content_type, body = render(fmt, result.credential.name, result.credential.type, result.issued)
-    return _no_store(body, content_type)
-
-
-async def _without_backend(
-    request: web.Request,
-    service: ExchangeService,
-    exchange_request: ExchangeRequest,
-    fmt: OutputFormat,
-) -> dict[str, object]:
-    # The runner's own client (google-auth) calls the cloud with what these formats carry.
-    if fmt == "gcp-executable":
-        resolved = await service.resolve(exchange_request, outbound=True)
-        assert resolved.outbound is not None
-        return render_gcp_executable(
-            resolved.settings, resolved.outbound.value, resolved.outbound.expires_at
-        )
-    resolved = await service.resolve(exchange_request, outbound=False)
-    return render_gcp_external_account(
-        resolved.credential,
-        resolved.settings,
-        broker_url=request.app[keys.SETTINGS].server.issuer_url,
+    if isinstance(result, RunnerDocument):
+        return _no_store(json.dumps(result.body), "application/json")
+    content_type, body = render(
+        fmt, result.credential.name, backend_class(result.credential.type), result.issued
     )
+    return _no_store(body, content_type)
 
 
 def _no_store(body: str, content_type: str) -> web.Response:

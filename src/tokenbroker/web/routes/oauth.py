@@ -17,7 +17,7 @@ from tokenbroker.errors import (
     InvalidToken,
     UnsupportedGrantType,
 )
-from tokenbroker.exchange.service import ExchangeRequest
+from tokenbroker.exchange.service import ExchangeRequest, ExchangeResult
 from tokenbroker.logs import request_id_var
 from tokenbroker.policy.models import Credential
 from tokenbroker.web import keys
@@ -101,6 +101,8 @@ async def token(request: web.Request) -> web.Response:
         result = await service.exchange(exchange_request)
     except BrokerError as exc:
         raise _as_oauth_error(exc) from None
+    # No format was asked for: the credential was issued, not described.
+    assert isinstance(result, ExchangeResult)
     # The check above ran before the backend: this credential is a single token.
     single = cast(SingleToken, result.traits.single_token)
     issued_type = single.token_type

@@ -12,7 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from tokenbroker import __version__
-from tokenbroker.output import OUTPUT_FORMATS
+from tokenbroker.output import known_formats
 from tokenbroker.web.admin.schemas import (
     CredentialCreate,
     CredentialUpdate,
@@ -82,7 +82,7 @@ def openapi_document() -> dict[str, object]:
         {
             "name": "format",
             "in": "query",
-            "schema": {"type": "string", "enum": list(OUTPUT_FORMATS), "default": "json"},
+            "schema": {"type": "string", "enum": list(known_formats()), "default": "json"},
         },
         {"name": "dry_run", "in": "query", "schema": {"type": "boolean", "default": False}},
     ]

@@ -1,0 +1,48 @@
+"""The aws_oidc type's own output format: AWS's credential_process document."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from tokenbroker.backends.aws import AwsOidcBackend, render_aws_credential_process
+from tokenbroker.backends.base import IssuedCredential, traits_of
+from tokenbroker.errors import InvalidRequest
+from tokenbroker.output import render
+
+EXPIRES = datetime(2026, 11, 22, 2, 14, tzinfo=UTC)
+AWS = IssuedCredential(
+    values={
+        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret/key+value",
+        "AWS_SESSION_TOKEN": "session-token",
+        "AWS_REGION": "eu-west-1",
+    },
+    expires_at=EXPIRES,
+)
+
+
+def test_aws_credential_process_is_version_1_json() -> None:
+    assert render_aws_credential_process(AWS) == {
+        "Version": 1,
+        "AccessKeyId": "ASIAEXAMPLE",
+        "SecretAccessKey": "secret/key+value",
+        "SessionToken": "session-token",
+        "Expiration": "2026-11-22T02:14:00Z",
+    }
+
+
+def test_aws_credential_process_needs_the_aws_values() -> None:
+    issued = IssuedCredential(values={"VAULT_TOKEN": "x"}, expires_at=EXPIRES)
+    with pytest.raises(InvalidRequest) as caught:
+        render_aws_credential_process(issued)
+    assert caught.value.reason == "format_not_supported"
+
+
+def test_the_aws_backend_renders_credential_process_itself() -> None:
+    content_type, body = render("aws-credential-process", "prod-aws", AwsOidcBackend, AWS)
+    assert content_type == "application/json"
+    assert json.loads(body) == render_aws_credential_process(AWS)
+    assert "aws-credential-process" in traits_of(AwsOidcBackend).formats
