@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.support.aws",
     "tests.support.platform",
     "tests.support.gcp",
+    "tests.support.devstack",
 ]
 
 
