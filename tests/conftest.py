@@ -7,6 +7,7 @@ import pytest
 from tokenbroker.config import Settings, parse_settings
 
 pytest_plugins = [
+    "tests.support.services",
     "tests.support.openbao",
     "tests.support.aws",
     "tests.support.platform",
