@@ -7,10 +7,12 @@ import pytest
 from tokenbroker.config import Settings, parse_settings
 
 pytest_plugins = [
+    "tests.support.services",
     "tests.support.openbao",
     "tests.support.aws",
     "tests.support.platform",
     "tests.support.gcp",
+    "tests.support.devstack",
 ]
 
 

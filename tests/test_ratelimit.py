@@ -1,8 +1,9 @@
 """Rate limits: the pure token bucket, the in-process limiter, and the Redis one on a real Redis.
 
-The shared-Redis tests need ``TOKENBROKER_TEST_REDIS_URL`` (``.ci/run`` sets it); each uses a
-fresh key prefix and deletes its keys afterwards. A set but unreachable server fails, never
-skips. The outage tests start and stop their own ``redis-server``, or use a closed port.
+The shared-Redis tests use the local Redis when it answers at 127.0.0.1:6379, or the one
+``TOKENBROKER_TEST_REDIS_URL`` names (tests/support/services.py); each uses a fresh key prefix
+and deletes its keys afterwards. A named but unreachable server fails, never skips. The outage
+tests start and stop their own ``redis-server``, or use a closed port.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.support import services
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config.models import RateLimitSettings
 from tokenbroker.identity.models import Identity
@@ -40,7 +41,6 @@ from tokenbroker.ratelimit import (
     take,
 )
 
-REDIS_ENV = "TOKENBROKER_TEST_REDIS_URL"
 T0 = 1_700_000_000.0
 SUBJECT = "org/6f1a3d2e/project/9b1c/user/secret-looking-subject"
 IDENTITY = Identity(issuer="env0", org="org-1", project="proj-1", subject=SUBJECT)
@@ -366,19 +366,13 @@ async def test_the_redis_limiter_limits_again_once_redis_is_back(
         await limiter.close()
 
 
-# --- a shared, real Redis (TOKENBROKER_TEST_REDIS_URL) ----------------------------------------
+# --- a shared, real Redis (tests/support/services.py) ----------------------------------------
 
 
 @pytest.fixture
 async def redis_url() -> str:
     """The shared test Redis, from the environment."""
-    url = os.environ.get(REDIS_ENV)
-    if not url:
-        pytest.skip(
-            f"set {REDIS_ENV} (e.g. redis://127.0.0.1:6379/0) to run the rate limiter "
-            "against a real Redis; .ci/run sets it"
-        )
-    return url
+    return services.redis_url()
 
 
 @pytest.fixture

@@ -375,6 +375,20 @@ def test_valid_settings_are_accepted(overrides: dict[str, object]) -> None:
     AwsOidcSettings.model_validate({"role_arn": ROLE_ARN, **overrides})
 
 
+@pytest.mark.parametrize("duration", [900, 1200, 1799])
+def test_a_duration_inside_the_sdks_refresh_window_is_advised_against(duration: int) -> None:
+    settings = AwsOidcSettings(role_arn=ROLE_ARN, duration_seconds=duration)
+    (advice,) = settings.advisories()
+    assert f"duration_seconds = {duration}" in advice
+    assert "15-minute refresh window" in advice
+    assert "1800" in advice
+
+
+@pytest.mark.parametrize("duration", [1800, 3600, 43200])
+def test_a_duration_outlasting_the_sdks_refresh_window_draws_no_advice(duration: int) -> None:
+    assert AwsOidcSettings(role_arn=ROLE_ARN, duration_seconds=duration).advisories() == []
+
+
 # --- session names and tags ----------------------------------------------------------------------
 
 

@@ -18,8 +18,10 @@ from tests.support.processes import command_line
 from tokenbroker.cli.main import main as cli_main
 from tokenbroker.config import Settings
 from tokenbroker.devstack.gcp_sts import GcpStsServer
-from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE, DevPlatformIssuer
+from tokenbroker.devstack.platform_issuer import DEV_PROFILES, ENV0_AUDIENCE, DevPlatformIssuer
 from tokenbroker.devstack.stack import (
+    AWS_DURATION_SECONDS,
+    COMMON_CREDENTIALS,
     CREDENTIALS,
     DENIED_CREDENTIAL,
     ENV0_ORG_ID,
@@ -27,12 +29,16 @@ from tokenbroker.devstack.stack import (
     GCP_SERVICE_ACCOUNT,
     PROD_ENVIRONMENT_ID,
     PROJECT_ID,
+    SEEDS,
     DevStackError,
     DevStackPorts,
     DevStackState,
+    admin_commands,
     build_settings,
     dev_stack,
     gcp_sts_config,
+    organization_lines,
+    platform_token_commands,
     read_state,
     runner_commands,
     state_path,
@@ -52,6 +58,7 @@ def a_state(tmp_path: Path, **overrides: object) -> DevStackState:
         "openbao_address": "http://127.0.0.1:8404",
         "openbao_root_token": "root-token-value",
         "openbao_pid": 4343,
+        "admin_token": "admin-token-value",
     }
     values.update(overrides)
     return DevStackState(**values)  # type: ignore[arg-type]
@@ -102,20 +109,70 @@ def test_the_broker_trusts_the_four_dev_issuers(tmp_path: Path) -> None:
     assert env0.required_claims == {"apiKeyType": "oidc"}
 
 
-def test_one_credential_of_each_type_is_assigned_to_the_project(tmp_path: Path) -> None:
+def test_the_env0_project_is_assigned_one_credential_of_each_type(tmp_path: Path) -> None:
     settings = dev_settings(tmp_path)
-    types = {credential.type for credential in settings.credentials}
-    assert types == {"vault_oidc", "aws_oidc", "gcp_oidc", "oidc_token"}
-    assert {c.name: c.type for c in settings.credentials} == dict(CREDENTIALS)
-    (assignment,) = settings.assignments
+    env0 = [c for c in settings.credentials if c.organization == "dev"]
+    assert {credential.type for credential in env0} == {
+        "vault_oidc",
+        "aws_oidc",
+        "gcp_oidc",
+        "oidc_token",
+    }
+    assert {c.name: c.type for c in env0} == dict(CREDENTIALS)
+    assignment = next(a for a in settings.assignments if a.organization == "dev")
     assert assignment.project == PROJECT_ID
     assert assignment.credentials == list(CREDENTIALS)
-    (organization,) = settings.organizations
+    organization = next(o for o in settings.organizations if o.name == "dev")
     assert organization.platform_org_id == ENV0_ORG_ID
 
 
+def test_every_dev_profile_has_a_seeded_organization_and_project(tmp_path: Path) -> None:
+    assert sorted(seed.profile for seed in SEEDS) == sorted(DEV_PROFILES)
+    settings = dev_settings(tmp_path)
+    issuers = {issuer.name: issuer for issuer in settings.issuers}
+    organizations = {o.name: o for o in settings.organizations}
+    for seed in SEEDS:
+        organization = organizations[seed.organization]
+        assert organization.platform_org_id == seed.platform_org_id
+        assert issuers[organization.issuer].profile == seed.profile
+        (assignment,) = [a for a in settings.assignments if a.organization == seed.organization]
+        assert assignment.project == seed.project
+        assert set(COMMON_CREDENTIALS) <= set(assignment.credentials)
+
+
+def test_each_platforms_passthrough_vault_credential_uses_its_own_mount(tmp_path: Path) -> None:
+    settings = dev_settings(tmp_path)
+    paths = {
+        c.organization: c.settings["auth_path"]
+        for c in settings.credentials
+        if c.name == "dev-vault"
+    }
+    assert paths == {seed.organization: seed.vault_auth_path for seed in SEEDS}
+    assert len(set(paths.values())) == len(SEEDS)
+
+
+def test_the_admin_token_is_configured_by_its_digest_only(tmp_path: Path) -> None:
+    issuer = DevPlatformIssuer(tmp_path / "keys", "http://127.0.0.1:8401")
+    settings = build_settings(
+        data_dir=tmp_path,
+        broker_port=8400,
+        issuer=issuer,
+        openbao_address="http://127.0.0.1:8404",
+        moto_url="http://127.0.0.1:8403",
+        gcp_sts_url="http://127.0.0.1:8402",
+        admin_token_digests=["sha256:" + "ab" * 32],
+    )
+    assert settings.admin.tokens == ["sha256:" + "ab" * 32]
+
+
+def test_dev_aws_outlasts_botocores_refresh_window(tmp_path: Path) -> None:
+    # botocore refreshes a credential_process credential 15 minutes before it expires.
+    credentials = {c.name: c for c in dev_settings(tmp_path).credentials if c.organization == "dev"}
+    assert credentials["dev-aws"].settings["duration_seconds"] == AWS_DURATION_SECONDS == 3600
+
+
 def test_vault_is_reached_both_by_passthrough_and_by_a_minted_token(tmp_path: Path) -> None:
-    credentials = {c.name: c for c in dev_settings(tmp_path).credentials}
+    credentials = {c.name: c for c in dev_settings(tmp_path).credentials if c.organization == "dev"}
     assert credentials["dev-vault"].token == "passthrough"
     assert credentials["dev-vault"].settings["auth_path"] == "jwt"
     assert credentials["dev-vault-mint"].token == "mint"
@@ -125,7 +182,7 @@ def test_vault_is_reached_both_by_passthrough_and_by_a_minted_token(tmp_path: Pa
 
 
 def test_the_denied_credential_is_bound_to_the_prod_environment(tmp_path: Path) -> None:
-    credentials = {c.name: c for c in dev_settings(tmp_path).credentials}
+    credentials = {c.name: c for c in dev_settings(tmp_path).credentials if c.organization == "dev"}
     assert credentials[DENIED_CREDENTIAL].bound_claims == {"environmentId": PROD_ENVIRONMENT_ID}
 
 
@@ -168,8 +225,20 @@ def test_no_or_a_broken_state_file_reads_as_no_stack(tmp_path: Path, content: st
     assert read_state(tmp_path) is None
 
 
-def test_the_states_repr_never_shows_the_root_token(tmp_path: Path) -> None:
+def test_the_states_repr_never_shows_the_root_or_admin_token(tmp_path: Path) -> None:
     assert "root-token-value" not in repr(a_state(tmp_path))
+    assert "admin-token-value" not in repr(a_state(tmp_path))
+
+
+def test_the_state_file_names_every_seeded_organization(tmp_path: Path) -> None:
+    state = a_state(tmp_path)
+    write_state(tmp_path, state)
+    read = read_state(tmp_path)
+    assert read is not None
+    assert read.admin_token == "admin-token-value"
+    assert [(o["profile"], o["org_id"], o["project"]) for o in read.organizations] == [
+        (seed.profile, seed.platform_org_id, seed.project) for seed in SEEDS
+    ]
 
 
 # --- the printed commands ---------------------------------------------------------------------
@@ -192,6 +261,24 @@ def test_the_printed_commands_mint_a_token_and_exchange_every_credential(tmp_pat
     assert any("/v1/exchange?format=env" in line for line in curls)
     assert any("dry_run=true" in line and DENIED_CREDENTIAL in line for line in curls)
     assert "root-token-value" not in "\n".join(lines)
+
+
+def test_the_printed_lines_name_each_platforms_org_and_project(tmp_path: Path) -> None:
+    state = a_state(tmp_path)
+    lines = organization_lines(state)
+    mints = platform_token_commands(state)
+    for seed in SEEDS:
+        (line,) = [line for line in lines if line.startswith(f"{seed.profile} ")]
+        assert seed.platform_org_id in line
+        assert seed.project in line
+        (mint,) = [m for m in mints if f"--profile {seed.profile} " in m]
+        assert shlex.split(mint)[6:9:2] == [seed.platform_org_id, seed.project]
+
+
+def test_the_admin_lines_export_the_url_and_the_admin_token(tmp_path: Path) -> None:
+    lines = admin_commands(a_state(tmp_path))
+    assert "export TOKENBROKER_URL=http://127.0.0.1:8400" in lines
+    assert "export TOKENBROKER_ADMIN_TOKEN=admin-token-value" in lines
 
 
 # --- a real run -------------------------------------------------------------------------------

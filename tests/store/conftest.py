@@ -1,13 +1,13 @@
 """One store suite, run on SQLite and on PostgreSQL.
 
-The PostgreSQL runs need ``TOKENBROKER_TEST_POSTGRES_URL`` (``.ci/run`` sets it). Each test
-gets a fresh schema, dropped afterwards; an unreachable server fails the run, never skips.
+The PostgreSQL runs use the local server when it answers at 127.0.0.1:5432 (database ``test``),
+or the one ``TOKENBROKER_TEST_POSTGRES_URL`` names (tests/support/services.py). Each test gets a
+fresh schema, dropped afterwards; a named server that does not answer fails the run.
 """
 
 from __future__ import annotations
 
 import itertools
-import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,10 +17,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.support.services import postgres_url
 from tokenbroker.policy.models import Organization
 from tokenbroker.store import Store
 
-POSTGRES_ENV = "TOKENBROKER_TEST_POSTGRES_URL"
 _RUN = secrets.token_hex(4)
 _SCHEMAS = itertools.count()
 
@@ -50,12 +50,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite+aiosqlite:///{tmp_path / 'data' / 'store.db'}"
         return
-    raw = os.environ.get(POSTGRES_ENV)
-    if not raw:
-        pytest.skip(
-            f"set {POSTGRES_ENV} (e.g. postgresql://127.0.0.1:5432/test) to run the store "
-            "suite on PostgreSQL too; .ci/run sets it"
-        )
+    raw = postgres_url()
     schema = f"tb_{_RUN}_{next(_SCHEMAS)}"
     database_url, url = _postgres_urls(raw, schema)
     # No try/except: a set but unreachable server must fail the test, not skip it.

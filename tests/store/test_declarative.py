@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -167,3 +168,28 @@ async def test_a_store_conflict_names_the_entry_and_rolls_back_the_whole_apply(
     assert caught.value.problems[0].startswith("organizations[1]: ")
     # acme, created before beta failed, is gone with the rest of the transaction.
     assert await snapshot(store) == before
+
+
+@pytest.mark.parametrize(("duration", "warned"), [(900, True), (3600, False)])
+async def test_loading_warns_on_an_aws_duration_inside_the_sdk_refresh_window(
+    store: Store, caplog: pytest.LogCaptureFixture, duration: int, warned: bool
+) -> None:
+    aws = {
+        "organization": "acme",
+        "name": "short-aws",
+        "type": "aws_oidc",
+        "settings": {
+            "role_arn": "arn:aws:iam::123456789012:role/deployer",
+            "duration_seconds": duration,
+        },
+    }
+    with caplog.at_level(logging.WARNING, logger="tokenbroker.store.validation"):
+        await apply_declarative(store, _config(credentials=[aws], assignments=[]))
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    expected = [
+        f"credential short-aws of organization acme: duration_seconds = {duration} is inside "
+        "the AWS SDKs' 15-minute refresh window on arrival: every SDK call runs "
+        "credential_process again; use at least 1800 (3600, AWS's default, is what the dev "
+        "stack uses)"
+    ]
+    assert lines == (expected if warned else [])

@@ -105,6 +105,13 @@ _MESSAGE_MAX = 300
 
 logger = logging.getLogger(__name__)
 
+# botocore refreshes a credential 15 minutes before it expires (advisory; 10 minutes:
+# mandatory, every call blocks), the JS and Go SDKs 5 minutes before. A credential of 900 s, the
+# least STS grants, is inside that window the moment it arrives. A warning, not a refusal: the
+# value is valid for STS, `env`/`shell` output never refreshes, and a role may need it.
+SDK_ADVISORY_REFRESH_SECONDS: Final = 15 * 60
+COMFORTABLE_DURATION_SECONDS: Final = 900 + SDK_ADVISORY_REFRESH_SECONDS
+
 
 def _role_arn(value: str) -> str:
     if not _ROLE_ARN.match(value):
@@ -149,6 +156,22 @@ class AwsOidcSettings(BaseModel):
     def _session_name_template(cls, value: str) -> str:
         check_session_name_template(value)
         return value
+
+    def advisories(self) -> list[str]:
+        """A lifetime that botocore would refresh at once, or within minutes, is named."""
+        if self.duration_seconds >= COMFORTABLE_DURATION_SECONDS:
+            return []
+        usable = self.duration_seconds - SDK_ADVISORY_REFRESH_SECONDS
+        window = f"the AWS SDKs' {SDK_ADVISORY_REFRESH_SECONDS // 60}-minute refresh window"
+        effect = (
+            f"is inside {window} on arrival: every SDK call runs credential_process again"
+            if usable <= 0
+            else f"leaves {usable} s before {window}: credential_process runs every {usable} s"
+        )
+        return [
+            f"duration_seconds = {self.duration_seconds} {effect}; use at least "
+            f"{COMFORTABLE_DURATION_SECONDS} (3600, AWS's default, is what the dev stack uses)"
+        ]
 
     @field_validator("region")
     @classmethod

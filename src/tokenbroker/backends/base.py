@@ -45,6 +45,15 @@ class BackendContext:
 
 
 @runtime_checkable
+class SettingsAdvisories(Protocol):
+    """Settings that are valid but likely a mistake say so: one sentence per concern."""
+
+    def advisories(self) -> list[str]:
+        """Warnings to log, naming the setting; empty when there is nothing to say."""
+        ...
+
+
+@runtime_checkable
 class Backend(Protocol):
     """A credential type: its settings schema and the exchange against its service."""
 

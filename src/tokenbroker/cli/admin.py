@@ -1,7 +1,9 @@
 """``tokenbroker admin``: organizations, credentials, assignments and the audit trail.
 
 Speaks to a running broker's admin API. Each command is built as an ``ApiCall`` (pure) and its
-answer rendered as an aligned table, or printed as the API's JSON with ``--json``.
+answer rendered as an aligned table, or printed as the API's JSON with ``--json``. The broker
+and token come from ``--url`` and ``$TOKENBROKER_ADMIN_TOKEN``, or with ``--dev-stack`` from
+the state file of a running ``tokenbroker dev``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeAlias
 from urllib.parse import quote
 
@@ -20,7 +23,7 @@ import aiohttp
 from yarl import URL
 
 from tokenbroker import __version__
-from tokenbroker.cli.common import CliError
+from tokenbroker.cli.common import DEFAULT_DEV_DATA_DIR, CliError
 from tokenbroker.config.urls import require_trusted_url
 
 DEFAULT_URL = "http://127.0.0.1:8400"
@@ -386,15 +389,37 @@ async def send(call: ApiCall, *, base_url: str, token: str) -> JsonObject | None
     return body
 
 
+def dev_stack_connection(data_dir: Path) -> tuple[str, str]:
+    """(broker URL, admin token) of the ``tokenbroker dev`` serving ``data_dir``."""
+    # Imported here: only this option needs the devstack extra.
+    from tokenbroker.devstack.stack import read_state, state_path
+
+    state = read_state(data_dir)
+    if state is None:
+        raise CliError(f"no dev stack is running there: {state_path(data_dir)} is missing")
+    return state.broker_url, state.admin_token
+
+
+def connection(args: argparse.Namespace) -> tuple[str, str]:
+    """(broker URL, admin token) from ``--dev-stack``, else ``--url`` and ``--token-env``."""
+    if args.dev_stack is not None:
+        url, token = dev_stack_connection(Path(args.dev_stack))
+    else:
+        url, token = args.url, os.environ.get(args.token_env, "")
+        if not token:
+            raise CliError(
+                f"set ${args.token_env} to an admin token (see [admin] tokens), "
+                "or use --dev-stack against a running tokenbroker dev"
+            )
+    try:
+        return require_trusted_url(url), token
+    except ValueError as exc:
+        raise CliError(f"--url {url!r}: {exc} (http is allowed on loopback only)") from None
+
+
 async def execute(args: argparse.Namespace) -> str:
     """Run an ``admin`` command line against the broker; the text to print."""
-    try:
-        base_url = require_trusted_url(args.url)
-    except ValueError as exc:
-        raise CliError(f"--url {args.url!r}: {exc} (http is allowed on loopback only)") from None
-    token = os.environ.get(args.token_env, "")
-    if not token:
-        raise CliError(f"set ${args.token_env} to an admin token (see [admin] tokens)")
+    base_url, token = connection(args)
     call = build_call(args)
     body = await send(call, base_url=base_url, token=token)
     if args.json:
@@ -432,6 +457,17 @@ def _add_connection_options(parser: argparse.ArgumentParser, *, defaults: bool) 
         metavar="NAME",
         default=default(DEFAULT_TOKEN_ENV),
         help=f"environment variable holding the admin token (default {DEFAULT_TOKEN_ENV})",
+    )
+    parser.add_argument(
+        "--dev-stack",
+        metavar="DIR",
+        nargs="?",
+        const=os.environ.get("TOKENBROKER_DEV_DATA_DIR", str(DEFAULT_DEV_DATA_DIR)),
+        default=default(None),
+        help=(
+            "take the URL and admin token from a running tokenbroker dev's state file in DIR "
+            f"(default $TOKENBROKER_DEV_DATA_DIR or {DEFAULT_DEV_DATA_DIR})"
+        ),
     )
     parser.add_argument(
         "--json",

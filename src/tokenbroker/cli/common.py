@@ -15,6 +15,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 
+# Where `tokenbroker dev` keeps its database, keys and state file, unless told otherwise.
+DEFAULT_DEV_DATA_DIR = Path(".tokenbroker") / "dev"
+
 
 class CliError(Exception):
     """A failure to report as one line on stderr with an exit code."""

@@ -10,10 +10,10 @@ import signal
 import sys
 from pathlib import Path
 
-from tokenbroker.cli.common import EXIT_OK, CliError
+from tokenbroker.cli.common import DEFAULT_DEV_DATA_DIR, EXIT_OK, CliError
 from tokenbroker.logs import configure_logging
 
-DEFAULT_DATA_DIR = Path(".tokenbroker") / "dev"
+DEFAULT_DATA_DIR = DEFAULT_DEV_DATA_DIR
 _INSTALL_HINT = "tokenbroker dev needs the devstack extra: pip install 'tokenbroker[devstack]'"
 
 
@@ -67,7 +67,14 @@ def _say(line: str) -> None:
 
 
 async def _serve(data_dir: Path, port: int) -> int:
-    from tokenbroker.devstack.stack import DevStackError, dev_stack, runner_commands
+    from tokenbroker.devstack.stack import (
+        DevStackError,
+        admin_commands,
+        dev_stack,
+        organization_lines,
+        platform_token_commands,
+        runner_commands,
+    )
 
     task = asyncio.current_task()
     assert task is not None
@@ -93,7 +100,17 @@ async def _serve(data_dir: Path, port: int) -> int:
             _say(f"broker:  {state.broker_url}   (org {state.org_id}, project {state.project_id})")
             _say("credentials: " + ", ".join(f"{n} ({t})" for n, t in state.credentials.items()))
             _say("")
+            _say("organizations (one per dev platform, each assigned its credentials):")
+            for line in organization_lines(state):
+                _say(f"  {line}")
+            _say("")
             for line in runner_commands(state):
+                _say(line)
+            _say("# a token of each platform's seeded project:")
+            for line in platform_token_commands(state):
+                _say(line)
+            _say("")
+            for line in admin_commands(state):
                 _say(line)
             _say("")
             _say("ready; Ctrl-C stops everything")

@@ -2,8 +2,9 @@
 
 OpenBao dev (a child process), moto (a thread), the dev platform issuer, the GCP STS stand-in
 and the broker on SQLite (aiohttp apps on the caller's loop). ``dev_stack(...)`` starts them in
-order, configures OpenBao and moto, seeds the broker with one credential of each type, writes
-a state file, and stops everything (child process waited for) when the block is left.
+order, configures OpenBao and moto, seeds the broker with an organization, a project and
+credentials for every dev platform profile (``SEEDS``), writes a state file holding them and a
+fresh admin token, and stops everything (child process waited for) when the block is left.
 
 The ids, names and settings are plain data built by pure functions, so tests and the demo can
 read what the stack serves without starting it.
@@ -15,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import socket
 import time
@@ -32,15 +34,16 @@ from tokenbroker.devstack.platform_issuer import (
     DEV_PROFILES,
     ENV0_AUDIENCE,
     DevPlatformIssuer,
+    DevProfile,
     create_issuer_app,
 )
+from tokenbroker.web.admin.auth import admin_token_digest
 
 # Fixed ids, so the printed commands stay the same from one run to the next.
 ORGANIZATION: Final = "dev"
 ENV0_ORG_ID: Final = "6f1d4e1a-3c0b-4d2e-9a57-0d3e5f1a2b01"
 PROJECT_ID: Final = "a3c2b1d0-5e4f-4a8b-9c7d-1e2f3a4b5c01"
 PROD_ENVIRONMENT_ID: Final = "c0ffee00-1234-4abc-8def-00000000beef"
-CIRCLECI_ORG_ID: Final = "0e6c0a59-7b3d-4f2a-8c1e-5d4b3a2f1e01"
 
 VAULT_ROLE: Final = "env0-deployer"
 VAULT_POLICY: Final = "env0-access"
@@ -52,6 +55,9 @@ VAULT_TOKEN_TTL: Final = "1h"
 AWS_ROLE_NAME: Final = "env0-deployer"
 AWS_AUDIENCE: Final = "sts.amazonaws.com"
 AWS_REGION: Final = "us-east-1"
+# An hour, as AWS defaults to: a credential of 15 minutes or less is inside botocore's advisory
+# refresh window the moment it arrives, so every SDK call would run credential_process again.
+AWS_DURATION_SECONDS: Final = 3600
 GCP_PROJECT_NUMBER: Final = "123456789012"
 GCP_POOL: Final = f"projects/{GCP_PROJECT_NUMBER}/locations/global/workloadIdentityPools/dev-pool"
 GCP_PROVIDER: Final = f"//iam.googleapis.com/{GCP_POOL}/providers/env0-dev"
@@ -69,6 +75,80 @@ CREDENTIALS: Final[Mapping[str, str]] = {
     "prod-vault": "vault_oidc",
 }
 DENIED_CREDENTIAL: Final = "prod-vault"
+# What every platform's organization gets: the credentials that need no platform-specific
+# trust beyond OpenBao's passthrough mount of its own issuer.
+COMMON_CREDENTIALS: Final = ("dev-vault", "dev-vault-mint", "dev-aws", "dev-oidc")
+
+
+@dataclass(frozen=True)
+class DevSeed:
+    """One platform's seeded organization: who it is on the platform and what it may get.
+
+    ``vault_bound_claims`` are the platform's own claims OpenBao's passthrough role binds (the
+    organization fence the platform's token format offers); ``vault_auth_path`` is that mount.
+    """
+
+    profile: DevProfile
+    organization: str
+    platform_org_id: str
+    project: str
+    vault_auth_path: str
+    vault_bound_claims: Mapping[str, str]
+    credentials: tuple[str, ...] = COMMON_CREDENTIALS
+
+
+# One line a platform. The ids are what `tokenbroker token mint --org/--project` takes; GitHub's
+# project is the repository (`owner/name`), Gitpod's travels in `sub`, CircleCI's org in `iss`.
+SEEDS: Final[tuple[DevSeed, ...]] = (
+    DevSeed(
+        "env0",
+        ORGANIZATION,
+        ENV0_ORG_ID,
+        PROJECT_ID,
+        PASSTHROUGH_AUTH_PATH,
+        {"organizationId": ENV0_ORG_ID, "apiKeyType": "oidc"},
+        tuple(CREDENTIALS),
+    ),
+    DevSeed(
+        "circleci",
+        "dev-circleci",
+        "0e6c0a59-7b3d-4f2a-8c1e-5d4b3a2f1e01",
+        "7d2b9c41-0a6e-4f3b-8d15-2c9e4a7b6f01",
+        "jwt-circleci",
+        {"oidc.circleci.com/project-id": "7d2b9c41-0a6e-4f3b-8d15-2c9e4a7b6f01"},
+    ),
+    DevSeed(
+        "gitpod",
+        "dev-gitpod",
+        "5b8e2f7c-9d41-4a06-b3e2-71c0d9a4e801",
+        "e4a1c7d9-2b5f-4e83-9a60-3f7d1b2c8e01",
+        "jwt-gitpod",
+        {"org": "5b8e2f7c-9d41-4a06-b3e2-71c0d9a4e801"},
+    ),
+    DevSeed(
+        "github",
+        "dev-github",
+        "dev-octo-org",
+        "dev-octo-org/deploy",
+        "jwt-github",
+        {"repository_owner": "dev-octo-org"},
+    ),
+)
+
+
+def seeded_organizations() -> list[dict[str, object]]:
+    """What the state file and ``tokenbroker dev`` tell about each seeded organization."""
+    return [
+        {
+            "profile": seed.profile,
+            "organization": seed.organization,
+            "org_id": seed.platform_org_id,
+            "project": seed.project,
+            "credentials": list(seed.credentials),
+        }
+        for seed in SEEDS
+    ]
+
 
 STATE_FILE: Final = "dev-stack.json"
 DEFAULT_PORT: Final = 8400
@@ -120,12 +200,15 @@ class DevStackState:
     # The dev server's root token, for poking at OpenBao by hand; the file is 0600.
     openbao_root_token: str
     openbao_pid: int
+    # A global admin token of this run's broker (its sha256 is in [admin] tokens).
+    admin_token: str
     org_id: str = ENV0_ORG_ID
     project_id: str = PROJECT_ID
     prod_environment_id: str = PROD_ENVIRONMENT_ID
     kv_mount: str = KV_MOUNT
     aws_region: str = AWS_REGION
     credentials: dict[str, str] = field(default_factory=lambda: dict(CREDENTIALS))
+    organizations: list[dict[str, object]] = field(default_factory=seeded_organizations)
 
     def as_json(self) -> str:
         """The state file's text."""
@@ -143,7 +226,7 @@ class DevStackState:
             raise ValueError(f"not a dev stack state: {exc}") from None
 
     def __repr__(self) -> str:
-        # Never show the root token, wherever the state ends up printed.
+        # Never show the root or admin token, wherever the state ends up printed.
         return f"DevStackState(pid={self.pid}, broker_url={self.broker_url!r})"
 
 
@@ -187,57 +270,59 @@ def build_settings(
     openbao_address: str,
     moto_url: str,
     gcp_sts_url: str,
+    admin_token_digests: list[str] | None = None,
 ) -> Settings:
-    """The broker's settings: the four dev issuers, one organization, a credential of each type."""
-    issuers = [
-        issuer.issuer_settings(profile, org=CIRCLECI_ORG_ID if profile == "circleci" else None)
-        for profile in DEV_PROFILES
-    ]
-    env0 = next(entry for entry in issuers if entry.profile == "env0")
+    """The broker's settings: a dev issuer, an organization and its credentials per ``SEEDS``."""
+    issuers = {
+        seed.organization: issuer.issuer_settings(seed.profile, org=seed.platform_org_id)
+        for seed in SEEDS
+    }
 
     def vault(path: str) -> dict[str, object]:
         return {"address": openbao_address, "role": VAULT_ROLE, "auth_path": path}
 
-    credentials: list[dict[str, object]] = [
-        {"name": "dev-vault", "type": "vault_oidc", "settings": vault(PASSTHROUGH_AUTH_PATH)},
-        {
-            "name": "dev-vault-mint",
-            "type": "vault_oidc",
-            "token": "mint",
-            "audience": VAULT_MINT_AUDIENCE,
-            "settings": vault(MINT_AUTH_PATH),
-        },
-        {
-            "name": "dev-aws",
-            "type": "aws_oidc",
-            # Minted, so the token carries the identity as AWS session tags.
-            "token": "mint",
-            "audience": AWS_AUDIENCE,
-            "settings": {
-                "role_arn": aws_role_arn(),
-                "region": AWS_REGION,
-                "sts_endpoint": moto_url,
-                "duration_seconds": 900,
+    def credentials(seed: DevSeed) -> list[dict[str, object]]:
+        every: dict[str, dict[str, object]] = {
+            "dev-vault": {"type": "vault_oidc", "settings": vault(seed.vault_auth_path)},
+            "dev-vault-mint": {
+                "type": "vault_oidc",
+                "token": "mint",
+                "audience": VAULT_MINT_AUDIENCE,
+                "settings": vault(MINT_AUTH_PATH),
             },
-        },
-        {
-            "name": "dev-gcp",
-            "type": "gcp_oidc",
-            "settings": {
-                "audience": GCP_PROVIDER,
-                "service_account": GCP_SERVICE_ACCOUNT,
-                "token_url": f"{gcp_sts_url}/v1/token",
-                "iam_endpoint": gcp_sts_url,
+            "dev-aws": {
+                "type": "aws_oidc",
+                # Minted, so the token carries the identity as AWS session tags.
+                "token": "mint",
+                "audience": AWS_AUDIENCE,
+                "settings": {
+                    "role_arn": aws_role_arn(),
+                    "region": AWS_REGION,
+                    "sts_endpoint": moto_url,
+                    "duration_seconds": AWS_DURATION_SECONDS,
+                },
             },
-        },
-        {"name": "dev-oidc", "type": "oidc_token", "token": "mint", "audience": OIDC_AUDIENCE},
-        {
-            "name": DENIED_CREDENTIAL,
-            "type": "vault_oidc",
-            "settings": vault(PASSTHROUGH_AUTH_PATH),
-            "bound_claims": {"environmentId": PROD_ENVIRONMENT_ID},
-        },
-    ]
+            "dev-gcp": {
+                "type": "gcp_oidc",
+                "settings": {
+                    "audience": GCP_PROVIDER,
+                    "service_account": GCP_SERVICE_ACCOUNT,
+                    "token_url": f"{gcp_sts_url}/v1/token",
+                    "iam_endpoint": gcp_sts_url,
+                },
+            },
+            "dev-oidc": {"type": "oidc_token", "token": "mint", "audience": OIDC_AUDIENCE},
+            DENIED_CREDENTIAL: {
+                "type": "vault_oidc",
+                "settings": vault(seed.vault_auth_path),
+                "bound_claims": {"environmentId": PROD_ENVIRONMENT_ID},
+            },
+        }
+        return [
+            {"organization": seed.organization, "name": name, **every[name]}
+            for name in seed.credentials
+        ]
+
     return parse_settings(
         {
             "server": {
@@ -246,13 +331,24 @@ def build_settings(
                 "public_url": f"http://127.0.0.1:{broker_port}",
                 "data_dir": str(data_dir),
             },
-            "issuers": [entry.model_dump(mode="json") for entry in issuers],
+            "admin": {"tokens": list(admin_token_digests or [])},
+            "issuers": [entry.model_dump(mode="json") for entry in issuers.values()],
             "organizations": [
-                {"name": ORGANIZATION, "issuer": env0.name, "platform_org_id": ENV0_ORG_ID}
+                {
+                    "name": seed.organization,
+                    "issuer": issuers[seed.organization].name,
+                    "platform_org_id": seed.platform_org_id,
+                }
+                for seed in SEEDS
             ],
-            "credentials": [{"organization": ORGANIZATION, **entry} for entry in credentials],
+            "credentials": [entry for seed in SEEDS for entry in credentials(seed)],
             "assignments": [
-                {"organization": ORGANIZATION, "project": PROJECT_ID, "credentials": [*CREDENTIALS]}
+                {
+                    "organization": seed.organization,
+                    "project": seed.project,
+                    "credentials": list(seed.credentials),
+                }
+                for seed in SEEDS
             ],
         },
         # Built in code: TOKENBROKER_* variables of the developer's shell do not apply.
@@ -331,6 +427,54 @@ def runner_commands(state: DevStackState) -> list[str]:
         f"# why {DENIED_CREDENTIAL} is refused (it is bound to one environment):",
         f'curl -s -X POST "{broker}/v1/exchange?dry_run=true" '
         f'-H "Authorization: Bearer $ENV0_OIDC_TOKEN" -d {shlex.quote(denied)}',
+    ]
+
+
+def _listed(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def organization_lines(state: DevStackState) -> list[str]:
+    """One line per seeded organization: platform, name, org id, project, credentials."""
+    return [
+        f"{entry['profile']:<9} organization {entry['organization']:<13} "
+        f"org id {entry['org_id']}  project {entry['project']}  "
+        f"credentials {', '.join(map(str, _listed(entry.get('credentials'))))}"
+        for entry in state.organizations
+    ]
+
+
+def platform_token_commands(state: DevStackState) -> list[str]:
+    """A ``tokenbroker token mint`` line per seeded platform, as a runner of it would hold."""
+    return [
+        shlex.join(
+            [
+                "tokenbroker",
+                "token",
+                "mint",
+                "--profile",
+                str(entry["profile"]),
+                "--org",
+                str(entry["org_id"]),
+                "--project",
+                str(entry["project"]),
+                "--keys-dir",
+                state.keys_dir,
+                "--issuer-base",
+                state.issuer_base_url,
+            ]
+        )
+        for entry in state.organizations
+    ]
+
+
+def admin_commands(state: DevStackState) -> list[str]:
+    """How to reach this stack's admin API; the lines hold the admin token."""
+    return [
+        "# the admin CLI against this stack (or: tokenbroker admin --dev-stack DATA_DIR ...):",
+        f"export TOKENBROKER_URL={shlex.quote(state.broker_url)}",
+        f"export TOKENBROKER_ADMIN_TOKEN={shlex.quote(state.admin_token)}",
+        "tokenbroker admin orgs list",
     ]
 
 
@@ -498,6 +642,7 @@ async def dev_stack(
             # Imported here: the broker's app pulls in the store and every backend.
             from tokenbroker.web.app import create_app
 
+            admin_token = secrets.token_urlsafe(32)
             settings = build_settings(
                 data_dir=data_dir,
                 broker_port=_port_of(sockets["broker"]),
@@ -505,6 +650,7 @@ async def dev_stack(
                 openbao_address=openbao.address,
                 moto_url=moto_url,
                 gcp_sts_url=gcp_sts_url,
+                admin_token_digests=[admin_token_digest(admin_token)],
             )
             await _serve(exits, create_app(settings), sockets["broker"])
         steps.done("broker (SQLite)", f"{broker_url}  data {data_dir}")
@@ -513,7 +659,8 @@ async def dev_stack(
             await _configure_openbao(openbao, issuer, broker_url)
         steps.done(
             "OpenBao JWT auth, KV, policy",
-            f"auth/{PASSTHROUGH_AUTH_PATH} (dev env0 issuer), auth/{MINT_AUTH_PATH} (broker)",
+            ", ".join(f"auth/{seed.vault_auth_path} ({seed.profile})" for seed in SEEDS)
+            + f", auth/{MINT_AUTH_PATH} (broker)",
         )
 
         state = DevStackState(
@@ -527,6 +674,7 @@ async def dev_stack(
             openbao_address=openbao.address,
             openbao_root_token=openbao.root_token,
             openbao_pid=openbao.pid or 0,
+            admin_token=admin_token,
         )
         path = write_state(data_dir, state)
         exits.callback(path.unlink, missing_ok=True)
@@ -537,22 +685,24 @@ async def dev_stack(
 async def _configure_openbao(
     openbao: OpenBaoDevServer, issuer: DevPlatformIssuer, broker_url: str
 ) -> None:
-    """JWT auth trusting the dev env0 issuer (passthrough) and the broker itself (mint)."""
+    """JWT auth trusting each dev platform issuer (passthrough) and the broker itself (mint)."""
     admin = openbao.client()
     # In threads: OpenBao fetches each JWKS from a server on this very loop while it answers.
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        admin,
-        path=PASSTHROUGH_AUTH_PATH,
-        jwks_url=issuer.jwks_url("env0"),
-        bound_issuer=issuer.issuer_url("env0"),
-        role=VAULT_ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ENV0_ORG_ID, "apiKeyType": "oidc"},
-        policies=[VAULT_POLICY],
-        kv_mount=KV_MOUNT,
-        token_ttl=VAULT_TOKEN_TTL,
-    )
+    for seed in SEEDS:
+        await asyncio.to_thread(
+            configure_jwt_auth,
+            admin,
+            path=seed.vault_auth_path,
+            jwks_url=issuer.jwks_url(seed.profile, org=seed.platform_org_id),
+            bound_issuer=issuer.issuer_url(seed.profile, org=seed.platform_org_id),
+            role=VAULT_ROLE,
+            bound_audiences=[issuer.default_audience(seed.profile, org=seed.platform_org_id)],
+            bound_claims=seed.vault_bound_claims,
+            policies=[VAULT_POLICY],
+            kv_mount=KV_MOUNT,
+            token_ttl=VAULT_TOKEN_TTL,
+        )
+    # The broker's minted tokens say who they are for in the same place for every platform.
     await asyncio.to_thread(
         configure_jwt_auth,
         admin,
@@ -561,7 +711,7 @@ async def _configure_openbao(
         bound_issuer=broker_url,
         role=VAULT_ROLE,
         bound_audiences=[VAULT_MINT_AUDIENCE],
-        bound_claims={"organizationId": ENV0_ORG_ID},
+        bound_claims={"/tokenbroker/org": [seed.platform_org_id for seed in SEEDS]},
         policies=[VAULT_POLICY],
         kv_mount=KV_MOUNT,
         token_ttl=VAULT_TOKEN_TTL,

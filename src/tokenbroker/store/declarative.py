@@ -67,6 +67,8 @@ def _checked_credential_settings(entries: list[CredentialConfig]) -> list[dict[s
         )
     if lines:
         raise ConfigError(lines)
+    for entry, clean in zip(entries, cleaned, strict=True):
+        check.warn_on_settings(entry.organization, entry.name, entry.type, clean)
     return cleaned
 
 

@@ -7,6 +7,7 @@ problem (``settings.role``, ``bound_claims./repo``) the way the caller spelled i
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,12 +16,14 @@ from typing import cast
 from pydantic import BaseModel, ValidationError
 
 from tokenbroker.backends import registry
-from tokenbroker.backends.base import traits_of
+from tokenbroker.backends.base import SettingsAdvisories, traits_of
 from tokenbroker.config.models import NAME_PATTERN
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.policy.bound_claims import split_json_pointer
 from tokenbroker.policy.models import BoundClaims, TokenMode
 from tokenbroker.policy.rules import token_mode_problems
+
+logger = logging.getLogger(__name__)
 
 # The same shape as config's `Name`, so TOML and the admin API accept the same names.
 _NAME = NAME_PATTERN
@@ -136,6 +139,22 @@ def check_settings(problems: Problems, type_name: str, settings: object) -> dict
         return {}
     dumped: dict[str, object] = validated.model_dump(mode="json")
     return dumped
+
+
+def warn_on_settings(
+    organization: str, name: str, type_name: str, settings: Mapping[str, object]
+) -> list[str]:
+    """Log (WARNING) what the type's schema advises against in valid settings; return it."""
+    try:
+        validated = registry.settings_model_for(type_name).model_validate(dict(settings))
+    except (registry.UnknownCredentialType, registry.BackendUnavailable, ValidationError):
+        return []  # reported as problems by check_settings
+    if not isinstance(validated, SettingsAdvisories):
+        return []
+    advisories = validated.advisories()
+    for advice in advisories:
+        logger.warning("credential %s of organization %s: %s", name, organization, advice)
+    return advisories
 
 
 def _settings_location(loc: tuple[int | str, ...]) -> str:

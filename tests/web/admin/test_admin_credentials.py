@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -293,3 +295,26 @@ async def test_patching_one_setting_keeps_a_sensitive_one_the_caller_never_saw(
     assert reply.json["settings"] == {"endpoint": "https://f"}
     stored = await acme.store.get_credential("acme", "s")
     assert stored.settings == {"endpoint": "https://f", "client_secret": SECRET}
+
+
+async def test_creating_a_short_aws_credential_is_accepted_with_a_warning_naming_it(
+    acme: Admin, caplog: pytest.LogCaptureFixture
+) -> None:
+    body = {
+        "name": "short-aws",
+        "type": "aws_oidc",
+        "token": "mint",
+        "audience": "sts.amazonaws.com",
+        "settings": {
+            "role_arn": "arn:aws:iam::123456789012:role/deployer",
+            "duration_seconds": 1200,
+        },
+    }
+    with caplog.at_level(logging.WARNING, logger="tokenbroker.store.validation"):
+        reply = await acme.post(BASE, body)
+        assert reply.status == 201, reply.body
+        patched = await acme.patch(f"{BASE}/short-aws", {"settings": {"duration_seconds": 3600}})
+        assert patched.status == 200, patched.body
+    (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith("credential short-aws of organization acme: duration_seconds = 1200 ")
+    assert "leaves 300 s before the AWS SDKs' 15-minute refresh window" in line

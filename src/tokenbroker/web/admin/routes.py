@@ -11,6 +11,7 @@ from tokenbroker.config.models import Settings
 from tokenbroker.policy.models import BoundClaims
 from tokenbroker.store import UNSET, Store
 from tokenbroker.store.repository import Unset
+from tokenbroker.store.validation import warn_on_settings
 from tokenbroker.web import keys
 from tokenbroker.web.admin.schemas import (
     AssignmentQuery,
@@ -122,6 +123,7 @@ async def create_credential(request: web.Request) -> web.Response:
         # The store checks every value's shape and names the key of a bad one.
         bound_claims=cast(BoundClaims, body.bound_claims),
     )
+    warn_on_settings(org, cred.name, cred.type, cred.settings)
     return web.json_response(
         credential_view(cred),
         status=201,
@@ -160,6 +162,7 @@ async def update_credential(request: web.Request) -> web.Response:
         settings=settings,
         bound_claims=bound_claims,
     )
+    warn_on_settings(org, cred.name, cred.type, cred.settings)
     return web.json_response(credential_view(cred))
 
 

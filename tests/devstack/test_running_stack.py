@@ -1,0 +1,100 @@
+"""A running ``tokenbroker dev`` (child process, real OpenBao and moto): every seeded platform
+exchanges its credentials, and ``tokenbroker admin`` works against the stack as printed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import hvac
+import pytest
+
+from tests.support.devstack import tokenbroker
+from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
+from tokenbroker.devstack.stack import COMMON_CREDENTIALS, SEEDS, DevSeed, DevStackState
+
+pytestmark = pytest.mark.openbao
+
+
+def platform_token(state: DevStackState, seed: DevSeed) -> str:
+    issuer = DevPlatformIssuer(Path(state.keys_dir), state.issuer_base_url)
+    return issuer.mint(seed.profile, org=seed.platform_org_id, project=seed.project)
+
+
+def exchange(state: DevStackState, token: str, credential: str) -> dict[str, str]:
+    run = tokenbroker(
+        "exchange",
+        "--broker",
+        state.broker_url,
+        "--credential",
+        credential,
+        "--format",
+        "json",
+        "-q",
+        env={"TOKENBROKER_PLATFORM_TOKEN": token},
+    )
+    assert run.returncode == 0, run.stderr
+    values: dict[str, str] = json.loads(run.stdout)["values"]
+    return values
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[seed.profile for seed in SEEDS])
+def test_each_platform_gets_a_vault_token_through_its_own_passthrough_mount(
+    running_dev_stack: DevStackState, seed: DevSeed
+) -> None:
+    values = exchange(running_dev_stack, platform_token(running_dev_stack, seed), "dev-vault")
+    looked_up = hvac.Client(url=values["VAULT_ADDR"], token=values["VAULT_TOKEN"]).lookup_token()
+    assert looked_up["data"]["path"].startswith(f"auth/{seed.vault_auth_path}/login")
+    assert "env0-access" in looked_up["data"]["policies"]
+
+
+@pytest.mark.parametrize("seed", SEEDS, ids=[seed.profile for seed in SEEDS])
+def test_each_platform_gets_every_common_minted_credential(
+    running_dev_stack: DevStackState, seed: DevSeed
+) -> None:
+    token = platform_token(running_dev_stack, seed)
+    minted = [name for name in COMMON_CREDENTIALS if name != "dev-vault"]
+    issued = {name: exchange(running_dev_stack, token, name) for name in minted}
+    assert issued["dev-vault-mint"]["VAULT_TOKEN"]
+    assert issued["dev-aws"]["AWS_SESSION_TOKEN"]
+    assert issued["dev-oidc"]["OIDC_TOKEN"]
+
+
+def test_admin_cli_lists_every_seeded_organization_from_the_state_file(
+    running_dev_stack: DevStackState,
+) -> None:
+    run = tokenbroker(
+        "admin", "--dev-stack", running_dev_stack.data_dir, "orgs", "list", "--json",
+        env={"TOKENBROKER_ADMIN_TOKEN": "", "TOKENBROKER_URL": "http://127.0.0.1:1"},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    listed = {o["name"]: o["platform_org_id"] for o in json.loads(run.stdout)["organizations"]}
+    assert listed == {seed.organization: seed.platform_org_id for seed in SEEDS}
+
+
+def test_admin_cli_works_with_the_printed_environment_variables(
+    running_dev_stack: DevStackState,
+) -> None:
+    env = {
+        "TOKENBROKER_URL": running_dev_stack.broker_url,
+        "TOKENBROKER_ADMIN_TOKEN": running_dev_stack.admin_token,
+    }
+    run = tokenbroker("admin", "assignments", "dev-github", env=env)
+    assert run.returncode == 0, run.stderr
+    (seed,) = [seed for seed in SEEDS if seed.organization == "dev-github"]
+    assert seed.project in run.stdout
+
+
+def test_admin_cli_refuses_a_wrong_admin_token_with_exit_1(
+    running_dev_stack: DevStackState,
+) -> None:
+    env = {"TOKENBROKER_URL": running_dev_stack.broker_url, "TOKENBROKER_ADMIN_TOKEN": "wrong"}
+    run = tokenbroker("admin", "orgs", "list", env=env)
+    assert run.returncode == 1
+    assert "admin token is not valid" in run.stderr
+
+
+def test_admin_cli_without_a_running_dev_stack_says_so(tmp_path: Path) -> None:
+    run = tokenbroker("admin", "--dev-stack", str(tmp_path), "orgs", "list")
+    assert run.returncode == 1
+    assert "no dev stack is running there" in run.stderr
