@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import aiohttp
@@ -111,3 +112,12 @@ def test_an_entry_point_naming_a_backend_of_another_type_is_refused(
     install_plugin(tmp_path, monkeypatch, entry="alias", module="tb_alias", type_name="other")
     with pytest.raises(registry.BackendUnavailable, match="names a backend of type 'other'"):
         registry.backend_class("alias")
+
+
+def test_a_missing_dependency_names_the_extra_that_brings_it() -> None:
+    [entry_point] = [
+        ep for ep in entry_points(group="tokenbroker.backends") if ep.name == "aws_oidc"
+    ]
+    assert registry.install_hint(entry_point, "boto3") == "tokenbroker[aws]"
+    assert registry.install_hint(entry_point, "botocore.session") is None
+    assert registry.install_hint(entry_point, "a_module_nobody_requires") is None

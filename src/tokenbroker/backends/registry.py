@@ -7,6 +7,7 @@ backend (boto3, google-auth) never breaks the others.
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
@@ -15,9 +16,8 @@ from pydantic import BaseModel
 from tokenbroker.backends.base import Backend, BackendContext, BackendFactory
 
 ENTRY_POINT_GROUP = "tokenbroker.backends"
-
-# Extras that provide a built-in backend's dependencies, for the install hint.
-_INSTALL_HINTS = {"aws_oidc": "tokenbroker[aws]", "gcp_oidc": "tokenbroker[gcp]"}
+_EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class UnknownCredentialType(LookupError):
@@ -39,6 +39,25 @@ def _entry_points() -> dict[str, EntryPoint]:
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def install_hint(entry_point: EntryPoint, missing_module: str | None) -> str | None:
+    """The extra of the entry point's distribution that requires the missing module, if any.
+
+    Read from the distribution's own metadata (``Requires-Dist: boto3; extra == "aws"``), so a
+    plugin's extras give hints too and no backend is named here.
+    """
+    dist = entry_point.dist
+    if dist is None or not missing_module:
+        return None
+    top = missing_module.split(".")[0].lower().replace("_", "-")
+    for requirement in dist.requires or ():
+        name, _, marker = requirement.partition(";")
+        extra = _EXTRA_MARKER.search(marker)
+        project = _REQUIREMENT_NAME.match(name.strip())
+        if extra and project and project.group(0).lower().replace("_", "-") == top:
+            return f"{dist.metadata['Name']}[{extra.group(1)}]"
+    return None
+
+
 def credential_types() -> list[str]:
     """Names of every installed credential type."""
     return sorted(_entry_points())
@@ -53,7 +72,7 @@ def backend_class(type_name: str) -> BackendFactory:
     try:
         loaded: BackendFactory = entry_point.load()
     except ImportError as exc:
-        hint = _INSTALL_HINTS.get(type_name)
+        hint = install_hint(entry_point, exc.name)
         suffix = f"; install {hint!r}" if hint else ""
         raise BackendUnavailable(
             f"credential type {type_name!r} cannot be loaded: {exc}{suffix}"

@@ -538,7 +538,9 @@ def _register_credentials(commands: _SubParsers) -> None:
     create = _command(actions, "create", "create a credential")
     create.add_argument("name")
     create.add_argument("--org", required=True)
-    create.add_argument("--type", required=True, help="vault_oidc, aws_oidc, gcp_oidc, ...")
+    create.add_argument(
+        "--type", required=True, help="a credential type the broker has installed (see the README)"
+    )
     _add_credential_values(create)
     show = _command(actions, "show", "show a credential (sensitive settings are never shown)")
     show.add_argument("name")
