@@ -55,9 +55,8 @@ class Metrics:
             ["cache"],
             registry=self.registry,
         )
-        # Every exchange counts in these: looked up once here, not through labels() per request
-        # (which checks, locks and hashes each time; ~2% of the retry path's CPU). The series
-        # exist from the start, at zero.
+        # Every exchange counts in these: looked up once here, since labels() checks, locks and
+        # hashes on each call. The series exist from the start, at zero.
         self.issued_cache_hits = self.cache_hits.labels("issued")
         self.issued_cache_misses = self.cache_misses.labels("issued")
         self.jwks_cache_hits = self.cache_hits.labels("jwks")

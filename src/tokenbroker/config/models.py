@@ -56,8 +56,8 @@ class ServerSettings(_Section):
     data_dir: Path = Path(".tokenbroker")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     client_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    # uvloop runs aiohttp's server and client with less CPU per request (bench/README.md);
-    # "auto" takes it where it is installed (a default dependency off Windows).
+    # "auto" serves on uvloop where it is installed (a default dependency off Windows); the
+    # bench measures the difference.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @property
