@@ -35,7 +35,6 @@ from botocore.exceptions import (
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
-from tokenbroker.backends.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 from tokenbroker.clock import isoformat_utc
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import (
@@ -45,6 +44,7 @@ from tokenbroker.errors import (
     UpstreamTimeout,
 )
 from tokenbroker.identity.models import Identity
+from tokenbroker.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 
 if TYPE_CHECKING:
     from mypy_boto3_sts.client import STSClient

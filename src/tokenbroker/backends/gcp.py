@@ -22,7 +22,6 @@ import aiohttp
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential, OutboundToken
-from tokenbroker.backends.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import (
     AccessDenied,
@@ -31,6 +30,7 @@ from tokenbroker.errors import (
     UpstreamTimeout,
 )
 from tokenbroker.identity.models import Identity
+from tokenbroker.retry import RetryPolicy, Sleep, TransientFailure, retry_transient
 
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"

@@ -23,10 +23,10 @@ from cryptography import x509
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
-from tokenbroker.backends.retry import RetryPolicy, Sleep, with_retries
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.errors import AccessDenied, UpstreamError, UpstreamTimeout
 from tokenbroker.identity.models import Identity
+from tokenbroker.retry import RetryPolicy, Sleep, with_retries
 
 # One or more path segments of letters, digits, '_', '.', '-' (no empty or '..' segments):
 # Vault mount paths and namespaces are both made of these, and they go into a URL path or header.

@@ -14,7 +14,7 @@ from typing import TextIO
 
 import aiohttp
 
-from tokenbroker.backends.retry import Sleep
+from tokenbroker.retry import Sleep
 from tokenbroker.client.broker import (
     broker_attempt,
     exchange_query,

@@ -1,7 +1,8 @@
 """When the client retries a request, and for how long: 429, 5xx and lost connections only.
 
-The backoff itself is the backends' (``backends/retry.py``: equal-jitter exponential); this
-module adds what a client needs on top: an overall deadline, and the server's ``Retry-After``.
+The backoff itself is the one the backends use (``tokenbroker/retry.py``: equal-jitter
+exponential); this module adds what a client needs on top: an overall deadline, and the
+server's ``Retry-After``.
 Other 4xx answers are never retried: the same token would be refused the same way.
 """
 
@@ -15,7 +16,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from tokenbroker.backends.retry import RetryPolicy, Sleep, backoff_delay
+from tokenbroker.retry import RetryPolicy, Sleep, backoff_delay
 from tokenbroker.client.failures import Unavailable
 from tokenbroker.clock import Clock
 

@@ -1,8 +1,8 @@
-"""Bounded retries with jittered exponential backoff, shared by the backends.
+"""Bounded retries with jittered exponential backoff, shared by the backends and the client.
 
-Backends decide what is worth retrying (Vault: connection errors, 5xx, 412); this module only
-decides when. Jitter keeps many broker instances from retrying against a struggling backend in
-lockstep.
+Callers decide what is worth retrying (Vault: connection errors, 5xx, 412); this module only
+decides when. It imports nothing of the server, so the runner's client can use it too. Jitter
+keeps many broker instances from retrying against a struggling backend in lockstep.
 """
 
 from __future__ import annotations

@@ -7,14 +7,14 @@ import random
 
 import pytest
 
-from tokenbroker.backends.retry import (
+from tokenbroker.errors import UpstreamError
+from tokenbroker.retry import (
     RetryPolicy,
     TransientFailure,
     backoff_delay,
     retry_transient,
     with_retries,
 )
-from tokenbroker.errors import UpstreamError
 
 
 class Script:
