@@ -9,15 +9,17 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-import aiohttp
-
 from tokenbroker.cli.common import EXIT_OK, CliError
 from tokenbroker.cli.exchange import real_runtime
 from tokenbroker.client.envfiles import parse_values
-from tokenbroker.client.exchange import BROKER_URL_VARIABLE, ExchangeOptions, revoke_at_broker
+from tokenbroker.client.exchange import (
+    BROKER_URL_VARIABLE,
+    ClientRuntime,
+    ExchangeOptions,
+    revoke_at_broker,
+)
 from tokenbroker.client.failures import ClientFailure, UsageFailure
 from tokenbroker.client.revoke import revoke_vault_token, unrevocable_notes, vault_token_held
-from tokenbroker.clock import SystemClock
 
 REVOKE_HELP = """\
 With --broker (or $TOKENBROKER_URL) the broker is told first, with the platform token found
@@ -67,14 +69,14 @@ def _values(source: Path | None) -> tuple[Mapping[str, str], str]:
     return parse_values(text), str(source)
 
 
-async def _tell_broker(args: argparse.Namespace) -> bool:
+async def _tell_broker(args: argparse.Namespace, runtime: ClientRuntime) -> bool:
     """Revoke at the broker when one is named; False when none is."""
     if not (args.broker or os.environ.get(BROKER_URL_VARIABLE)):
         return False
     options = ExchangeOptions(
         broker_url=args.broker, token_env=args.token_env, token_file=args.token_file
     )
-    answer = await revoke_at_broker(options, os.environ, real_runtime(quiet=True))
+    answer = await revoke_at_broker(options, os.environ, runtime)
     for key, told in (("revoked", "the broker revoked"), ("not_revocable", "left to expire:")):
         names = answer.get(key)
         for name in names if isinstance(names, list) else []:
@@ -83,7 +85,8 @@ async def _tell_broker(args: argparse.Namespace) -> bool:
 
 
 async def _revoke(args: argparse.Namespace) -> int:
-    told_broker = await _tell_broker(args)
+    runtime = real_runtime(quiet=True)
+    told_broker = await _tell_broker(args, runtime)
     values, where = _values(args.source)
     held = vault_token_held(values, os.environ)
     notes = unrevocable_notes(values)
@@ -99,8 +102,7 @@ async def _revoke(args: argparse.Namespace) -> int:
             print(
                 "tokenbroker: VAULT_SKIP_VERIFY is ignored: TLS is always verified", file=sys.stderr
             )
-        async with aiohttp.ClientSession() as http:
-            await revoke_vault_token(held, http=http, clock=SystemClock())
+        await revoke_vault_token(held, runtime)
         print(f"tokenbroker: revoked the Vault token at {held.address}", file=sys.stderr)
     for note in notes:
         print(f"tokenbroker: not revoked: {note}", file=sys.stderr)

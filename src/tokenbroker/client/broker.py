@@ -10,7 +10,7 @@ import aiohttp
 
 from tokenbroker import __version__
 from tokenbroker.client.failures import ClientFailure, Denied, Unavailable, UsageFailure
-from tokenbroker.client.retry import Attempt, HttpReply
+from tokenbroker.client.retry import Attempt, HttpReply, post_attempt
 from tokenbroker.config.urls import require_trusted_url
 
 # Formats the client may ask for; the broker decides which it serves (and says so when not).
@@ -113,23 +113,15 @@ def broker_attempt(
         "Accept": "application/json, text/plain",
         "User-Agent": f"tokenbroker-client/{__version__}",
     }
-
-    async def attempt(budget: float) -> HttpReply:
-        # Redirects are not followed: a redirect would carry the token to another place.
-        async with http.post(
-            url,
-            params=query,
-            json=body,
-            headers=headers,
-            timeout=aiohttp.ClientTimeout(total=budget),
-            allow_redirects=False,
-        ) as response:
-            data = await response.content.read(MAX_REPLY_BYTES + 1)
-            if len(data) > MAX_REPLY_BYTES:
-                raise Unavailable("the broker's answer is too large to be a credential")
-            return HttpReply(response.status, data, dict(response.headers))
-
-    return attempt
+    return post_attempt(
+        http,
+        url,
+        headers=headers,
+        body=body,
+        query=query,
+        max_bytes=MAX_REPLY_BYTES,
+        too_large="the broker's answer is too large to be a credential",
+    )
 
 
 def read_broker_error(reply: HttpReply) -> BrokerRefusal:

@@ -14,7 +14,6 @@ from typing import TextIO
 
 import aiohttp
 
-from tokenbroker.retry import Sleep
 from tokenbroker.client.broker import (
     broker_attempt,
     exchange_query,
@@ -50,6 +49,7 @@ from tokenbroker.client.failures import (
 from tokenbroker.client.retry import Deadline, Notify, is_retryable_status, send_with_retries
 from tokenbroker.client.trace import render_trace
 from tokenbroker.clock import Clock
+from tokenbroker.retry import Sleep
 
 BROKER_URL_VARIABLE = "TOKENBROKER_URL"
 DEFAULT_TIMEOUT_SECONDS = 60.0
@@ -91,14 +91,17 @@ def broker_url_from(options: ExchangeOptions, env: Mapping[str, str]) -> str:
     return url
 
 
-def ssl_context(ca_cert: Path | None) -> ssl.SSLContext | bool:
-    """The system trust store, or a private CA bundle; verification is always on."""
+def ssl_context(ca_cert: Path | None, *, source: str = "--ca-cert ") -> ssl.SSLContext | bool:
+    """The system trust store, or a private CA bundle; verification is always on.
+
+    ``source`` names where the bundle's path came from, in the message when it is unusable.
+    """
     if ca_cert is None:
         return True
     try:
         return ssl.create_default_context(cafile=str(ca_cert))
     except (OSError, ssl.SSLError) as exc:
-        raise UsageFailure(f"--ca-cert {ca_cert}: not a readable PEM CA bundle ({exc})") from None
+        raise UsageFailure(f"{source}{ca_cert}: not a readable PEM CA bundle ({exc})") from None
 
 
 async def read_platform_token(

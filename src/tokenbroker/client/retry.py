@@ -16,9 +16,9 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
-from tokenbroker.retry import RetryPolicy, Sleep, backoff_delay
 from tokenbroker.client.failures import Unavailable
 from tokenbroker.clock import Clock
+from tokenbroker.retry import RetryPolicy, Sleep, backoff_delay
 
 # Patient enough for a broker restarting behind a load balancer, short enough for a CI step.
 CLIENT_RETRY_POLICY = RetryPolicy(retries=8, base_delay=0.5, max_delay=10.0)
@@ -37,6 +37,39 @@ class HttpReply:
 
 Attempt = Callable[[float], Awaitable[HttpReply]]
 Notify = Callable[[str], None]
+
+
+def post_attempt(
+    http: aiohttp.ClientSession,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: Mapping[str, object] | None = None,
+    query: Mapping[str, str] | None = None,
+    max_bytes: int,
+    too_large: str,
+) -> Attempt:
+    """One POST, its answer read whole up to ``max_bytes``, as an attempt for ``send_with_retries``.
+
+    An answer over the cap is ``Unavailable(too_large)``: no server of ours talks that much.
+    """
+
+    async def attempt(budget: float) -> HttpReply:
+        # Redirects are not followed: a redirect would carry the token to another place.
+        async with http.post(
+            url,
+            params=query,
+            json=body,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=budget),
+            allow_redirects=False,
+        ) as response:
+            data = await response.content.read(max_bytes + 1)
+            if len(data) > max_bytes:
+                raise Unavailable(too_large)
+            return HttpReply(response.status, data, dict(response.headers))
+
+    return attempt
 
 
 class Deadline:
@@ -85,12 +118,12 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
-def describe_error(exc: BaseException) -> str:
-    """A short, token-free description of a transport failure."""
+def describe_error(exc: BaseException, private_ca: str = "pass --ca-cert") -> str:
+    """A short, token-free description of a transport failure (``private_ca``: how to trust one)."""
     if isinstance(exc, TimeoutError):
         return "no answer in time"
     if isinstance(exc, aiohttp.ClientSSLError):
-        return "TLS verification failed (for a private CA, pass --ca-cert)"
+        return f"TLS verification failed (for a private CA, {private_ca})"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the connection was closed before an answer"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -108,11 +141,13 @@ async def send_with_retries(
     rng: random.Random | None = None,
     sleep: Sleep = asyncio.sleep,
     notify: Notify | None = None,
+    private_ca: str = "pass --ca-cert",
 ) -> HttpReply:
     """Call ``attempt(timeout)`` until an answer is not worth retrying, or time or tries run out.
 
     Returns the last answer (the caller maps its status); raises ``Unavailable`` when the last
-    try failed without an answer. ``what`` names the server in messages ("the broker").
+    try failed without an answer. ``what`` names the server in messages ("the broker"),
+    ``private_ca`` how to trust a server behind a private CA.
     """
     rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter, not a secret
     last_reply: HttpReply | None = None
@@ -137,8 +172,10 @@ async def send_with_retries(
             reply = await attempt(timeout)
         except (aiohttp.ClientError, TimeoutError) as exc:
             if not is_retryable_error(exc):
-                raise Unavailable(f"cannot reach {what}: {describe_error(exc)}") from None
-            last_reply, last_error = None, describe_error(exc)
+                raise Unavailable(
+                    f"cannot reach {what}: {describe_error(exc, private_ca)}"
+                ) from None
+            last_reply, last_error = None, describe_error(exc, private_ca)
             cause = last_error
         else:
             if not is_retryable_status(reply.status):

@@ -1,29 +1,32 @@
 """``tokenbroker revoke``: give back what ``exchange`` obtained, where the backend allows it.
 
 A Vault token is revoked with ``auth/token/revoke-self``, called by the runner itself with the
-token it holds, so the broker needs no endpoint (and no memory) for it. AWS STS session
-credentials and GCP access tokens cannot be revoked early by their holder: they expire.
+token it holds, so the broker needs no endpoint (and no memory) for it. The call is the client's
+own, one POST through the client's retries: the runner's client imports no server code. AWS STS
+session credentials and GCP access tokens cannot be revoked early by their holder: they expire.
 """
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
-from pydantic import ValidationError
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential
-from tokenbroker.backends.vault import VaultOidcBackend, VaultOidcSettings
+from tokenbroker import __version__
+from tokenbroker.client.exchange import DEFAULT_TIMEOUT_SECONDS, ClientRuntime, ssl_context
 from tokenbroker.client.failures import Unavailable, UsageFailure
-from tokenbroker.clock import Clock
-from tokenbroker.errors import BrokerError
+from tokenbroker.client.retry import Deadline, HttpReply, post_attempt, send_with_retries
+from tokenbroker.config.urls import require_trusted_url
 
-# revoke-self never uses a login role; the settings model wants one, so it gets a placeholder.
-_UNUSED_ROLE = "revoke-self"
-_MAX_CA_BYTES = 1024 * 1024
+# Vault's namespace paths, as the broker accepts them: segments of these, joined by '/'.
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
+# revoke-self answers 204 with no body; an error body is a few hundred bytes.
+_MAX_VAULT_REPLY_BYTES = 64 * 1024
+_MAX_ERROR_CHARS = 300
 
 AWS_NOTE = (
     "AWS credentials (AWS_ACCESS_KEY_ID) cannot be revoked by their holder: STS session "
@@ -43,16 +46,7 @@ class VaultTokenHeld:
     address: str
     token: str = field(repr=False)
     namespace: str | None = None
-    ca_cert_pem: str | None = None
-
-
-def _read_ca(path: str) -> str:
-    try:
-        with Path(path).open("rb") as handle:
-            data = handle.read(_MAX_CA_BYTES)
-        return data.decode("ascii")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageFailure(f"VAULT_CACERT={path}: cannot read the CA bundle ({exc})") from None
+    ca_cert: Path | None = None
 
 
 def vault_token_held(values: Mapping[str, str], env: Mapping[str, str]) -> VaultTokenHeld | None:
@@ -72,7 +66,7 @@ def vault_token_held(values: Mapping[str, str], env: Mapping[str, str]) -> Vault
         address=address,
         token=token,
         namespace=values.get("VAULT_NAMESPACE", "").strip() or None,
-        ca_cert_pem=_read_ca(ca_path) if ca_path else None,
+        ca_cert=Path(ca_path) if ca_path else None,
     )
 
 
@@ -86,44 +80,80 @@ def unrevocable_notes(values: Mapping[str, str]) -> list[str]:
     return notes
 
 
-def vault_settings(held: VaultTokenHeld) -> VaultOidcSettings:
-    """The vault backend's settings for reaching this Vault (https, or http on loopback)."""
+def _revoke_self_request(held: VaultTokenHeld) -> tuple[str, dict[str, str]]:
+    """The URL and headers of revoke-self; the token only goes over https (http on loopback)."""
     try:
-        return VaultOidcSettings(
-            address=held.address,
-            role=_UNUSED_ROLE,
-            namespace=held.namespace,
-            ca_cert=held.ca_cert_pem,
-        )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc'])}: {error['msg']}" for error in exc.errors()
-        )
+        require_trusted_url(held.address)
+        if "?" in held.address or "#" in held.address:
+            raise ValueError("a Vault address must not carry a query or fragment")
+        namespace = held.namespace.strip("/") if held.namespace else None
+        if namespace is not None and (
+            not _NAMESPACE.match(namespace) or ".." in namespace.split("/")
+        ):
+            raise ValueError(
+                "VAULT_NAMESPACE must be path segments of letters, digits, '_', '.' or '-' "
+                "separated by '/'"
+            )
+    except ValueError as exc:
         raise UsageFailure(
-            f"cannot revoke at VAULT_ADDR={held.address}: {problems}; the token is only sent "
+            f"cannot revoke at VAULT_ADDR={held.address}: {exc}; the token is only sent "
             "over https (plain http only on loopback), verified against VAULT_CACERT"
         ) from None
+    headers = {"X-Vault-Token": held.token, "User-Agent": f"tokenbroker-client/{__version__}"}
+    if namespace:
+        headers["X-Vault-Namespace"] = namespace
+    return held.address.rstrip("/") + "/v1/auth/token/revoke-self", headers
 
 
-async def revoke_vault_token(
-    held: VaultTokenHeld, *, http: aiohttp.ClientSession, clock: Clock
-) -> None:
-    """Revoke the token with ``auth/token/revoke-self`` (the vault backend's own call).
-
-    A token already revoked or expired counts as revoked.
-    """
-    settings = vault_settings(held)
-    backend = VaultOidcBackend(BackendContext(http=http, clock=clock))
-    credential = IssuedCredential(
-        values={},
-        expires_at=datetime.fromtimestamp(clock.now(), tz=UTC),
-        revocation_handle=held.token,
-    )
+def _vault_errors(reply: HttpReply, token: str) -> str:
+    """Vault's own ``errors`` list from an answer, short and without the token."""
     try:
-        await backend.revoke(credential, settings)
-    except BrokerError as exc:
-        raise Unavailable(
-            f"could not revoke the Vault token at {held.address}: {exc.description}; "
-            "fix: check that Vault is reachable, then run revoke again (the token otherwise "
-            "expires with its lease)"
-        ) from None
+        errors = json.loads(reply.body).get("errors")
+    except (ValueError, AttributeError):
+        errors = None
+    if not isinstance(errors, list) or not errors:
+        return ""
+    text = "; ".join(str(error) for error in errors).replace(token, "[token]")
+    return f": {text[:_MAX_ERROR_CHARS]}"
+
+
+async def revoke_vault_token(held: VaultTokenHeld, runtime: ClientRuntime) -> None:
+    """Revoke the token with ``auth/token/revoke-self``, retried like every client request.
+
+    A token already revoked or expired counts as revoked (revoke-self is granted to every
+    valid token, so Vault's 403 means it is already gone).
+    """
+    url, headers = _revoke_self_request(held)
+    tls = ssl_context(held.ca_cert, source="VAULT_CACERT=")
+    fix = (
+        "fix: check that Vault is reachable, then run revoke again (the token otherwise "
+        "expires with its lease)"
+    )
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
+        try:
+            reply = await send_with_retries(
+                post_attempt(
+                    http,
+                    url,
+                    headers=headers,
+                    max_bytes=_MAX_VAULT_REPLY_BYTES,
+                    too_large="Vault's answer to revoke-self is too large",
+                ),
+                what=f"Vault at {held.address}",
+                deadline=Deadline(runtime.clock, DEFAULT_TIMEOUT_SECONDS),
+                clock=runtime.clock,
+                rng=runtime.rng,
+                sleep=runtime.sleep,
+                notify=runtime.notify,
+                private_ca="set VAULT_CACERT to its CA bundle",
+            )
+        except Unavailable as exc:
+            raise Unavailable(
+                f"could not revoke the Vault token at {held.address}: {exc.message}; {fix}"
+            ) from None
+    if reply.status in (200, 204, 403):
+        return
+    raise Unavailable(
+        f"could not revoke the Vault token at {held.address}: Vault answered HTTP "
+        f"{reply.status}{_vault_errors(reply, held.token)}; {fix}"
+    )
