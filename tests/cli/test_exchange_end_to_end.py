@@ -1,13 +1,15 @@
 """The runner's client against the real broker: botocore's credential_process, OpenBao, moto.
 
 The broker serves on the test's loop; the CLI (in-process, in a worker thread) and botocore
-(which runs ``python -m tokenbroker exchange`` as a subprocess, synchronously) run off it.
+(which runs ``python -m tokenbroker exchange`` as a subprocess, synchronously) run off it, as
+does the CLI in a subprocess where the server's packages cannot be imported.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import uuid
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import hvac
 import pytest
 from pytest_aiohttp import AiohttpServer
 from tests.client.fakes import clear_client_environment
+from tests.client.test_imports import SERVER_MODULES
 from tests.support.aws import MotoServer, free_port
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
@@ -272,9 +275,10 @@ async def test_an_expired_token_is_exit_4_naming_the_cause_and_fix(
 # --- revoke against OpenBao ---------------------------------------------------------------------
 
 
-async def test_revoke_from_the_file_exchange_wrote_kills_the_vault_token(
+async def exchange_vault_to_file(
     broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+) -> tuple[Path, str]:
+    """Exchange for prod-vault as env lines in a file; return the file and the Vault token."""
     written = tmp_path / "vault.env"
     code, _, err = await tokenbroker(
         capsys, "exchange", "--broker", broker.url, "--credential", "prod-vault",
@@ -282,9 +286,14 @@ async def test_revoke_from_the_file_exchange_wrote_kills_the_vault_token(
         "--token-file", str(token_file(tmp_path, broker.token())),
     )  # fmt: skip
     assert code == 0, err
-    vault_token = dict(line.split("=", 1) for line in written.read_text().splitlines())[
-        "VAULT_TOKEN"
-    ]
+    values = dict(line.split("=", 1) for line in written.read_text().splitlines())
+    return written, values["VAULT_TOKEN"]
+
+
+async def test_revoke_from_the_file_exchange_wrote_kills_the_vault_token(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written, vault_token = await exchange_vault_to_file(broker, tmp_path, capsys)
     assert vault_token_is_alive(broker.openbao, vault_token)
 
     code, _, err = await tokenbroker(capsys, "revoke", "--from", str(written))
@@ -414,3 +423,100 @@ async def test_revoke_then_exchange_again_gets_a_new_working_vault_token(
     second = json.loads(out)["values"]["VAULT_TOKEN"]
     assert second != first
     assert vault_token_is_alive(broker.openbao, second)
+
+
+# --- the runner's CLI without the server's packages -------------------------------------------
+
+# Runs the CLI (argv after the report path) with the server's libraries unimportable (the
+# undotted names of SERVER_MODULES), then reports which of them were asked for, and which
+# SERVER_MODULES got loaded anyway (tokenbroker's server packages and aiohttp.web cannot be
+# hidden without hiding the client's own package, so for them loading is the failure).
+WITHOUT_SERVER_PACKAGES = """
+import importlib.abc, json, sys
+
+SERVER_MODULES = tuple(json.loads(sys.argv[1]))
+POISONED = frozenset(name.partition(".")[0] for name in SERVER_MODULES if "." not in name)
+attempted = []
+
+class Unimportable(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in POISONED:
+            attempted.append(name)
+            raise ImportError(f"{name} is unimportable in this test")
+        return None
+
+sys.meta_path.insert(0, Unimportable())
+code = 1
+try:
+    import tokenbroker.cli.exchange
+    from tokenbroker.cli.main import main
+    code = main(sys.argv[3:])
+finally:
+    loaded = sorted(
+        name for name in sys.modules
+        if any(name == server or name.startswith(server + ".") for server in SERVER_MODULES)
+    )
+    with open(sys.argv[2], "w") as report:
+        json.dump({"attempted": attempted, "loaded": loaded}, report)
+sys.exit(code)
+"""
+
+
+@dataclass
+class RunWithoutServer:
+    """One CLI run in a subprocess without the server's packages."""
+
+    code: int
+    stdout: str
+    stderr: str
+    attempted: list[str]
+    loaded: list[str]
+
+
+async def tokenbroker_without_server_packages(tmp_path: Path, *argv: str) -> RunWithoutServer:
+    """Run ``tokenbroker *argv`` in a subprocess where SQLAlchemy, alembic, ... are unimportable."""
+    report = tmp_path / f"imports-{uuid.uuid4().hex[:6]}.json"
+    command = [
+        sys.executable, "-c", WITHOUT_SERVER_PACKAGES,
+        json.dumps(SERVER_MODULES), str(report), *argv,
+    ]  # fmt: skip
+    done = await asyncio.to_thread(
+        subprocess.run, command, capture_output=True, text=True, timeout=60
+    )
+    imports = json.loads(report.read_text())
+    return RunWithoutServer(
+        done.returncode, done.stdout, done.stderr, imports["attempted"], imports["loaded"]
+    )
+
+
+async def test_a_server_verb_cannot_even_load_where_the_server_packages_are_unimportable(
+    tmp_path: Path,
+) -> None:
+    # The runs below would prove nothing if the subprocess never hid anything.
+    run = await tokenbroker_without_server_packages(tmp_path, "db", "--help")
+    assert run.code == 1
+    assert "sqlalchemy is unimportable in this test" in run.stderr
+    assert "sqlalchemy" in run.attempted
+
+
+async def test_exchange_runs_with_sqlalchemy_alembic_and_prometheus_client_unimportable(
+    broker: Broker, tmp_path: Path
+) -> None:
+    run = await tokenbroker_without_server_packages(
+        tmp_path, "exchange", "--broker", broker.url, "--credential", "prod-vault",
+        "--format", "json", "--token-file", str(token_file(tmp_path, broker.token())),
+    )  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert (run.attempted, run.loaded) == ([], [])
+    assert vault_token_is_alive(broker.openbao, json.loads(run.stdout)["values"]["VAULT_TOKEN"])
+
+
+async def test_revoke_runs_against_openbao_with_the_server_packages_unimportable(
+    broker: Broker, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    written, vault_token = await exchange_vault_to_file(broker, tmp_path, capsys)
+    run = await tokenbroker_without_server_packages(tmp_path, "revoke", "--from", str(written))
+    assert run.code == 0, run.stderr
+    assert f"revoked the Vault token at {broker.openbao.address}" in run.stderr
+    assert (run.attempted, run.loaded) == ([], [])
+    assert not vault_token_is_alive(broker.openbao, vault_token)
