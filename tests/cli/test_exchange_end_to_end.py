@@ -23,7 +23,7 @@ from pytest_aiohttp import AiohttpServer
 from tests.client.fakes import clear_client_environment
 from tests.client.test_imports import SERVER_MODULES
 from tests.support.aws import MotoServer, free_port
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, create_namespace
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.cli.main import main
@@ -146,9 +146,11 @@ def token_file(tmp_path: Path, token: str) -> Path:
     return path
 
 
-def vault_token_is_alive(openbao: OpenBaoDevServer, token: str) -> bool:
+def vault_token_is_alive(
+    openbao: OpenBaoDevServer, token: str, namespace: str | None = None
+) -> bool:
     try:
-        openbao.client(token=token).auth.token.lookup_self()
+        openbao.client(token=token, namespace=namespace).auth.token.lookup_self()
     except hvac.exceptions.Forbidden:
         return False
     return True
@@ -378,6 +380,33 @@ async def test_revoke_verifies_vault_tls_against_vault_cacert(
     code, _, err = await tokenbroker(capsys, "revoke")
     assert code == 0, err
     assert not vault_token_is_alive(openbao_tls, token)
+
+
+async def test_revoke_kills_a_token_of_a_namespace_named_by_vault_namespace(
+    openbao: OpenBaoDevServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    namespace = f"team-{uuid.uuid4().hex[:8]}"
+    create_namespace(openbao.client(), namespace)
+    created = openbao.client(namespace=namespace).auth.token.create(policies=["default"], ttl="10m")
+    token = created["auth"]["client_token"]
+    assert vault_token_is_alive(openbao, token, namespace)
+    monkeypatch.setenv("VAULT_ADDR", openbao.address)
+    monkeypatch.setenv("VAULT_TOKEN", token)
+    monkeypatch.setenv("VAULT_NAMESPACE", namespace)
+    code, _, err = await tokenbroker(capsys, "revoke")
+    assert code == 0, err
+    assert not vault_token_is_alive(openbao, token, namespace)
+
+
+async def test_revoke_never_sends_the_token_over_plain_http_off_loopback(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VAULT_ADDR", "http://vault.internal:8200")
+    monkeypatch.setenv("VAULT_TOKEN", "s.not-sent-anywhere")
+    code, _, err = await tokenbroker(capsys, "revoke")
+    assert code == 2
+    assert "cannot revoke at VAULT_ADDR=http://vault.internal:8200: not an https URL" in err
+    assert "s.not-sent-anywhere" not in err
 
 
 async def test_revoke_with_only_aws_credentials_is_exit_0_with_a_note(
