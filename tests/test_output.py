@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tokenbroker.backends.base import IssuedCredential
-from tokenbroker.backends.vault import VaultOidcBackend
+from tokenbroker.backends.registry import backend_class
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.output import known_formats, parse_format, render, render_env, render_shell
 
@@ -34,7 +34,7 @@ def test_json_format_has_the_documented_shape() -> None:
         expires_at=EXPIRES,
         metadata={"lease_duration": 3600},
     )
-    content_type, body = render("json", "prod-vault", VaultOidcBackend, issued)
+    content_type, body = render("json", "prod-vault", backend_class("vault_oidc"), issued)
     assert content_type == "application/json"
     assert json.loads(body) == {
         "credential": "prod-vault",
@@ -94,7 +94,7 @@ def test_issued_credential_repr_hides_values() -> None:
 def test_a_common_format_the_type_does_not_add_is_not_rendered() -> None:
     issued = IssuedCredential(values={"VAULT_TOKEN": "x"}, expires_at=EXPIRES)
     with pytest.raises(InvalidRequest) as caught:
-        render("aws-credential-process", "v", VaultOidcBackend, issued)
+        render("aws-credential-process", "v", backend_class("vault_oidc"), issued)
     assert caught.value.reason == "format_not_supported"
 
 

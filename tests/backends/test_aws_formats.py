@@ -9,6 +9,7 @@ import pytest
 
 from tokenbroker.backends.aws import AwsOidcBackend, render_aws_credential_process
 from tokenbroker.backends.base import IssuedCredential, traits_of
+from tokenbroker.backends.registry import backend_class
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.output import render
 
@@ -42,7 +43,9 @@ def test_aws_credential_process_needs_the_aws_values() -> None:
 
 
 def test_the_aws_backend_renders_credential_process_itself() -> None:
-    content_type, body = render("aws-credential-process", "prod-aws", AwsOidcBackend, AWS)
+    content_type, body = render(
+        "aws-credential-process", "prod-aws", backend_class("aws_oidc"), AWS
+    )
     assert content_type == "application/json"
     assert json.loads(body) == render_aws_credential_process(AWS)
     assert "aws-credential-process" in traits_of(AwsOidcBackend).formats

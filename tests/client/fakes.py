@@ -15,8 +15,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from tokenbroker.backends.aws import AwsOidcBackend
 from tokenbroker.backends.base import IssuedCredential
+from tokenbroker.backends.registry import backend_class
 from tokenbroker.client.discovery import GENERIC_VARIABLE, PLATFORM_VARIABLES
 from tokenbroker.output import parse_format, render
 
@@ -140,7 +140,9 @@ class BrokerStandIn(StandIn):
         issued = IssuedCredential(
             values=AWS_VALUES, expires_at=datetime.now(UTC) + timedelta(hours=1)
         )
-        content_type, body = render(parse_format(fmt), "prod-aws", AwsOidcBackend, issued)
+        content_type, body = render(
+            parse_format(fmt), "prod-aws", backend_class("aws_oidc"), issued
+        )
         return web.Response(text=body, content_type=content_type)
 
     def app(self) -> web.Application:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tokenbroker.backends.base import IssuedCredential
-from tokenbroker.backends.vault import VaultOidcBackend
+from tokenbroker.backends.registry import backend_class
 from tokenbroker.client.envfiles import (
     AppendTarget,
     find_append_target,
@@ -82,7 +82,7 @@ def test_output_replaces_and_append_adds_on_a_new_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("fmt", ["env", "shell", "json"])
 def test_what_exchange_writes_reads_back_in_every_format(fmt: str) -> None:
     issued = IssuedCredential(values=VALUES, expires_at=datetime.now(UTC))
-    _, body = render(fmt, "prod-vault", VaultOidcBackend, issued)
+    _, body = render(fmt, "prod-vault", backend_class("vault_oidc"), issued)
     assert parse_values(body) == VALUES
 
 
