@@ -114,6 +114,17 @@ class UpstreamError(BrokerError):
     status = 502
 
 
+class TemporarilyUnavailable(BrokerError):
+    """A dependency the decision needs (JWKS, rate limit store) is down; retry after a while."""
+
+    error = "temporarily_unavailable"
+    status = 503
+
+    def __init__(self, reason: str, description: str, *, retry_after: int) -> None:
+        super().__init__(reason, description)
+        self.retry_after = retry_after
+
+
 class UpstreamTimeout(BrokerError):
     """A backend did not answer in time."""
 

@@ -157,6 +157,14 @@ class RateLimitSettings(_Section):
     key: Literal["organization", "project", "subject"] = "organization"
 
 
+class SecuritySettings(_Section):
+    """``[security]``: what outbound URLs may point at."""
+
+    # Off: backend and issuer URLs may not name loopback, private, link-local or metadata
+    # addresses, neither as written nor as resolved at connect time. The dev stack turns it on.
+    allow_private_backends: bool = False
+
+
 class IssuerSettings(_Section):
     """``[[issuers]]``: one trusted platform issuer."""
 
@@ -172,6 +180,8 @@ class IssuerSettings(_Section):
     required_claims: dict[str, ClaimValue] = Field(default_factory=dict)
     jwks_cache_seconds: int = Field(default=3600, ge=30, le=86400)
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    # How long past its cache lifetime a key still serves while the JWKS cannot be refreshed.
+    jwks_max_stale_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
     # Profile-specific knobs, e.g. circleci `allow_ssh_rerun`, generic `org_pointer`.
     options: dict[str, str | bool | int] = Field(default_factory=dict)
 
@@ -230,6 +240,7 @@ class Settings(_Section):
     admin: AdminSettings = AdminSettings()
     signing: SigningSettings = SigningSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
+    security: SecuritySettings = SecuritySettings()
     issuers: list[IssuerSettings] = Field(default_factory=list)
     organizations: list[OrganizationConfig] = Field(default_factory=list)
     credentials: list[CredentialConfig] = Field(default_factory=list)

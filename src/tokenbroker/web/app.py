@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -73,11 +74,22 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+# A readiness probe waits this long for an issuer's first JWKS fetch before reporting it.
+_JWKS_READINESS_WAIT_SECONDS = 2.0
+
+
 @asynccontextmanager
 async def _token_validator(app: web.Application) -> AsyncIterator[None]:
     # One JWKS cache per application, shared by every request (never process-global).
     jwks = JwksCache(app[keys.HTTP_CLIENT], app[keys.CLOCK], app[keys.METRICS])
-    app[keys.TOKEN_VALIDATOR] = TokenValidator(app[keys.SETTINGS].issuers, jwks, app[keys.CLOCK])
+    issuers = app[keys.SETTINGS].issuers
+    app[keys.TOKEN_VALIDATOR] = TokenValidator(issuers, jwks, app[keys.CLOCK])
+    # One entry per issuer, so /readyz names the issuers whose keys were never fetched (their
+    # exchanges would all be 503). A probe starts the first fetch and waits for it briefly.
+    for issuer in issuers:
+        app[health.READINESS_CHECKS][f"jwks:{issuer.name}"] = functools.partial(
+            jwks.require_fetched, issuer, _JWKS_READINESS_WAIT_SECONDS
+        )
     yield
     await jwks.aclose()
 

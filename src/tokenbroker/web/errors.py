@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tokenbroker.errors import BrokerError, RateLimited
+from tokenbroker.errors import BrokerError, RateLimited, TemporarilyUnavailable
 from tokenbroker.logs import request_id_var
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,11 @@ def error_response(
 
 def broker_error_response(exc: BrokerError) -> web.Response:
     """Map a domain error to its response."""
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    headers = (
+        {"Retry-After": str(exc.retry_after)}
+        if isinstance(exc, RateLimited | TemporarilyUnavailable)
+        else None
+    )
     extra = dict(exc.details) if exc.details else None
     return error_response(
         exc.status, exc.error, exc.description, reason=exc.reason, extra=extra, headers=headers
