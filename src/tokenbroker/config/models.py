@@ -155,6 +155,13 @@ class RateLimitSettings(_Section):
     # Set: instances share their buckets through Redis. Unset: each instance counts alone.
     redis_url: RedisUrl | None = None
     key: Literal["organization", "project", "subject"] = "organization"
+    # Each Redis call is abandoned after this: a hanging Redis must not slow every exchange.
+    redis_timeout_ms: int = Field(default=50, ge=1, le=5000)
+    # After this many failures in a row Redis is skipped for the cooldown, then probed once.
+    redis_breaker_failures: int = Field(default=3, ge=1, le=1000)
+    redis_breaker_cooldown_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # While Redis fails or is skipped: "allow" exchanges unlimited, "deny" them with a 503.
+    on_redis_error: Literal["allow", "deny"] = "allow"
 
 
 class SecuritySettings(_Section):
