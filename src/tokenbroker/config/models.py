@@ -19,7 +19,13 @@ from pydantic import (
 
 from tokenbroker.config.urls import require_trusted_url
 
-TrustedUrl = Annotated[str, AfterValidator(require_trusted_url)]
+
+def _url_shape(url: str) -> str:
+    # The address policy needs [security], so Settings applies it to the issuers' URLs.
+    return require_trusted_url(url, allow_private=True)
+
+
+TrustedUrl = Annotated[str, AfterValidator(_url_shape)]
 ProfileName = Literal["env0", "circleci", "gitpod", "github", "generic"]
 ClaimValue = str | bool | int | list[str]
 
@@ -256,6 +262,14 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
         problems: list[str] = []
+        if not self.security.allow_private_backends:
+            for index, issuer in enumerate(self.issuers):
+                for key, url in (("issuer", issuer.issuer), ("jwks_uri", issuer.jwks_uri)):
+                    try:
+                        if url is not None:
+                            require_trusted_url(url)
+                    except ValueError as exc:
+                        problems.append(f"issuers[{index}].{key}: {exc}")
         issuer_names = [i.name for i in self.issuers]
         issuer_urls = [i.issuer.rstrip("/") for i in self.issuers]
         for index, name in enumerate(issuer_names):

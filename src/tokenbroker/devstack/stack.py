@@ -246,6 +246,8 @@ def build_settings(
                 "public_url": f"http://127.0.0.1:{broker_port}",
                 "data_dir": str(data_dir),
             },
+            # Every part of the local stack listens on loopback.
+            "security": {"allow_private_backends": True},
             "issuers": [entry.model_dump(mode="json") for entry in issuers],
             "organizations": [
                 {"name": ORGANIZATION, "issuer": env0.name, "platform_org_id": ENV0_ORG_ID}

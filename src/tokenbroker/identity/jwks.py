@@ -146,8 +146,11 @@ class JwksCache:
         metrics: Metrics | None = None,
         *,
         max_document_bytes: int = MAX_DOCUMENT_BYTES,
+        allow_private_backends: bool = False,
     ) -> None:
         self._http = http
+        # [security]'s policy for jwks_uri values found through discovery.
+        self._allow_private = allow_private_backends
         self._clock = clock
         self._metrics = metrics
         self._max_bytes = max_document_bytes
@@ -283,7 +286,7 @@ class JwksCache:
         if not isinstance(jwks_uri, str):
             raise JwksFetchError("invalid", "the discovery document has no jwks_uri")
         try:
-            return require_trusted_url(jwks_uri)
+            return require_trusted_url(jwks_uri, allow_private=self._allow_private)
         except ValueError as exc:
             raise JwksFetchError("untrusted_url", f"discovered jwks_uri: {exc}") from None
 

@@ -293,3 +293,36 @@ async def test_patching_one_setting_keeps_a_sensitive_one_the_caller_never_saw(
     assert reply.json["settings"] == {"endpoint": "https://f"}
     stored = await acme.store.get_credential("acme", "s")
     assert stored.settings == {"endpoint": "https://f", "client_secret": SECRET}
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "https://169.254.169.254",
+        "https://metadata.google.internal",
+        "https://[fd00:ec2::254]",
+        "https://10.1.2.3:8200",
+        "https://127.0.0.1.nip.io:8200",
+        "http://127.0.0.1:6379",
+    ],
+)
+async def test_a_vault_address_at_a_non_public_address_is_refused(
+    acme: Admin, address: str
+) -> None:
+    reply = await acme.post(
+        "/organizations/acme/credentials",
+        {**VAULT, "settings": {**VAULT_SETTINGS, "address": address}},
+    )
+    assert reply.status == 422, reply.body
+    assert reply.fields == ["settings.address"]
+    assert (await acme.snapshot()).credentials["acme"] == []
+
+
+async def test_a_patch_cannot_move_a_vault_address_to_a_metadata_service(acme: Admin) -> None:
+    await acme.create_vault()
+    reply = await acme.patch(
+        "/organizations/acme/credentials/prod-vault",
+        {"settings": {"address": "https://169.254.169.254"}},
+    )
+    assert reply.status == 422, reply.body
+    assert reply.fields == ["settings.address"]
