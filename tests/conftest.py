@@ -18,5 +18,10 @@ pytest_plugins = [
 
 @pytest.fixture
 def settings(tmp_path: object) -> Settings:
-    """Minimal valid settings with the data directory in a temp folder."""
-    return parse_settings({"server": {"data_dir": str(tmp_path)}}, {})
+    """Minimal valid settings with the data directory in a temp folder.
+
+    Backends in tests listen on loopback, so private backend addresses are allowed.
+    """
+    return parse_settings(
+        {"server": {"data_dir": str(tmp_path)}, "security": {"allow_private_backends": True}}, {}
+    )

@@ -44,6 +44,8 @@ async def test_admin_changes_apply_to_the_next_exchange_and_other_instances_afte
     issuer = dev_issuer.issuer_settings("env0")
     settings = parse_settings(
         {
+            # The backends and issuers of this test listen on loopback.
+            "security": {"allow_private_backends": True},
             "server": {"data_dir": str(tmp_path)},
             "admin": {"tokens": [admin_token_digest(ADMIN_TOKEN)]},
             "issuers": [issuer.model_dump(mode="json")],

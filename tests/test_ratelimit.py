@@ -26,12 +26,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from tests.support import services
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config.models import RateLimitSettings
+from tokenbroker.errors import TemporarilyUnavailable
 from tokenbroker.identity.models import Identity
 from tokenbroker.ratelimit import (
     KEY_PREFIX,
     TIME_TOLERANCE_SECONDS,
     Bucket,
     BucketLimits,
+    CircuitBreaker,
     MemoryRateLimiter,
     RedisRateLimiter,
     bucket_key,
@@ -268,13 +270,14 @@ async def test_an_unreachable_redis_fails_open_with_one_warning_a_minute(
 ) -> None:
     clock = FrozenClock(T0)
     url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
-    limiter = RedisRateLimiter(rate_limit(burst=1), clock, open_redis_client(url))
+    settings = rate_limit(burst=1, redis_breaker_failures=1, redis_breaker_cooldown_seconds=1)
+    limiter = RedisRateLimiter(settings, clock, open_redis_client(url))
     caplog.set_level(logging.WARNING, logger="tokenbroker.ratelimit")
     try:
         decisions = []
         for _ in range(5):
             decisions.append(await limiter.acquire("k"))
-            clock.advance(2.0)  # past the pause after a failure: Redis is tried again
+            clock.advance(2.0)  # past the breaker's cooldown: Redis is tried again
         assert decisions == [None] * 5
         assert len(limiter_warnings(caplog)) == 1
         clock.advance(60.0)
@@ -340,9 +343,10 @@ async def test_the_redis_limiter_limits_again_once_redis_is_back(
 ) -> None:
     await redis_process.start()
     clock = FrozenClock(T0)
-    limiter = RedisRateLimiter(
-        rate_limit(requests_per_minute=1, burst=1), clock, open_redis_client(redis_process.url)
+    settings = rate_limit(
+        requests_per_minute=1, burst=1, redis_breaker_failures=1, redis_breaker_cooldown_seconds=1
     )
+    limiter = RedisRateLimiter(settings, clock, open_redis_client(redis_process.url))
     try:
         assert await limiter.acquire("k") is None
         assert await limiter.acquire("k") is not None
@@ -350,8 +354,8 @@ async def test_the_redis_limiter_limits_again_once_redis_is_back(
         assert await limiter.acquire("k") is None
         assert len(limiter_warnings(caplog)) == 1
         await redis_process.start()
-        # For a second after a failure Redis is not asked at all (a blackholed server would
-        # cost every exchange a timeout): nothing reaches the restarted server.
+        # For the breaker's cooldown after a failure Redis is not asked at all: nothing
+        # reaches the restarted server.
         assert await limiter.acquire("k") is None
         probe = Redis.from_url(redis_process.url)
         assert await probe.dbsize() == 0
@@ -367,6 +371,147 @@ async def test_the_redis_limiter_limits_again_once_redis_is_back(
 
 
 # --- a shared, real Redis (tests/support/services.py) ----------------------------------------
+class HangingServer:
+    """A TCP listener that accepts connections and never answers: a hung Redis."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.accepted = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._held: list[asyncio.StreamWriter] = []
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        port = self._server.sockets[0].getsockname()[1]
+        return f"redis://127.0.0.1:{port}/0"
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.accepted.set()
+        self._held.append(writer)
+
+    async def close(self) -> None:
+        for writer in self._held:
+            writer.close()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+
+@pytest.fixture
+async def hanging_redis() -> AsyncIterator[HangingServer]:
+    """A listening port that accepts and then says nothing."""
+    server = HangingServer()
+    await server.start()
+    yield server
+    await server.close()
+
+
+async def test_a_hanging_redis_costs_a_request_at_most_the_redis_timeout(
+    hanging_redis: HangingServer,
+) -> None:
+    settings = rate_limit()
+    assert settings.redis_timeout_ms == 50
+    limiter = open_rate_limiter(
+        settings.model_copy(update={"redis_url": hanging_redis.url}), FrozenClock(T0)
+    )
+    assert isinstance(limiter, RedisRateLimiter)
+    try:
+        # Ten times the timeout, and still far below a second per call.
+        async with asyncio.timeout(0.5):
+            assert await limiter.acquire("k") is None
+        assert hanging_redis.connections >= 1
+    finally:
+        await limiter.close()
+
+
+async def test_the_breaker_stops_asking_a_hanging_redis_then_probes_it_once(
+    hanging_redis: HangingServer,
+) -> None:
+    clock = FrozenClock(T0)
+    settings = rate_limit(redis_breaker_failures=3, redis_breaker_cooldown_seconds=5)
+    limiter = RedisRateLimiter(settings, clock, open_redis_client(hanging_redis.url))
+    try:
+        for _ in range(3):
+            assert await limiter.acquire("k") is None
+        tripped = hanging_redis.connections
+        async with asyncio.timeout(0.5):  # skipped calls do not even wait for the timeout
+            for _ in range(50):
+                assert await limiter.acquire("k") is None
+        assert hanging_redis.connections == tripped
+        clock.advance(5)
+        hanging_redis.accepted.clear()
+        probe = asyncio.create_task(limiter.acquire("k"))
+        await hanging_redis.accepted.wait()
+        # While the probe waits on Redis, every other call skips it, without waiting.
+        assert await limiter.acquire("k") is None
+        assert not probe.done()
+        assert await probe is None
+        after_probe = hanging_redis.connections
+        assert await limiter.acquire("k") is None  # the probe failed: open again
+        assert hanging_redis.connections == after_probe
+    finally:
+        await limiter.close()
+
+
+async def test_on_redis_error_deny_refuses_with_a_retryable_503_while_redis_is_refused() -> None:
+    clock = FrozenClock(T0)
+    settings = rate_limit(on_redis_error="deny", redis_breaker_failures=1)
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    limiter = RedisRateLimiter(settings, clock, open_redis_client(url))
+    try:
+        for _ in range(2):  # the failed call, then the skipped one while the breaker is open
+            with pytest.raises(TemporarilyUnavailable) as caught:
+                await limiter.acquire("k")
+            assert caught.value.reason == "rate_limit_unavailable"
+            assert caught.value.status == 503
+            assert caught.value.retry_after == 5
+    finally:
+        await limiter.close()
+
+
+async def test_on_redis_error_deny_refuses_while_redis_hangs(hanging_redis: HangingServer) -> None:
+    settings = rate_limit(on_redis_error="deny")
+    limiter = RedisRateLimiter(settings, FrozenClock(T0), open_redis_client(hanging_redis.url))
+    try:
+        async with asyncio.timeout(0.5):
+            with pytest.raises(TemporarilyUnavailable):
+                await limiter.acquire("k")
+    finally:
+        await limiter.close()
+
+
+def test_on_redis_error_defaults_to_allow() -> None:
+    assert rate_limit().on_redis_error == "allow"
+
+
+def test_the_breaker_opens_after_its_threshold_and_probes_once_after_the_cooldown() -> None:
+    breaker = CircuitBreaker(threshold=2, cooldown=10)
+    breaker.failed(T0)
+    assert breaker.allows(T0)
+    breaker.failed(T0)
+    assert not breaker.allows(T0 + 9.9)
+    assert breaker.seconds_until_probe(T0 + 4) == 6
+    assert breaker.allows(T0 + 10)  # the probe
+    assert not breaker.allows(T0 + 10)  # one at a time
+    breaker.succeeded()
+    assert breaker.allows(T0 + 10)
+    assert breaker.seconds_until_probe(T0 + 10) == 0
+
+
+def test_a_cancelled_probe_lets_the_next_call_probe() -> None:
+    breaker = CircuitBreaker(threshold=1, cooldown=1)
+    breaker.failed(T0)
+    assert breaker.allows(T0 + 1)
+    breaker.abandoned()
+    assert breaker.allows(T0 + 1)
+
+
+# --- a shared, real Redis (TOKENBROKER_TEST_REDIS_URL) ----------------------------------------
 
 
 @pytest.fixture

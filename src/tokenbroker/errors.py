@@ -112,7 +112,7 @@ class RateLimited(RetryLater):
 
 
 class TemporarilyUnavailable(RetryLater):
-    """Something the decision depends on (audit store, JWKS, replay store) cannot answer now."""
+    """Something the decision needs (audit store, JWKS, rate limit store) cannot answer now."""
 
     error = "temporarily_unavailable"
     status = 503

@@ -8,6 +8,7 @@ is only imported when a Redis URL is configured.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import RateLimitSettings
-from tokenbroker.errors import ConfigError
+from tokenbroker.errors import ConfigError, TemporarilyUnavailable
 from tokenbroker.identity.models import Identity
 
 if TYPE_CHECKING:
@@ -33,11 +34,8 @@ MAX_MEMORY_BUCKETS = 100_000
 # (~1 µs by 2106), so a caller waiting exactly the time it was told could otherwise fall a
 # rounding error short of a whole token.
 TIME_TOLERANCE_SECONDS = 1e-5
-# Redis is asked nothing this long after it failed: a blackholed server would otherwise cost
-# every exchange a connect timeout.
-_REDIS_RETRY_AFTER_SECONDS = 1.0
 _REDIS_WARNING_INTERVAL_SECONDS = 60.0
-_REDIS_TIMEOUT_SECONDS = 0.5
+DEFAULT_REDIS_TIMEOUT_SECONDS = 0.05
 
 
 class RateLimiter(Protocol):
@@ -176,6 +174,54 @@ class MemoryRateLimiter:
             self._buckets.popitem(last=False)
 
 
+@dataclass(slots=True)
+class CircuitBreaker:
+    """Skips a failing dependency instead of waiting on it for every request.
+
+    ``threshold`` failures in a row open the circuit for ``cooldown`` seconds; then one call
+    (the probe) goes through while the others keep skipping, and its outcome closes the
+    circuit or opens it for another cooldown.
+    """
+
+    threshold: int
+    cooldown: float
+    failures: int = 0
+    opened_at: float = -math.inf
+    probing: bool = False
+
+    def allows(self, now: float) -> bool:
+        """Tell whether a call may go to the dependency now (True may make it the probe)."""
+        if self.failures < self.threshold:
+            return True
+        # Compared both ways so that a wall clock stepping back cannot stretch the pause.
+        if self.probing or 0.0 <= now - self.opened_at < self.cooldown:
+            return False
+        self.probing = True
+        return True
+
+    def succeeded(self) -> None:
+        """A call answered: the circuit closes."""
+        self.failures = 0
+        self.probing = False
+
+    def failed(self, now: float) -> None:
+        """A call failed: count it; at the threshold (or a failed probe) the circuit opens."""
+        self.failures += 1
+        self.probing = False
+        if self.failures >= self.threshold:
+            self.opened_at = now
+
+    def abandoned(self) -> None:
+        """A call was cancelled before it ended: it proves nothing, and is no longer a probe."""
+        self.probing = False
+
+    def seconds_until_probe(self, now: float) -> float:
+        """How long until a call may go through again (0 when it may now)."""
+        if self.failures < self.threshold:
+            return 0.0
+        return max(0.0, self.opened_at + self.cooldown - now)
+
+
 # The same bucket as `take`, run atomically in Redis. Numbers travel as strings written with
 # %.17g: Lua would truncate a returned number to an integer, and 17 digits round-trip a double.
 # The key expires when its bucket would be full again (+1 s for clock skew between instances).
@@ -208,11 +254,14 @@ return string.format('%.17g', wait)
 
 
 class RedisRateLimiter:
-    """Buckets in Redis, shared by every instance using it; fails open while Redis is down.
+    """Buckets in Redis, shared by every instance using it.
 
-    Failing open is deliberate: a broker that stops issuing credentials because the cache
-    behind its rate limiter is down takes every pipeline down with it, while a few minutes
-    without a rate limit cost little. The outage is logged, at most once a minute.
+    Each call is bounded by ``redis_timeout_ms``, and a circuit breaker stops asking a Redis
+    that keeps failing. While Redis fails, ``on_redis_error`` decides: "allow" (the default)
+    lets exchanges through unlimited, because a broker that stops issuing credentials when the
+    cache behind its rate limiter is down takes every pipeline down with it, while a few
+    minutes without a rate limit cost little; "deny" refuses them with a retryable 503. The
+    outage is logged, at most once a minute.
     """
 
     def __init__(
@@ -230,8 +279,12 @@ class RedisRateLimiter:
         self._client = client
         self._prefix = prefix
         self._script = client.register_script(_TAKE_SCRIPT)
+        self._timeout = settings.redis_timeout_ms / 1000
+        self._deny_on_error = settings.on_redis_error == "deny"
+        self._breaker = CircuitBreaker(
+            settings.redis_breaker_failures, settings.redis_breaker_cooldown_seconds
+        )
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
-        self._failed_at = -math.inf
         self._warned_at = -math.inf
         self._down = False
 
@@ -240,17 +293,26 @@ class RedisRateLimiter:
         return self._prefix + _digest(key)
 
     async def acquire(self, key: str) -> float | None:
-        """Take one request from ``key``'s bucket: None when allowed, else seconds to wait."""
+        """Take one request from ``key``'s bucket: None when allowed, else seconds to wait.
+
+        Raises TemporarilyUnavailable while Redis fails when ``on_redis_error = "deny"``.
+        """
         now = self._clock.now()
-        # Compared both ways so that a wall clock stepping back cannot stretch the pause.
-        if 0.0 <= now - self._failed_at < _REDIS_RETRY_AFTER_SECONDS:
-            return None
+        if not self._breaker.allows(now):
+            return self._unanswered(now)
         args = (self._limits.capacity, self._limits.rate, now, TIME_TOLERANCE_SECONDS)
         try:
-            reply: object = await self._script(keys=[self.redis_key(key)], args=args)
+            # The client's socket timeouts bound each read; this bounds the call, retry included.
+            async with asyncio.timeout(self._timeout):
+                reply: object = await self._script(keys=[self.redis_key(key)], args=args)
         except self._failures as exc:
+            self._breaker.failed(now)
             self._failed(exc, now)
-            return None
+            return self._unanswered(now)
+        except BaseException:
+            self._breaker.abandoned()
+            raise
+        self._breaker.succeeded()
         if self._down:
             self._down = False
             log.warning("rate limiter: Redis answers again; exchanges are rate limited again")
@@ -261,22 +323,30 @@ class RedisRateLimiter:
         """Close the connection pool."""
         await self._client.aclose()
 
+    def _unanswered(self, now: float) -> float | None:
+        if not self._deny_on_error:
+            return None
+        raise TemporarilyUnavailable(
+            "rate_limit_unavailable",
+            "the rate limit store cannot be reached; retry later",
+            retry_after=retry_after_seconds(self._breaker.seconds_until_probe(now)),
+        )
+
     def _failed(self, exc: Exception, now: float) -> None:
-        self._failed_at = now
         self._down = True
         if 0.0 <= now - self._warned_at < _REDIS_WARNING_INTERVAL_SECONDS:
             return
         self._warned_at = now
         # The exception's text names host and port at most; the URL (and its password) never.
         log.warning(
-            "rate limiter: Redis failed (%s: %s); exchanges are not rate limited until it "
-            "answers again",
+            "rate limiter: Redis failed (%s: %s); exchanges are %s until it answers again",
             type(exc).__name__,
             exc,
+            "refused" if self._deny_on_error else "not rate limited",
         )
 
 
-def open_redis_client(url: str) -> Redis:
+def open_redis_client(url: str, *, timeout_seconds: float = DEFAULT_REDIS_TIMEOUT_SECONDS) -> Redis:
     """A Redis client for rate limits: short timeouts and one retry, so an outage fails fast."""
     try:
         from redis.asyncio import Redis
@@ -288,8 +358,8 @@ def open_redis_client(url: str) -> Redis:
     # One retry without waiting covers a pooled connection the server closed while idle.
     return Redis.from_url(
         url,
-        socket_timeout=_REDIS_TIMEOUT_SECONDS,
-        socket_connect_timeout=_REDIS_TIMEOUT_SECONDS,
+        socket_timeout=timeout_seconds,
+        socket_connect_timeout=timeout_seconds,
         retry=Retry(NoBackoff(), 1),
     )
 
@@ -303,4 +373,5 @@ def open_rate_limiter(settings: RateLimitSettings, clock: Clock) -> RateLimiter 
         return None
     if settings.redis_url is None:
         return MemoryRateLimiter(settings, clock)
-    return RedisRateLimiter(settings, clock, open_redis_client(settings.redis_url))
+    client = open_redis_client(settings.redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
+    return RedisRateLimiter(settings, clock, client)

@@ -580,7 +580,8 @@ async def test_a_redirect_is_not_followed(
     with pytest.raises(UpstreamError) as raised:
         await backend.exchange(IDENTITY, env0_token, _fake_settings(server))
 
-    assert raised.value.reason == "backend_error"
+    # A bare redirect is not an answer only Vault gives: it gets the "no Vault" answer.
+    assert raised.value.reason == "backend_unreachable"
     assert len(fake.requests) == 1
 
 
@@ -594,7 +595,7 @@ async def test_a_redirect_is_not_followed(
     ],
     ids=["not-json", "no-auth", "empty-client-token", "bad-lease"],
 )
-async def test_a_malformed_login_answer_is_backend_bad_response(
+async def test_a_malformed_login_answer_is_told_apart_from_no_vault_at_all(
     aiohttp_server: AiohttpServer, backend: VaultOidcBackend, env0_token: str, reply: Reply
 ) -> None:
     server = await aiohttp_server(FakeVault([reply]).app())
@@ -602,10 +603,10 @@ async def test_a_malformed_login_answer_is_backend_bad_response(
     with pytest.raises(UpstreamError) as raised:
         await backend.exchange(IDENTITY, env0_token, _fake_settings(server))
 
-    assert raised.value.reason == "backend_bad_response"
+    assert raised.value.reason == "backend_unreachable"
 
 
-async def test_an_oversized_answer_is_backend_bad_response(
+async def test_an_oversized_answer_is_told_apart_from_no_vault_at_all(
     aiohttp_server: AiohttpServer, backend: VaultOidcBackend, env0_token: str
 ) -> None:
     server = await aiohttp_server(FakeVault([Reply(200, raw=b" " * (2 * 1024 * 1024))]).app())
@@ -613,7 +614,7 @@ async def test_an_oversized_answer_is_backend_bad_response(
     with pytest.raises(UpstreamError) as raised:
         await backend.exchange(IDENTITY, env0_token, _fake_settings(server))
 
-    assert raised.value.reason == "backend_bad_response"
+    assert raised.value.reason == "backend_unreachable"
 
 
 async def test_vaults_reason_never_echoes_the_jwt_or_a_vault_token(
@@ -774,3 +775,42 @@ def test_settings_reject_unknown_fields() -> None:
         VaultOidcSettings.model_validate(
             {"address": "https://v.example.com", "role": ROLE, "token": "x"}
         )
+
+
+async def _refusal(backend: VaultOidcBackend, token: str, address: str) -> tuple[str, str]:
+    with pytest.raises(UpstreamError) as raised:
+        await backend.exchange(IDENTITY, token, VaultOidcSettings(address=address, role=ROLE))
+    return raised.value.reason, raised.value.description.replace(address, "<address>")
+
+
+async def test_nothing_listening_and_something_that_is_not_vault_get_the_same_answer(
+    aiohttp_server: AiohttpServer, backend: VaultOidcBackend, env0_token: str
+) -> None:
+    # An address pointed at each port of a host must not tell which are open or what serves.
+    async def redis_like(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1024)
+        writer.write(b"-ERR unknown command 'POST', with args beginning with: '/v1/auth'\r\n")
+        await writer.drain()
+        writer.close()
+
+    not_vault_tcp = await asyncio.start_server(redis_like, "127.0.0.1", 0)
+    tcp_port = not_vault_tcp.sockets[0].getsockname()[1]
+    html_404 = await aiohttp_server(FakeVault([Reply(404, raw=b"<html>nope</html>")] * 5).app())
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    try:
+        answers = {
+            await _refusal(backend, env0_token, address)
+            for address in (
+                f"http://127.0.0.1:{closed_port}",
+                f"http://127.0.0.1:{tcp_port}",
+                str(html_404.make_url("")).rstrip("/"),
+            )
+        }
+    finally:
+        not_vault_tcp.close()
+        await not_vault_tcp.wait_closed()
+    assert answers == {
+        ("backend_unreachable", "no Vault answered at <address>; check the credential's address")
+    }

@@ -28,6 +28,8 @@ async def broker(aiohttp_server: AiohttpServer, tmp_path: Path) -> TestServer:
     """A running broker with one admin token and one trusted issuer."""
     settings = parse_settings(
         {
+            # The backends and issuers of this test listen on loopback.
+            "security": {"allow_private_backends": True},
             "server": {"data_dir": str(tmp_path)},
             "admin": {"tokens": [admin_token_digest(TOKEN)]},
             "issuers": [

@@ -92,6 +92,8 @@ async def broker(
     vault = {"address": openbao.address, "role": ROLE, "auth_path": auth_path}
     settings = parse_settings(
         {
+            # The backends and issuers of this test listen on loopback.
+            "security": {"allow_private_backends": True},
             "server": {
                 "data_dir": str(tmp_path),
                 "public_url": f"http://127.0.0.1:{port}",

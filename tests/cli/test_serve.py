@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from joserfc.jwk import ECKey
+from tests.fakes.jwks import JwksServer
 
 from tokenbroker.devstack.processes import stop_process
 from tokenbroker.store.keystore import ENCRYPTION_KEY_FILENAME
@@ -96,32 +98,36 @@ def test_serve_answers_on_the_configured_event_loop_and_stops_on_sigterm(
 ) -> None:
     port = _free_port()
     config = tmp_path / "serve.toml"
+    # Ready means the issuer's keys were fetched: publish some on loopback.
+    published = JwksServer({"keys": [ECKey.generate_key("P-256").as_dict(private=False)]})
     config.write_text(
         _BASE_CONFIG.format(data_dir=tmp_path / "data").replace(
             "port = 0", f'port = {port}\nevent_loop = "{event_loop}"'
-        ),
+        )
+        + f'jwks_uri = "{published.url}"\n\n[security]\nallow_private_backends = true\n',
         encoding="utf-8",
     )
-    log = tmp_path / "serve.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tokenbroker", "serve", "--config", str(config)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        deadline = time.monotonic() + _TIMEOUT_SECONDS
-        status = None
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                    status = r.status
-                    break
-            except OSError:
-                time.sleep(0.1)  # polling a starting process, not papering over a race
-        assert status == 200, log.read_text()
-    finally:
-        returncode = stop_process(process, _TIMEOUT_SECONDS)
+    with published:
+        log = tmp_path / "serve.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tokenbroker", "serve", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + _TIMEOUT_SECONDS
+            status = None
+            while time.monotonic() < deadline and process.poll() is None:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                        status = r.status
+                        break
+                except OSError:
+                    time.sleep(0.1)  # polling a starting process, not papering over a race
+            assert status == 200, log.read_text()
+        finally:
+            returncode = stop_process(process, _TIMEOUT_SECONDS)
     output = log.read_text()
     expected = "uvloop" if event_loop == "auto" else "asyncio"
     assert f"event loop: {expected}" in output

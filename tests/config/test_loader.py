@@ -40,8 +40,18 @@ def test_a_plain_http_jwks_uri_is_named_with_its_index() -> None:
 
 def test_loopback_http_is_allowed_for_the_local_stack() -> None:
     local = {**ISSUER, "issuer": "http://127.0.0.1:8401/env0", "jwks_uri": "http://[::1]:1/j"}
-    settings = parse_settings({"issuers": [local]}, {})
+    settings = parse_settings(
+        {"security": {"allow_private_backends": True}, "issuers": [local]}, {}
+    )
     assert settings.issuers[0].jwks_uri == "http://[::1]:1/j"
+
+
+def test_loopback_issuers_are_refused_unless_private_backends_are_allowed() -> None:
+    local = {**ISSUER, "issuer": "http://127.0.0.1:8401/env0", "jwks_uri": "http://[::1]:1/j"}
+    assert problems_of({"issuers": [local]}) == [
+        "issuers[0].issuer: not an https URL",
+        "issuers[0].jwks_uri: not an https URL",
+    ]
 
 
 def test_every_problem_gets_its_own_line() -> None:

@@ -138,7 +138,9 @@ async def test_every_profiles_token_validates_and_identifies_against_its_served_
     settings = dev_issuer.issuer_settings(profile, org=org)
     assert settings.jwks_uri is None  # through discovery, like a real platform
     async with aiohttp.ClientSession() as http:
-        validator = TokenValidator([settings], JwksCache(http, clock), clock)
+        validator = TokenValidator(
+            [settings], JwksCache(http, clock, allow_private_backends=True), clock
+        )
         token = dev_issuer.mint(profile, org=org, project=project)
         validated = await validator.validate_platform_token(token)
     identity = identify(validated.issuer, validated.claims)

@@ -49,7 +49,7 @@ def metrics() -> Metrics:
 @pytest.fixture
 def jwks(http: aiohttp.ClientSession, clock: FrozenClock, metrics: Metrics) -> JwksCache:
     """A JWKS cache on the frozen clock."""
-    return JwksCache(http, clock, metrics)
+    return JwksCache(http, clock, metrics, allow_private_backends=True)
 
 
 @dataclass

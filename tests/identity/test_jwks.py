@@ -15,8 +15,13 @@ from pytest_aiohttp import AiohttpServer
 
 from tests.identity.conftest import Env0Trust, FakeJwksServer, MakeEnv0, rsa_key
 from tokenbroker.clock import FrozenClock
-from tokenbroker.errors import InvalidToken, UpstreamError
-from tokenbroker.identity.jwks import MAX_DOCUMENT_BYTES, JwksCache, cache_seconds
+from tokenbroker.errors import InvalidToken, TemporarilyUnavailable
+from tokenbroker.identity.jwks import (
+    MAX_DOCUMENT_BYTES,
+    JwksCache,
+    JwksNeverFetched,
+    cache_seconds,
+)
 from tokenbroker.metrics import Metrics
 
 
@@ -38,13 +43,14 @@ def cache_count(metrics: Metrics, kind: str) -> float:
 
 
 async def test_tokens_keep_validating_when_the_jwks_server_goes_down(
-    env0: Env0Trust, clock: FrozenClock
+    env0: Env0Trust, jwks: JwksCache, clock: FrozenClock
 ) -> None:
     await env0.validator.validate_platform_token(env0.mint())
     await env0.issuer.stop()
     clock.advance(3 * 3600)  # far past any cache lifetime
     await env0.validator.validate_platform_token(env0.mint())
     await env0.validator.validate_platform_token(env0.mint())
+    await jwks.settle(env0.settings)
     assert env0.fetches("ok") == 1
     # One failed attempt, then the failure is remembered instead of hammering the endpoint.
     assert env0.fetches("unreachable") == 1
@@ -151,6 +157,7 @@ async def test_cached_keys_are_reused_until_max_age(
     assert jwks_server.count() == 1
     clock.advance(1)
     await jwks.key_for(settings, "k1")
+    await jwks.settle(settings)
     assert jwks_server.count() == 2
 
 
@@ -175,7 +182,7 @@ async def test_an_empty_key_set_is_never_cached(
     jwks_server: FakeJwksServer, jwks: JwksCache, clock: FrozenClock, metrics: Metrics
 ) -> None:
     settings = jwks_server.settings()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(TemporarilyUnavailable) as caught:
         await jwks.key_for(settings, "k1")
     assert caught.value.reason == "jwks_unavailable"
     assert fetches(metrics, "empty") == 1
@@ -194,7 +201,9 @@ async def test_an_empty_key_set_does_not_replace_cached_keys(
     jwks_server.keys = []
     clock.advance(settings.jwks_cache_seconds)
     await jwks.key_for(settings, "k1")
+    await jwks.settle(settings)
     assert fetches(metrics, "empty") == 1
+    await jwks.key_for(settings, "k1")
 
 
 async def test_symmetric_and_weak_keys_in_a_jwks_are_ignored(
@@ -204,7 +213,7 @@ async def test_symmetric_and_weak_keys_in_a_jwks_are_ignored(
     with pytest.warns(SecurityWarning):
         weak = RSAKey.generate_key(1024, parameters={"kid": "weak"})
     jwks_server.keys = [oct_key.as_dict(private=True), weak.as_dict(private=False)]
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(), "shared")
 
 
@@ -223,7 +232,7 @@ async def test_an_oversized_jwks_is_refused(
     jwks_server: FakeJwksServer, jwks: JwksCache, metrics: Metrics
 ) -> None:
     jwks_server.body = json.dumps({"keys": [], "pad": "x" * MAX_DOCUMENT_BYTES}).encode()
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(), "k1")
     assert fetches(metrics, "too_large") == 1
 
@@ -233,7 +242,7 @@ async def test_an_oversized_jwks_without_content_length_is_cut_off(
 ) -> None:
     key = rsa_key("k1").as_dict(private=False)
     jwks_server.stream_body = json.dumps({"keys": [key], "pad": "x" * MAX_DOCUMENT_BYTES}).encode()
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(), "k1")
     assert fetches(metrics, "too_large") == 1
 
@@ -259,7 +268,7 @@ async def test_a_non_json_jwks_is_refused(
 ) -> None:
     jwks_server.content_type = content_type
     jwks_server.body = body
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(), "k1")
     assert fetches(metrics, "not_json") == 1
 
@@ -268,7 +277,7 @@ async def test_an_error_status_is_a_failed_fetch(
     jwks_server: FakeJwksServer, jwks: JwksCache, metrics: Metrics
 ) -> None:
     jwks_server.status = 503
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(), "k1")
     assert fetches(metrics, "http_status") == 1
 
@@ -279,7 +288,7 @@ async def test_a_failed_first_fetch_is_not_retried_until_the_interval_passes(
     jwks_server.status = 503
     settings = jwks_server.settings()
     for _ in range(3):
-        with pytest.raises(UpstreamError):
+        with pytest.raises(TemporarilyUnavailable):
             await jwks.key_for(settings, "k1")
     assert jwks_server.count() == 1
     jwks_server.status = 200
@@ -304,7 +313,7 @@ async def test_redirects_are_not_followed(
     app.router.add_get("/jwks.json", redirect)
     redirector = await aiohttp_server(app)
     settings = jwks_server.settings(jwks_uri=str(redirector.make_url("/jwks.json")))
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(settings, "k1")
     assert jwks_server.count() == 0
     assert fetches(metrics, "http_status") == 1
@@ -345,7 +354,7 @@ async def test_discovery_naming_another_issuer_is_refused(
 ) -> None:
     jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
     jwks_server.discovery = {"issuer": "https://evil.example", "jwks_uri": jwks_server.jwks_uri}
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(jwks_uri=None), "k1")
     assert fetches(metrics, "discovery_mismatch") == 1
     assert jwks_server.count() == 0
@@ -358,7 +367,7 @@ async def test_discovery_pointing_at_an_untrusted_jwks_uri_is_refused(
         "issuer": jwks_server.base_url,
         "jwks_uri": "http://keys.example.com/jwks.json",
     }
-    with pytest.raises(UpstreamError):
+    with pytest.raises(TemporarilyUnavailable):
         await jwks.key_for(jwks_server.settings(jwks_uri=None), "k1")
     assert fetches(metrics, "untrusted_url") == 1
 
@@ -378,7 +387,7 @@ async def test_an_unreachable_endpoint_is_an_upstream_error(
     settings = jwks_server.settings()
     assert jwks_server.server is not None
     await jwks_server.server.close()
-    with pytest.raises(UpstreamError) as caught:
+    with pytest.raises(TemporarilyUnavailable) as caught:
         await jwks.key_for(settings, "k1")
     assert caught.value.reason == "jwks_unavailable"
     assert fetches(metrics, "unreachable") == 1
@@ -395,3 +404,112 @@ async def test_aclose_cancels_a_fetch_in_flight(
     with pytest.raises(asyncio.CancelledError):
         await lookup
     jwks_server.gate.set()
+
+
+# -- outages: a hanging or down endpoint -----------------------------------------------------
+
+
+async def test_a_cached_kid_answers_while_the_endpoint_hangs(
+    jwks_server: FakeJwksServer, jwks: JwksCache, clock: FrozenClock
+) -> None:
+    jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
+    settings = jwks_server.settings()
+    cached = await jwks.key_for(settings, "k1")
+    jwks_server.gate = asyncio.Event()
+    jwks_server.arrived.clear()
+    clock.advance(settings.jwks_cache_seconds)  # stale: the next lookup refreshes
+    # Far below the session's 5 s timeout a blocked lookup would wait for.
+    async with asyncio.timeout(2):
+        assert await jwks.key_for(settings, "k1") is cached
+        await jwks_server.arrived.wait()  # the refresh did start, in the background
+    jwks_server.gate.set()
+    await jwks.aclose()
+
+
+async def test_lookups_during_a_hang_share_one_background_fetch(
+    jwks_server: FakeJwksServer, jwks: JwksCache, clock: FrozenClock
+) -> None:
+    jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
+    settings = jwks_server.settings()
+    await jwks.key_for(settings, "k1")
+    jwks_server.gate = asyncio.Event()
+    jwks_server.arrived.clear()
+    clock.advance(settings.jwks_cache_seconds)
+    async with asyncio.timeout(2):
+        for _ in range(20):
+            await jwks.key_for(settings, "k1")
+            clock.advance(1)
+        await jwks_server.arrived.wait()
+    assert jwks_server.count() == 2
+    jwks_server.gate.set()
+    await jwks.settle(settings)
+    assert jwks_server.count() == 2
+
+
+async def test_an_unknown_kid_while_the_endpoint_is_down_is_temporarily_unavailable(
+    jwks_server: FakeJwksServer, jwks: JwksCache, clock: FrozenClock
+) -> None:
+    jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
+    settings = jwks_server.settings()
+    await jwks.key_for(settings, "k1")
+    assert jwks_server.server is not None
+    await jwks_server.server.close()
+    clock.advance(settings.jwks_refetch_interval_seconds)
+    for _ in range(2):  # the failed refetch, then the backoff after it
+        with pytest.raises(TemporarilyUnavailable) as caught:
+            await jwks.key_for(settings, "k2")
+        assert caught.value.reason == "jwks_unavailable"
+        assert caught.value.retry_after >= 1
+    # The kid the cache has still serves.
+    await jwks.key_for(settings, "k1")
+
+
+async def test_an_unknown_kid_is_still_refused_while_the_endpoint_answers(
+    jwks_server: FakeJwksServer, jwks: JwksCache, clock: FrozenClock
+) -> None:
+    jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
+    settings = jwks_server.settings()
+    await jwks.key_for(settings, "k1")
+    clock.advance(settings.jwks_refetch_interval_seconds)
+    with pytest.raises(InvalidToken) as caught:
+        await jwks.key_for(settings, "k2")
+    assert caught.value.reason == "unknown_kid"
+
+
+async def test_a_cached_key_stops_serving_past_jwks_max_stale_seconds(
+    jwks_server: FakeJwksServer, jwks: JwksCache, clock: FrozenClock
+) -> None:
+    jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
+    settings = jwks_server.settings(jwks_cache_seconds=600, jwks_max_stale_seconds=900)
+    await jwks.key_for(settings, "k1")
+    assert jwks_server.server is not None
+    await jwks_server.server.close()
+    clock.advance(600 + 899)
+    await jwks.key_for(settings, "k1")
+    await jwks.settle(settings)
+    clock.advance(1)
+    with pytest.raises(TemporarilyUnavailable) as caught:
+        await jwks.key_for(settings, "k1")
+    assert caught.value.reason == "jwks_unavailable"
+
+
+def test_jwks_max_stale_seconds_defaults_to_a_day(jwks_server: FakeJwksServer) -> None:
+    assert jwks_server.settings().jwks_max_stale_seconds == 86400
+
+
+async def test_require_fetched_names_an_issuer_never_fetched(
+    jwks_server: FakeJwksServer, jwks: JwksCache
+) -> None:
+    settings = jwks_server.settings()
+    assert jwks_server.server is not None
+    await jwks_server.server.close()
+    with pytest.raises(JwksNeverFetched, match="'fake'"):
+        await jwks.require_fetched(settings, wait_seconds=2)
+
+
+async def test_require_fetched_fetches_and_then_passes(
+    jwks_server: FakeJwksServer, jwks: JwksCache
+) -> None:
+    jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
+    await jwks.require_fetched(jwks_server.settings(), wait_seconds=2)
+    assert jwks_server.count() == 1

@@ -33,7 +33,9 @@ class Harness:
         self.settings = self.issuer.issuer_settings("env0")
         self.http = self.loop.run_until_complete(self._session())
         clock = FrozenClock(NOW)
-        self.validator = TokenValidator([self.settings], JwksCache(self.http, clock), clock)
+        self.validator = TokenValidator(
+            [self.settings], JwksCache(self.http, clock, allow_private_backends=True), clock
+        )
 
     async def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession()

@@ -105,22 +105,27 @@ async def test_a_refused_token_is_not_remembered(
 
 
 async def test_a_remembered_token_whose_key_left_the_jwks_is_refused_with_unknown_kid(
-    env0: Env0Trust, clock: FrozenClock
+    env0: Env0Trust, jwks: JwksCache, clock: FrozenClock
 ) -> None:
     token = env0.mint()
     await env0.validator.validate_platform_token(token)
     env0.issuer.rotate("env0")
     env0.issuer.rotate("env0")  # the JWKS keeps two keys: the token's is gone now
     clock.advance(JWKS_FRESH_SECONDS + 1)
+    # The stale key serves while the refresh runs behind it, then the cache lets go of it.
+    await env0.validator.validate_platform_token(token)
+    await jwks.settle(env0.settings)
     assert (await refused(env0.validator, token)).reason == "unknown_kid"
 
 
 async def test_a_refetched_jwks_means_the_signature_is_checked_again(
-    env0: Env0Trust, clock: FrozenClock, verifications: list[bytes]
+    env0: Env0Trust, jwks: JwksCache, clock: FrozenClock, verifications: list[bytes]
 ) -> None:
     token = env0.mint()
     await env0.validator.validate_platform_token(token)
     clock.advance(JWKS_FRESH_SECONDS + 1)  # same keys, fetched again: new key objects
+    await env0.validator.validate_platform_token(token)  # the stale key: the memo, a refresh
+    await jwks.settle(env0.settings)
     await env0.validator.validate_platform_token(token)
     await env0.validator.validate_platform_token(token)
     assert env0.fetches() == 2
@@ -147,6 +152,8 @@ async def test_a_remembered_token_is_refused_when_its_kid_names_another_key(
     await validator.validate_platform_token(token)
     jwks_server.keys = [rsa_key("k1").as_dict(private=False)]
     clock.advance(61)
+    await jwks.key_for(settings, "k1")  # stale: serves, and refreshes behind
+    await jwks.settle(settings)
     assert (await refused(validator, token)).reason == "signature_invalid"
 
 

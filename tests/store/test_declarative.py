@@ -193,3 +193,49 @@ async def test_loading_warns_on_an_aws_duration_inside_the_sdk_refresh_window(
         "stack uses)"
     ]
     assert lines == (expected if warned else [])
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "https://169.254.169.254",
+        "https://metadata.google.internal",
+        "https://[fd00:ec2::254]",
+        "https://192.168.0.10:8200",
+        "https://127.0.0.1.nip.io",
+        "http://127.0.0.1:6379",
+    ],
+)
+async def test_a_credential_at_a_non_public_address_is_refused_at_config_load(
+    store: Store, address: str
+) -> None:
+    credential = {
+        "organization": "acme",
+        "name": "prod-vault",
+        "type": "vault_oidc",
+        "settings": {**VAULT_SETTINGS, "address": address},
+    }
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, _config(credentials=[credential], assignments=[]))
+    assert [p.split(":")[0] for p in caught.value.problems] == ["credentials[0].settings.address"]
+    assert await store.list_organizations() == []
+
+
+async def test_a_loopback_credential_is_applied_when_private_backends_are_allowed(
+    store_url: str,
+) -> None:
+    store = await Store.open(store_url, allow_private_backends=True)
+    await store.upgrade()
+    try:
+        credential = {
+            "organization": "acme",
+            "name": "prod-vault",
+            "type": "vault_oidc",
+            "settings": {**VAULT_SETTINGS, "address": "http://127.0.0.1:8200"},
+        }
+        settings = _config(credentials=[credential], security={"allow_private_backends": True})
+        await apply_declarative(store, settings)
+        (stored,) = await store.list_credentials("acme")
+        assert stored.settings["address"] == "http://127.0.0.1:8200"
+    finally:
+        await store.close()

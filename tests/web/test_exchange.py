@@ -104,6 +104,8 @@ async def broker(
     issuer = dev_issuer.issuer_settings("env0")
     settings = parse_settings(
         {
+            # The backends and issuers of this test listen on loopback.
+            "security": {"allow_private_backends": True},
             "server": {"data_dir": str(tmp_path), "public_url": public_url, "port": port},
             "issuers": [issuer.model_dump(mode="json")],
             "organizations": [

@@ -285,6 +285,8 @@ async def broker(
             )
     settings = parse_settings(
         {
+            # The backends and issuers of this test listen on loopback.
+            "security": {"allow_private_backends": True},
             "server": {
                 "data_dir": str(tmp_path / "broker"),
                 "public_url": public_url,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import aiohttp
 import pytest
 from aiohttp import web
@@ -10,7 +12,7 @@ from pytest_aiohttp import AiohttpClient
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.clock import FrozenClock
-from tokenbroker.config import parse_settings
+from tokenbroker.config import Settings, parse_settings
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
@@ -20,12 +22,10 @@ PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
 NOW = 1_800_000_000.0
 
 
-@pytest.fixture
-async def client(
-    tmp_path: object, dev_issuer: ServedDevIssuer, aiohttp_client: AiohttpClient
-) -> TestClient[web.Request, web.Application]:
-    clock = FrozenClock(NOW)
-    dev_issuer.clock = clock
+def broker_settings(
+    tmp_path: object, dev_issuer: ServedDevIssuer, **rate_limit: object
+) -> Settings:
+    """Two organizations of the dev env0 issuer, each with a Vault credential assigned."""
     issuer = dev_issuer.issuer_settings("env0")
     credential = {
         "type": "vault_oidc",
@@ -33,10 +33,11 @@ async def client(
         # Dry runs never call it: nothing needs to listen here.
         "settings": {"address": "http://127.0.0.1:9", "role": "r"},
     }
-    settings = parse_settings(
+    return parse_settings(
         {
             "server": {"data_dir": str(tmp_path)},
-            "rate_limit": {"requests_per_minute": 60, "burst": 2},
+            "security": {"allow_private_backends": True},
+            "rate_limit": {"requests_per_minute": 60, "burst": 2, **rate_limit},
             "issuers": [issuer.model_dump(mode="json")],
             "organizations": [
                 {"name": "acme", "issuer": issuer.name, "platform_org_id": ORG},
@@ -53,6 +54,15 @@ async def client(
         },
         {},
     )
+
+
+@pytest.fixture
+async def client(
+    tmp_path: object, dev_issuer: ServedDevIssuer, aiohttp_client: AiohttpClient
+) -> TestClient[web.Request, web.Application]:
+    clock = FrozenClock(NOW)
+    dev_issuer.clock = clock
+    settings = broker_settings(tmp_path, dev_issuer)
     return await aiohttp_client(create_app(settings, clock=clock))
 
 
@@ -109,3 +119,25 @@ async def test_the_bucket_refills_with_time(
     assert isinstance(clock, FrozenClock)
     clock.advance(1)
     assert (await (await dry_run(client, dev_issuer, ORG)).json())["allowed"] is True
+
+
+async def test_a_refused_redis_with_on_redis_error_deny_is_a_retryable_503(
+    tmp_path: object, dev_issuer: ServedDevIssuer, aiohttp_client: AiohttpClient
+) -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dev_issuer.clock = FrozenClock(NOW)
+    settings = broker_settings(
+        tmp_path, dev_issuer, redis_url=f"redis://127.0.0.1:{port}/0", on_redis_error="deny"
+    )
+    client = await aiohttp_client(create_app(settings, clock=dev_issuer.clock))
+    exchange = await client.post(
+        "/v1/exchange",
+        json={"credential": "prod-vault"},
+        headers={"Authorization": f"Bearer {dev_issuer.mint('env0', org=ORG, project=PROJECT)}"},
+    )
+    body = await exchange.json()
+    assert exchange.status == 503
+    assert (body["error"], body["reason"]) == ("temporarily_unavailable", "rate_limit_unavailable")
+    assert int(exchange.headers["Retry-After"]) >= 1

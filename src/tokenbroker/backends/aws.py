@@ -32,11 +32,18 @@ from botocore.exceptions import (
     ParamValidationError,
     ReadTimeoutError,
 )
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
 from tokenbroker.clock import isoformat_utc
-from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import (
     AccessDenied,
     InvalidRequest,
@@ -125,8 +132,8 @@ def _policy_arn(value: str) -> str:
     return value
 
 
-def _sts_endpoint(value: str) -> str:
-    require_trusted_url(value)
+def _sts_endpoint(value: str, info: ValidationInfo) -> str:
+    require_backend_url(value, info)
     return value.rstrip("/")
 
 

@@ -19,10 +19,18 @@ from typing import Annotated, ClassVar, Final, Literal
 from urllib.parse import quote
 
 import aiohttp
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential, OutboundToken
-from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import (
     AccessDenied,
     InvalidRequest,
@@ -92,8 +100,8 @@ def _audience(value: str) -> str:
     return value
 
 
-def _trusted_url(value: str) -> str:
-    require_trusted_url(value)
+def _trusted_url(value: str, info: ValidationInfo) -> str:
+    require_backend_url(value, info)
     return value.rstrip("/")
 
 

@@ -20,10 +20,17 @@ from typing import Annotated, ClassVar
 
 import aiohttp
 from cryptography import x509
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
-from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import AccessDenied, UpstreamError, UpstreamTimeout
 from tokenbroker.identity.models import Identity
 from tokenbroker.retry import RetryPolicy, Sleep, with_retries
@@ -34,8 +41,8 @@ _PATH = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _ROLE = re.compile(r"^[A-Za-z0-9_.@-]{1,256}$")
 
 
-def _vault_address(value: str) -> str:
-    require_trusted_url(value)
+def _vault_address(value: str, info: ValidationInfo) -> str:
+    require_backend_url(value, info)
     if "?" in value or "#" in value:
         raise ValueError("a Vault address must not carry a query or fragment")
     return value.rstrip("/")
@@ -307,7 +314,10 @@ class VaultOidcBackend:
         )
         where = f"role {vault.role!r} at auth/{vault.auth_path}"
         if reply.status == 200:
-            login = parse_login(reply.body)
+            try:
+                login = parse_login(reply.body)
+            except UpstreamError:
+                raise _no_vault(vault.address) from None
             # DEBUG: the exchange's own INFO line already says a credential was issued.
             logger.debug(
                 "vault login ok: %s, org %s, lease %ss, policies %s",
@@ -322,7 +332,7 @@ class VaultOidcBackend:
             description = _with_reasons(f"Vault refused the login with {where}", reply, secrets)
             logger.info("vault login refused (HTTP %s): %s", reply.status, description)
             raise AccessDenied("backend_refused", description)
-        raise _unexpected_status(reply, where, secrets)
+        raise _unexpected_status(reply, where, secrets, vault.address)
 
     async def revoke(self, credential: IssuedCredential, settings: BaseModel) -> None:
         """Revoke a token this backend issued (``auth/token/revoke-self``); idempotent."""
@@ -338,7 +348,7 @@ class VaultOidcBackend:
             # revoke-self is granted to every valid token, so 403 means it is already gone.
             logger.info("vault token was already revoked or expired")
             return
-        raise _unexpected_status(reply, "revoke-self", (token,))
+        raise _unexpected_status(reply, "revoke-self", (token,), vault.address)
 
     async def _post(
         self,
@@ -364,7 +374,10 @@ class VaultOidcBackend:
                 timeout=timeout,
                 allow_redirects=False,
             ) as response:
-                return _Reply(response.status, await _read_capped(response))
+                answer = await _read_capped(response)
+                if answer is None:
+                    raise _no_vault(settings.address)
+                return _Reply(response.status, answer)
 
         def retry_reply(reply: _Reply) -> bool:
             retry = _is_retryable_status(reply.status)
@@ -399,19 +412,34 @@ class VaultOidcBackend:
                 f"TLS verification of Vault at {settings.address} failed; check ca_cert",
             ) from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(
-                "backend_unreachable",
-                f"cannot reach Vault at {settings.address} after {policy.attempts} attempt(s)",
-            ) from exc
+            raise _no_vault(settings.address) from exc
 
 
-async def _read_capped(response: aiohttp.ClientResponse) -> bytes:
+def _no_vault(address: str) -> UpstreamError:
+    # One answer, whether nothing listens or something that is not Vault answers: otherwise
+    # an address pointed at a host's ports would map which are open and what serves them.
+    return UpstreamError(
+        "backend_unreachable", f"no Vault answered at {address}; check the credential's address"
+    )
+
+
+def _is_vault_error(body: bytes) -> bool:
+    # Vault answers every error with a JSON object holding an `errors` list.
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("errors"), list)
+
+
+async def _read_capped(response: aiohttp.ClientResponse) -> bytes | None:
+    """The body, or None when it is over the cap (a login answer is a few hundred bytes)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(64 * 1024):
         size += len(chunk)
         if size > _MAX_RESPONSE_BYTES:
-            raise UpstreamError("backend_bad_response", "Vault's answer is too large")
+            return None
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -426,7 +454,11 @@ def _headers(settings: VaultOidcSettings) -> dict[str, str]:
     return {"X-Vault-Namespace": settings.namespace} if settings.namespace else {}
 
 
-def _unexpected_status(reply: _Reply, where: str, secrets: Iterable[str]) -> UpstreamError:
+def _unexpected_status(
+    reply: _Reply, where: str, secrets: Iterable[str], address: str
+) -> UpstreamError:
+    if not _is_vault_error(reply.body):
+        return _no_vault(address)
     if _is_retryable_status(reply.status):
         return UpstreamError(
             "backend_unavailable",

@@ -412,7 +412,8 @@ def connection(args: argparse.Namespace) -> tuple[str, str]:
                 "or use --dev-stack against a running tokenbroker dev"
             )
     try:
-        return require_trusted_url(url), token
+        # The operator's own broker, often on an internal address: only https is required.
+        return require_trusted_url(url, allow_private=True), token
     except ValueError as exc:
         raise CliError(f"--url {url!r}: {exc} (http is allowed on loopback only)") from None
 

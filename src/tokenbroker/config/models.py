@@ -20,7 +20,13 @@ from pydantic import (
 from tokenbroker.config.urls import require_trusted_url
 from tokenbroker.policy.rules import token_mode_problems
 
-TrustedUrl = Annotated[str, AfterValidator(require_trusted_url)]
+
+def _url_shape(url: str) -> str:
+    # The address policy needs [security], so Settings applies it to the issuers' URLs.
+    return require_trusted_url(url, allow_private=True)
+
+
+TrustedUrl = Annotated[str, AfterValidator(_url_shape)]
 ProfileName = Literal["env0", "circleci", "gitpod", "github", "generic"]
 ClaimValue = str | bool | int | list[str]
 
@@ -156,6 +162,21 @@ class RateLimitSettings(_Section):
     # Set: instances share their buckets through Redis. Unset: each instance counts alone.
     redis_url: RedisUrl | None = None
     key: Literal["organization", "project", "subject"] = "organization"
+    # Each Redis call is abandoned after this: a hanging Redis must not slow every exchange.
+    redis_timeout_ms: int = Field(default=50, ge=1, le=5000)
+    # After this many failures in a row Redis is skipped for the cooldown, then probed once.
+    redis_breaker_failures: int = Field(default=3, ge=1, le=1000)
+    redis_breaker_cooldown_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # While Redis fails or is skipped: "allow" exchanges unlimited, "deny" them with a 503.
+    on_redis_error: Literal["allow", "deny"] = "allow"
+
+
+class SecuritySettings(_Section):
+    """``[security]``: what outbound URLs may point at."""
+
+    # Off: backend and issuer URLs may not name loopback, private, link-local or metadata
+    # addresses, neither as written nor as resolved at connect time. The dev stack turns it on.
+    allow_private_backends: bool = False
 
 
 class ExchangeSettings(_Section):
@@ -184,6 +205,8 @@ class IssuerSettings(_Section):
     required_claims: dict[str, ClaimValue] = Field(default_factory=dict)
     jwks_cache_seconds: int = Field(default=3600, ge=30, le=86400)
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    # How long past its cache lifetime a key still serves while the JWKS cannot be refreshed.
+    jwks_max_stale_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
     # Profile-specific knobs, e.g. circleci `allow_ssh_rerun`, generic `org_pointer`.
     options: dict[str, str | bool | int] = Field(default_factory=dict)
 
@@ -245,6 +268,7 @@ class Settings(_Section):
     signing: SigningSettings = SigningSettings()
     rate_limit: RateLimitSettings = RateLimitSettings()
     exchange: ExchangeSettings = ExchangeSettings()
+    security: SecuritySettings = SecuritySettings()
     issuers: list[IssuerSettings] = Field(default_factory=list)
     organizations: list[OrganizationConfig] = Field(default_factory=list)
     credentials: list[CredentialConfig] = Field(default_factory=list)
@@ -253,6 +277,14 @@ class Settings(_Section):
     @model_validator(mode="after")
     def _references_resolve(self) -> Settings:
         problems: list[str] = []
+        if not self.security.allow_private_backends:
+            for index, issuer in enumerate(self.issuers):
+                for key, url in (("issuer", issuer.issuer), ("jwks_uri", issuer.jwks_uri)):
+                    try:
+                        if url is not None:
+                            require_trusted_url(url)
+                    except ValueError as exc:
+                        problems.append(f"issuers[{index}].{key}: {exc}")
         issuer_names = [i.name for i in self.issuers]
         issuer_urls = [i.issuer.rstrip("/") for i in self.issuers]
         for index, name in enumerate(issuer_names):

@@ -332,6 +332,8 @@ def build_settings(
                 "data_dir": str(data_dir),
             },
             "admin": {"tokens": list(admin_token_digests or [])},
+            # Every part of the local stack listens on loopback.
+            "security": {"allow_private_backends": True},
             "issuers": [entry.model_dump(mode="json") for entry in issuers.values()],
             "organizations": [
                 {

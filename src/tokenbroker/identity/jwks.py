@@ -1,15 +1,24 @@
 """The JWKS cache: each trusted issuer's verification keys, fetched with aiohttp and kept warm.
 
 Keys come from the issuer's ``jwks_uri`` or, when unset, from its OIDC discovery document.
-A key set is cached for the issuer's ``Cache-Control: max-age`` bounded to
-``[60 s, jwks_cache_seconds]``; an unknown ``kid`` triggers at most one refetch per
-``jwks_refetch_interval_seconds``; when the endpoint is down the cached keys keep serving.
+A key set is fresh for the issuer's ``Cache-Control: max-age`` bounded to
+``[60 s, jwks_cache_seconds]``. How an exchange waits on the endpoint:
+
+- A cached ``kid`` never waits. Once its set is past its lifetime, the key still serves for up
+  to ``jwks_max_stale_seconds`` while a refresh runs in the background; past that it no longer
+  serves and the lookup waits for a fetch, like an issuer never fetched.
+- One fetch per issuer is in flight at a time; every lookup that needs it shares it.
+- An unknown ``kid`` triggers at most one refetch per ``jwks_refetch_interval_seconds``. While
+  the endpoint is failing, an unknown ``kid`` is TemporarilyUnavailable (the issuer may have
+  rotated to it), not a refusal; so is an issuer whose keys were never fetched.
+
 Responses are size-capped and must be JSON; an empty key set is never cached.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -24,7 +33,7 @@ from joserfc.jwk import JWKRegistry, Key, RSAKey
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import IssuerSettings
 from tokenbroker.config.urls import require_trusted_url
-from tokenbroker.errors import InvalidToken, UpstreamError
+from tokenbroker.errors import InvalidToken, TemporarilyUnavailable
 from tokenbroker.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -59,6 +68,10 @@ class JwksFetchError(Exception):
         super().__init__(description)
         self.outcome = outcome
         self.description = description
+
+
+class JwksNeverFetched(Exception):
+    """Readiness: an issuer's keys have never been fetched, so its tokens cannot be checked."""
 
 
 @dataclass(slots=True)
@@ -133,8 +146,11 @@ class JwksCache:
         metrics: Metrics | None = None,
         *,
         max_document_bytes: int = MAX_DOCUMENT_BYTES,
+        allow_private_backends: bool = False,
     ) -> None:
         self._http = http
+        # [security]'s policy for jwks_uri values found through discovery.
+        self._allow_private = allow_private_backends
         self._clock = clock
         self._metrics = metrics
         self._max_bytes = max_document_bytes
@@ -145,35 +161,61 @@ class JwksCache:
         """The issuer's verification key for ``kid``, fetching the key set when needed.
 
         Raises InvalidToken ``unknown_kid`` when the key is not published (after at most one
-        rate-limited refetch) and UpstreamError ``jwks_unavailable`` when no keys were ever
-        fetched and the endpoint cannot be reached.
+        rate-limited refetch) and TemporarilyUnavailable ``jwks_unavailable`` when the keys
+        cannot be fetched and none that may serve is cached for ``kid``.
         """
-        entry = self._entries.get(issuer.name)
-        if entry is None:
-            entry = self._entries[issuer.name] = _Entry()
+        entry = self._entry(issuer)
         now = self._clock.now()
-        if entry.keys is not None:
+        if entry.keys is not None and now < _serves_until(issuer, entry):
             key = entry.keys.find(kid)
-            fresh = now < entry.expires_at
-            if key is not None and (fresh or now < entry.retry_at):
+            if key is not None:
                 self._count_lookup(hit=True)
+                if now >= entry.expires_at:
+                    self._refresh_in_background(issuer, entry, now)
                 return key
-            if key is None and (fresh or now < entry.retry_at):
+            if issuer.name not in self._inflight:
+                if now < entry.retry_at:
+                    # The endpoint is failing: the issuer may well have rotated to this kid.
+                    raise _unavailable(issuer, entry, now)
                 # The issuer may have rotated its keys; look again, but only so often, so a
                 # stream of made-up kids cannot turn us into a load generator against it.
-                recently = now - entry.last_fetch_at < issuer.jwks_refetch_interval_seconds
-                if recently and issuer.name not in self._inflight:
+                if now - entry.last_fetch_at < issuer.jwks_refetch_interval_seconds:
                     raise _unknown_kid(issuer, kid)
-        elif now < entry.retry_at:
-            raise _unavailable(issuer, entry)
+        elif now < entry.retry_at and issuer.name not in self._inflight:
+            raise _unavailable(issuer, entry, now)
         self._count_lookup(hit=False)
-        await self._refresh(issuer, entry)
-        if entry.keys is None:
-            raise _unavailable(issuer, entry)
+        await asyncio.shield(self._start_fetch(issuer, entry))
+        now = self._clock.now()
+        if entry.keys is None or now >= _serves_until(issuer, entry):
+            raise _unavailable(issuer, entry, now)
         key = entry.keys.find(kid)
         if key is None:
+            if now < entry.retry_at:
+                raise _unavailable(issuer, entry, now)
             raise _unknown_kid(issuer, kid)
         return key
+
+    async def require_fetched(self, issuer: IssuerSettings, wait_seconds: float) -> None:
+        """Readiness: raise JwksNeverFetched unless the issuer's keys were fetched at least once.
+
+        A fetch is started (or joined) and awaited for at most ``wait_seconds``.
+        """
+        entry = self._entry(issuer)
+        if entry.keys is None:
+            self._refresh_in_background(issuer, entry, self._clock.now())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait_seconds):
+                    await self.settle(issuer)
+        if entry.keys is None:
+            raise JwksNeverFetched(
+                f"the keys of issuer {issuer.name!r} were never fetched: {entry.last_error}"
+            )
+
+    async def settle(self, issuer: IssuerSettings) -> None:
+        """Wait until the issuer's fetch in flight, if any (a background refresh too), is done."""
+        task = self._inflight.get(issuer.name)
+        if task is not None:
+            await asyncio.shield(task)
 
     async def aclose(self) -> None:
         """Cancel fetches still in flight (at application shutdown)."""
@@ -182,15 +224,27 @@ class JwksCache:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _refresh(self, issuer: IssuerSettings, entry: _Entry) -> None:
-        # Concurrent misses for one issuer share one fetch; shield it so a waiter that is
+    def _entry(self, issuer: IssuerSettings) -> _Entry:
+        entry = self._entries.get(issuer.name)
+        if entry is None:
+            entry = self._entries[issuer.name] = _Entry()
+        return entry
+
+    def _refresh_in_background(self, issuer: IssuerSettings, entry: _Entry, now: float) -> None:
+        # After a failure the endpoint is left alone for the refetch interval, so a hanging
+        # or failing issuer costs one request per interval, not one per exchange.
+        if issuer.name not in self._inflight and now >= entry.retry_at:
+            self._start_fetch(issuer, entry)
+
+    def _start_fetch(self, issuer: IssuerSettings, entry: _Entry) -> asyncio.Task[None]:
+        # Lookups share one fetch per issuer. Callers await it shielded, so a waiter that is
         # cancelled (client went away) does not cancel the fetch for the others.
         task = self._inflight.get(issuer.name)
         if task is None:
             task = asyncio.create_task(self._fetch_into(issuer, entry))
             self._inflight[issuer.name] = task
             task.add_done_callback(lambda _: self._inflight.pop(issuer.name, None))
-        await asyncio.shield(task)
+        return task
 
     async def _fetch_into(self, issuer: IssuerSettings, entry: _Entry) -> None:
         started = self._clock.now()
@@ -232,7 +286,7 @@ class JwksCache:
         if not isinstance(jwks_uri, str):
             raise JwksFetchError("invalid", "the discovery document has no jwks_uri")
         try:
-            return require_trusted_url(jwks_uri)
+            return require_trusted_url(jwks_uri, allow_private=self._allow_private)
         except ValueError as exc:
             raise JwksFetchError("untrusted_url", f"discovered jwks_uri: {exc}") from None
 
@@ -283,8 +337,14 @@ def _unknown_kid(issuer: IssuerSettings, kid: str | None) -> InvalidToken:
     return InvalidToken("unknown_kid", f"issuer {issuer.name!r} publishes no key with kid {shown}")
 
 
-def _unavailable(issuer: IssuerSettings, entry: _Entry) -> UpstreamError:
-    return UpstreamError(
+def _serves_until(issuer: IssuerSettings, entry: _Entry) -> float:
+    return entry.expires_at + issuer.jwks_max_stale_seconds
+
+
+def _unavailable(issuer: IssuerSettings, entry: _Entry, now: float) -> TemporarilyUnavailable:
+    # Retry once the next fetch may be tried; a fetch may also just have failed (or be running).
+    return TemporarilyUnavailable(
         "jwks_unavailable",
         f"the keys of issuer {issuer.name!r} cannot be fetched: {entry.last_error}",
+        retry_after=max(1, math.ceil(entry.retry_at - now)) if entry.retry_at > now else 1,
     )

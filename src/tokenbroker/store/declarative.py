@@ -26,7 +26,9 @@ _ATTEMPTS = 3
 
 async def apply_declarative(store: Store, settings: Settings) -> None:
     """Make the store hold what the config declares; ConfigError lines name each bad entry."""
-    clean_settings = _checked_credential_settings(settings.credentials)
+    clean_settings = _checked_credential_settings(
+        settings.credentials, settings.security.allow_private_backends
+    )
     for attempt in range(_ATTEMPTS):
         try:
             async with store.transaction() as repo:
@@ -53,7 +55,9 @@ class _EntryError(Exception):
         return [f"{self.where}: {self.error.description}"]
 
 
-def _checked_credential_settings(entries: list[CredentialConfig]) -> list[dict[str, object]]:
+def _checked_credential_settings(
+    entries: list[CredentialConfig], allow_private_backends: bool
+) -> list[dict[str, object]]:
     # Every problem of every credential at once, before the store is touched.
     lines: list[str] = []
     cleaned: list[dict[str, object]] = []
@@ -61,7 +65,14 @@ def _checked_credential_settings(entries: list[CredentialConfig]) -> list[dict[s
         problems = check.Problems()
         check.check_token_mode(problems, entry.type, entry.token, entry.audience)
         check.check_bound_claims(problems, entry.bound_claims)
-        cleaned.append(check.check_settings(problems, entry.type, entry.settings))
+        cleaned.append(
+            check.check_settings(
+                problems,
+                entry.type,
+                entry.settings,
+                allow_private_backends=allow_private_backends,
+            )
+        )
         lines.extend(
             f"credentials[{index}].{item['field']}: {item['message']}" for item in problems.items
         )

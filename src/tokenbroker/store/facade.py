@@ -32,16 +32,36 @@ class Store:
     why that stays correct); the server runs :meth:`watch_policy_revision` beside it.
     """
 
-    def __init__(self, engine: AsyncEngine, *, policy_cache: PolicyCache | None = None) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        policy_cache: PolicyCache | None = None,
+        allow_private_backends: bool = False,
+    ) -> None:
         self._engine = engine
+        self._allow_private_backends = allow_private_backends
         self._audit = AuditWriter(engine)
         self._policy = policy_cache
         self._poll_failing = False
 
     @classmethod
-    async def open(cls, url: str, *, policy_cache: PolicyCache | None = None) -> Store:
-        """Connect lazily to the database at ``url`` (see ``engine.create_engine``)."""
-        return cls(engines.create_engine(url), policy_cache=policy_cache)
+    async def open(
+        cls,
+        url: str,
+        *,
+        policy_cache: PolicyCache | None = None,
+        allow_private_backends: bool = False,
+    ) -> Store:
+        """Connect lazily to the database at ``url`` (see ``engine.create_engine``).
+
+        ``allow_private_backends`` is ``[security]``'s, applied to the credentials it is given.
+        """
+        return cls(
+            engines.create_engine(url),
+            policy_cache=policy_cache,
+            allow_private_backends=allow_private_backends,
+        )
 
     @property
     def dialect(self) -> str:
@@ -99,7 +119,7 @@ class Store:
         """
         try:
             async with self._write_connection() as connection:
-                repo = Repository(connection)
+                repo = Repository(connection, allow_private_backends=self._allow_private_backends)
                 yield repo
                 await repo.bump_policy_revision()
         finally:
@@ -117,7 +137,7 @@ class Store:
     async def reading(self) -> AsyncIterator[Repository]:
         """A Repository for reads (each statement sees what was committed before it)."""
         async with self._engine.connect() as connection:
-            yield Repository(connection)
+            yield Repository(connection, allow_private_backends=self._allow_private_backends)
 
     # -- organizations ---------------------------------------------------------------------
 

@@ -86,8 +86,12 @@ class SigningKeyRow:
 class Repository:
     """The store's operations on one connection; the caller owns the transaction."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(
+        self, connection: AsyncConnection, *, allow_private_backends: bool = False
+    ) -> None:
         self._conn = connection
+        # [security] allow_private_backends: credential URLs may name private addresses.
+        self._allow_private_backends = allow_private_backends
 
     @property
     def connection(self) -> AsyncConnection:
@@ -204,7 +208,9 @@ class Repository:
         check.check_name(problems, "name", name)
         check.check_token_mode(problems, type, token, audience)
         claims = check.check_bound_claims(problems, {} if bound_claims is None else bound_claims)
-        clean_settings = check.check_settings(problems, type, settings)
+        clean_settings = check.check_settings(
+            problems, type, settings, allow_private_backends=self._allow_private_backends
+        )
         problems.raise_if_any("invalid_credential", "credential")
         if await self._credential_row(org.id, name) is not None:
             raise _credential_exists(organization, name)
@@ -283,7 +289,12 @@ class Repository:
         problems = check.Problems()
         check.check_token_mode(problems, new_type, new_token, new_audience)
         claims = check.check_bound_claims(problems, new_claims)
-        clean_settings = check.check_settings(problems, new_type, new_settings)
+        clean_settings = check.check_settings(
+            problems,
+            new_type,
+            new_settings,
+            allow_private_backends=self._allow_private_backends,
+        )
         problems.raise_if_any("invalid_credential", "credential")
         await self._conn.execute(
             update(credentials)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 from tokenbroker.backends import registry
 from tokenbroker.backends.base import SettingsAdvisories, traits_of
 from tokenbroker.config.models import NAME_PATTERN
+from tokenbroker.config.urls import url_context
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.policy.bound_claims import split_json_pointer
 from tokenbroker.policy.models import BoundClaims, TokenMode
@@ -116,8 +117,13 @@ def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:
     return clean
 
 
-def check_settings(problems: Problems, type_name: str, settings: object) -> dict[str, object]:
-    """Validate settings with the credential type's schema; the JSON form of the result."""
+def check_settings(
+    problems: Problems, type_name: str, settings: object, *, allow_private_backends: bool
+) -> dict[str, object]:
+    """Validate settings with the credential type's schema; the JSON form of the result.
+
+    ``allow_private_backends`` is ``[security]``'s: whether URLs may name private addresses.
+    """
     try:
         model = registry.settings_model_for(type_name)
     except registry.UnknownCredentialType:
@@ -131,7 +137,9 @@ def check_settings(problems: Problems, type_name: str, settings: object) -> dict
         problems.add("settings", "must be an object")
         return {}
     try:
-        validated: BaseModel = model.model_validate(dict(settings))
+        validated: BaseModel = model.model_validate(
+            dict(settings), context=url_context(allow_private_backends=allow_private_backends)
+        )
     except ValidationError as exc:
         for error in exc.errors(include_url=False, include_input=False, include_context=False):
             message = str(error["msg"]).removeprefix("Value error, ")

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import functools
+import ipaddress
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+from aiohappyeyeballs import AddrInfoType
 from aiohttp import web
 
 from tokenbroker import __version__
@@ -15,6 +20,7 @@ from tokenbroker.backends.base import BackendContext
 from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
+from tokenbroker.config.urls import PRIVATE_ADDRESS_HINT, is_private_address
 from tokenbroker.exchange.reuse import InMemoryReuseWindow
 from tokenbroker.exchange.service import ExchangeService
 from tokenbroker.identity.jwks import JwksCache
@@ -59,26 +65,64 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     return app
 
 
-@asynccontextmanager
-async def _http_client(app: web.Application) -> AsyncIterator[None]:
-    # One client session for every outbound call: JWKS fetches and backends share its pool.
-    timeout = aiohttp.ClientTimeout(total=app[keys.SETTINGS].server.client_timeout_seconds)
+def refuse_private_addresses(addr_info: AddrInfoType) -> socket.socket:
+    """The outbound session's socket factory: no connection to a non-public address.
+
+    It sees the address actually connected to, after DNS, so a URL that passed the
+    configuration checks but resolves to a private address (DNS rebinding) is refused too.
+    """
+    family, type_, proto, _, sockaddr = addr_info
+    # An IPv6 sockaddr may carry a zone ("fe80::1%eth0"); the address is what comes before.
+    address = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
+    if is_private_address(address):
+        # With an errno, aiohttp's ClientConnectorError shows the text (else it says "None").
+        raise OSError(errno.EACCES, f"refused to connect to {address}: {PRIVATE_ADDRESS_HINT}")
+    return socket.socket(family=family, type=type_, proto=proto)
+
+
+def outbound_session(settings: Settings) -> aiohttp.ClientSession:
+    """The one client session for every outbound call (JWKS fetches and backends share it)."""
+    timeout = aiohttp.ClientTimeout(total=settings.server.client_timeout_seconds)
+    guard = None if settings.security.allow_private_backends else refuse_private_addresses
     # No cookie jar: the session serves every organization, so a cookie one backend sets
     # must not ride along on another tenant's call.
-    async with aiohttp.ClientSession(
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(socket_factory=guard),
         timeout=timeout,
         headers={"User-Agent": f"tokenbroker/{__version__}"},
         cookie_jar=aiohttp.DummyCookieJar(),
-    ) as session:
+    )
+
+
+@asynccontextmanager
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    async with outbound_session(app[keys.SETTINGS]) as session:
         app[keys.HTTP_CLIENT] = session
         yield
+
+
+# A readiness probe waits this long for an issuer's first JWKS fetch before reporting it.
+_JWKS_READINESS_WAIT_SECONDS = 2.0
 
 
 @asynccontextmanager
 async def _token_validator(app: web.Application) -> AsyncIterator[None]:
     # One JWKS cache per application, shared by every request (never process-global).
-    jwks = JwksCache(app[keys.HTTP_CLIENT], app[keys.CLOCK], app[keys.METRICS])
-    app[keys.TOKEN_VALIDATOR] = TokenValidator(app[keys.SETTINGS].issuers, jwks, app[keys.CLOCK])
+    settings = app[keys.SETTINGS]
+    jwks = JwksCache(
+        app[keys.HTTP_CLIENT],
+        app[keys.CLOCK],
+        app[keys.METRICS],
+        allow_private_backends=settings.security.allow_private_backends,
+    )
+    issuers = settings.issuers
+    app[keys.TOKEN_VALIDATOR] = TokenValidator(issuers, jwks, app[keys.CLOCK])
+    # One entry per issuer, so /readyz names the issuers whose keys were never fetched (their
+    # exchanges would all be 503). A probe starts the first fetch and waits for it briefly.
+    for issuer in issuers:
+        app[health.READINESS_CHECKS][f"jwks:{issuer.name}"] = functools.partial(
+            jwks.require_fetched, issuer, _JWKS_READINESS_WAIT_SECONDS
+        )
     yield
     await jwks.aclose()
 
@@ -89,7 +133,9 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
     # The exchange's policy lookup from memory; changes made elsewhere show within 1 s.
     store = await Store.open(
-        settings.store.resolved_url(settings.server.data_dir), policy_cache=PolicyCache()
+        settings.store.resolved_url(settings.server.data_dir),
+        policy_cache=PolicyCache(),
+        allow_private_backends=settings.security.allow_private_backends,
     )
     watcher: asyncio.Task[None] | None = None
     try:

@@ -24,7 +24,7 @@ VAULT_SETTINGS: dict[str, object] = {"address": "https://vault.example.com", "ro
 
 
 def admin_settings_dict(tmp_path: Path) -> dict[str, object]:
-    """Settings with two admin tokens and two trusted issuers (loopback, never fetched here)."""
+    """Settings with two admin tokens and two trusted issuers (never fetched here)."""
     return {
         "server": {"data_dir": str(tmp_path)},
         "admin": {
@@ -33,13 +33,13 @@ def admin_settings_dict(tmp_path: Path) -> dict[str, object]:
         "issuers": [
             {
                 "name": "env0",
-                "issuer": "http://127.0.0.1:9/env0",
+                "issuer": "https://login.example.test/env0",
                 "audiences": ["https://prod.env0.com"],
                 "profile": "env0",
             },
             {
                 "name": "circleci",
-                "issuer": "http://127.0.0.1:9/circleci",
+                "issuer": "https://oidc.example.test/circleci",
                 "audiences": ["org-1"],
                 "profile": "circleci",
             },

@@ -318,3 +318,36 @@ async def test_creating_a_short_aws_credential_is_accepted_with_a_warning_naming
     (line,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert line.startswith("credential short-aws of organization acme: duration_seconds = 1200 ")
     assert "leaves 300 s before the AWS SDKs' 15-minute refresh window" in line
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "https://169.254.169.254",
+        "https://metadata.google.internal",
+        "https://[fd00:ec2::254]",
+        "https://10.1.2.3:8200",
+        "https://127.0.0.1.nip.io:8200",
+        "http://127.0.0.1:6379",
+    ],
+)
+async def test_a_vault_address_at_a_non_public_address_is_refused(
+    acme: Admin, address: str
+) -> None:
+    reply = await acme.post(
+        "/organizations/acme/credentials",
+        {**VAULT, "settings": {**VAULT_SETTINGS, "address": address}},
+    )
+    assert reply.status == 422, reply.body
+    assert reply.fields == ["settings.address"]
+    assert (await acme.snapshot()).credentials["acme"] == []
+
+
+async def test_a_patch_cannot_move_a_vault_address_to_a_metadata_service(acme: Admin) -> None:
+    await acme.create_vault()
+    reply = await acme.patch(
+        "/organizations/acme/credentials/prod-vault",
+        {"settings": {"address": "https://169.254.169.254"}},
+    )
+    assert reply.status == 422, reply.body
+    assert reply.fields == ["settings.address"]
