@@ -561,6 +561,7 @@ class ExchangeService:
             extra_claims=dict(backend.outbound_claims(decided.identity))
             if isinstance(backend, OutboundClaimsProvider)
             else None,
+            credential=credential.name,
         )
         return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
 
