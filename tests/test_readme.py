@@ -249,6 +249,7 @@ def test_the_vault_block_configures_openbao_with_bao(running_dev_stack: DevStack
         .replace("<project id>", PROJECT_ID)
         # dev-oidc's minted token stands for a mint credential of audience "vault"
         .replace('"bound_audiences": ["vault"]', '"bound_audiences": ["dev-audience"]')
+        .replace('"/tokenbroker/credential": "prod-vault"', '"/tokenbroker/credential": "dev-oidc"')
     )
     run = tokenbroker(
         "exchange", "--broker", state.broker_url, "--credential", "dev-oidc", "--format", "json",
