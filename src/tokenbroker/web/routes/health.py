@@ -6,6 +6,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tokenbroker.web.serving import SERVING_STATE
+
 ReadinessCheck = Callable[[], Awaitable[None]]
 READINESS_CHECKS = web.AppKey("readiness_checks", dict[str, ReadinessCheck])
 
@@ -16,7 +18,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Every registered dependency (store, keys, ...) answers; 503 naming those that do not."""
+    """Every registered dependency (store, keys, ...) answers; 503 naming those that do not.
+
+    Draining after SIGTERM, 503 at once: the load balancer stops sending before the port closes.
+    """
+    if request.app[SERVING_STATE].draining:
+        return web.json_response({"status": "shutting_down", "checks": {}}, status=503)
     results: dict[str, str] = {}
     ready = True
     for name, check in request.app[READINESS_CHECKS].items():
