@@ -11,6 +11,8 @@ pytest_plugins = [
     "tests.support.aws",
     "tests.support.platform",
     "tests.support.gcp",
+    "tests.support.postgres",
+    "tests.support.serve",
 ]
 
 
