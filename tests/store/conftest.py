@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from tests.support.postgres import fresh_postgres_schema
 
+from tests.support.postgres import fresh_postgres_schema
 from tokenbroker.policy.models import Organization
 from tokenbroker.store import Store
 
