@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from bench.procs import ServerProcess, free_port
 from bench.tomlconfig import dump_toml
 
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
+from tokenbroker.web.errors import REQUEST_ID_HEADER
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
@@ -61,15 +62,11 @@ def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
         yield IssuerProcess(issuer, server)
 
 
-def policy(
-    issuer: IssuerProcess, credentials: Sequence[Mapping[str, object]]
-) -> dict[str, object]:
+def policy(issuer: IssuerProcess, credentials: Sequence[Mapping[str, object]]) -> dict[str, object]:
     """Issuer, organization, ``credentials`` and one assignment of them all, as config sections."""
     return {
         "issuers": [issuer.issuer_entry()],
-        "organizations": [
-            {"name": ORGANIZATION, "issuer": "dev-env0", "platform_org_id": ORG}
-        ],
+        "organizations": [{"name": ORGANIZATION, "issuer": "dev-env0", "platform_org_id": ORG}],
         "credentials": [{"organization": ORGANIZATION, **c} for c in credentials],
         "assignments": [
             {
@@ -132,8 +129,17 @@ def start_broker(
     return BrokerProcess(process, port, path)
 
 
-def exchange(url: str, token: str, credential: str, *, timeout: float = 30) -> tuple[int, object]:
-    """``POST /v1/exchange`` on a connection of its own; (status, decoded JSON body)."""
+@dataclass(frozen=True)
+class ExchangeAnswer:
+    """What ``POST /v1/exchange`` answered."""
+
+    status: int
+    body: dict[str, Any]
+    request_id: str
+
+
+def exchange(url: str, token: str, credential: str, *, timeout: float = 30) -> ExchangeAnswer:
+    """``POST /v1/exchange`` on a connection of its own."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
     try:
@@ -144,7 +150,8 @@ def exchange(url: str, token: str, credential: str, *, timeout: float = 30) -> t
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         response = connection.getresponse()
-        return response.status, json.loads(response.read())
+        body = json.loads(response.read())
+        return ExchangeAnswer(response.status, body, response.getheader(REQUEST_ID_HEADER, ""))
     finally:
         connection.close()
 
