@@ -99,7 +99,7 @@ def test_the_configmap_holds_the_deploy_config_and_it_is_valid(tmp_path: Path) -
             "TOKENBROKER_STORE__ENCRYPTION_KEY": "a key from a Secret",
         },
     )
-    assert settings.server.host == "0.0.0.0"
+    assert settings.server.host == "0.0.0.0"  # noqa: S104 - a pod listens on its own address
     assert settings.server.worker_count() >= 2
 
 
@@ -153,10 +153,13 @@ def test_the_optional_servicemonitor_scrapes_the_service_metrics_port() -> None:
     (service,) = _documents(BASE / "service.yaml")
     (deployment,) = _documents(BASE / "deployment.yaml")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert monitor["spec"]["selector"]["matchLabels"].items() <= {
-        **labels,
-        **service["metadata"]["labels"],
-    }.items()
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= {
+            **labels,
+            **service["metadata"]["labels"],
+        }.items()
+    )
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
     assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}

@@ -53,6 +53,9 @@ def serve_in_this_process(
 ) -> int:
     """Serve until SIGTERM on this process's own event loop; start-up problems are CliErrors."""
     server = settings.server
+    # Until the loop's own handlers take over (serve_until_stopped), a SIGTERM stops the start:
+    # nothing is served yet, so nothing is cut off, and it is a clean exit.
+    signal.signal(signal.SIGTERM, _exit_before_serving)
     try:
         loop_factory = _loop_factory(settings)
         with asyncio.Runner(loop_factory=loop_factory) as runner:
@@ -74,6 +77,11 @@ def serve_in_this_process(
     except KeyStoreError as exc:
         raise CliError(f"signing keys: {exc}") from None
     return 0
+
+
+def _exit_before_serving(signum: int, frame: FrameType | None) -> None:
+    log.info("SIGTERM while starting: stopping")
+    raise SystemExit(0)
 
 
 def _loop_factory(settings: Settings) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -208,7 +216,9 @@ class Supervisor:
         how = _describe_exit(process.exitcode)
         if self._stopping:
             log.info("worker %d (pid %d) %s", worker.index, process.pid, how)
-            if process.exitcode != 0:
+            # Killed by the SIGTERM passed on while it was still importing: it served nothing.
+            stopped_starting = not worker.ready and process.exitcode == -signal.SIGTERM
+            if process.exitcode != 0 and not stopped_starting:
                 self._failed = True
             return
         if not self._serving:
