@@ -68,7 +68,11 @@ def _workers_of(broker: BrokerProcess, count: int) -> list[int]:
     tracker is a child too, but serves nothing: it is not in /metrics)."""
 
     def found() -> list[int] | None:
-        pids = _worker_pids_in_metrics(broker) & set(child_pids(broker.server.pid))
+        try:
+            scraped = _worker_pids_in_metrics(broker)
+        except ConnectionResetError:  # it reached a worker as that one was killed: ask again
+            return None
+        pids = scraped & set(child_pids(broker.server.pid))
         return sorted(pids) if len(pids) == count else None
 
     return eventually(found, 60, f"{count} workers in /metrics")
