@@ -13,6 +13,8 @@ pytest_plugins = [
     "tests.support.platform",
     "tests.support.gcp",
     "tests.support.devstack",
+    "tests.support.postgres",
+    "tests.support.serve",
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -65,6 +66,18 @@ class ServerSettings(_Section):
     # "auto" serves on uvloop where it is installed (a default dependency off Windows); the
     # bench measures the difference.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    # Processes serving the port (SO_REUSEPORT) under one supervisor; "auto" is one per CPU.
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    # On SIGTERM, how long in-flight requests have to finish before they are cut off.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for on this machine."""
+        if self.workers != "auto":
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):  # the CPUs this process may run on (Linux)
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
     @property
     def issuer_url(self) -> str:
