@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from aiohttp import web
-
 from tokenbroker.cli.common import CliError, add_config_argument, config_error, settings_from_args
 from tokenbroker.errors import ConfigError
 from tokenbroker.issuer.keys import KeyStoreError
 from tokenbroker.logs import configure_logging
 from tokenbroker.web.app import create_app
 from tokenbroker.web.loop import loop_name, new_event_loop
+from tokenbroker.web.server import run_app
 
 _log = logging.getLogger(__name__)
 
@@ -40,13 +39,8 @@ def run(args: argparse.Namespace) -> int:
         raise config_error(exc) from None
     _log.info("event loop: %s", loop_name(loop))
     try:
-        web.run_app(
-            create_app(settings),
-            host=settings.server.host,
-            port=settings.server.port,
-            access_log=None,
-            print=None,
-            loop=loop,
+        run_app(
+            create_app(settings), host=settings.server.host, port=settings.server.port, loop=loop
         )
     except ConfigError as exc:
         # Raised while starting (the store, declarative config, the key store): report it

@@ -34,6 +34,7 @@ from tokenbroker.devstack.platform_issuer import (
     DevPlatformIssuer,
     create_issuer_app,
 )
+from tokenbroker.web.server import BrokerAppRunner
 
 # Fixed ids, so the printed commands stay the same from one run to the next.
 ORGANIZATION: Final = "dev"
@@ -357,7 +358,7 @@ def _port_of(sock: socket.socket) -> int:
 async def _serve(
     exits: contextlib.AsyncExitStack, app: web.Application, sock: socket.socket
 ) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
+    runner = BrokerAppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     exits.push_async_callback(runner.cleanup)
     await web.SockSite(runner, sock).start()
