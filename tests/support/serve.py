@@ -1,4 +1,4 @@
-"""``tokenbroker serve`` as a real child process: its config written as TOML, its output in a file."""
+"""``tokenbroker serve`` as a real child process: a TOML config written for it, its output."""
 
 from __future__ import annotations
 
