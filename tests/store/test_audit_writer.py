@@ -204,6 +204,18 @@ async def test_events_written_by_the_writer_read_back_exactly(
     assert seen["plain"].subject is None
 
 
+async def test_a_lone_surrogate_is_stored_escaped_and_spoils_no_other_event_of_its_batch(
+    writer: AuditWriter, store: Store
+) -> None:
+    # A JSON "\ud800" in a request or a claim has no UTF-8 form; neither driver can send it.
+    odd = replace(EVENT, request_id="odd", credential="prod-vault\ud800", project="p\udfff")
+    await asyncio.gather(writer.record(odd), writer.record(replace(EVENT, request_id="plain")))
+    seen = {e.request_id: e for e in await store.list_audit(since=EVENT.time)}
+    assert seen["odd"].credential == "prod-vault\\ud800"
+    assert seen["odd"].project == "p\\udfff"
+    assert "plain" in seen
+
+
 async def test_no_transaction_is_left_open_on_the_pooled_connection(
     engine: AsyncEngine, writer: AuditWriter, store: Store
 ) -> None:

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -21,6 +24,7 @@ from bench.procs import ServerProcess, free_port
 from bench.tomlconfig import dump_toml
 
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
+from tokenbroker.devstack.processes import log_tail
 from tokenbroker.web.errors import REQUEST_ID_HEADER
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
@@ -166,3 +170,36 @@ def eventually(check: Callable[[], _T | None], timeout: float, what: str) -> _T:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(0.05)  # polling an observable condition, not standing in for one
+
+
+# Generous: a starting broker answers within a few seconds; this only bounds a hang.
+START_TIMEOUT_SECONDS = 60
+
+
+def write_config(path: Path, config: Mapping[str, object]) -> Path:
+    """Write settings as TOML, the way operators write them."""
+    path.write_text(dump_toml(config), encoding="utf-8")
+    return path
+
+
+def start_serve(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``tokenbroker serve --config config`` with stdout and stderr going to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tokenbroker", "serve", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    """Return once ``/readyz`` answers 200; fail with the log's tail if it never does."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)  # polling a starting process, not papering over a race
+    raise AssertionError(f"the broker did not become ready:\n{log_tail(log, 4000)}")

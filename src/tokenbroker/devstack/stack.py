@@ -38,6 +38,7 @@ from tokenbroker.devstack.platform_issuer import (
     create_issuer_app,
 )
 from tokenbroker.web.admin.auth import admin_token_digest
+from tokenbroker.web.server import BrokerAppRunner
 
 # Fixed ids, so the printed commands stay the same from one run to the next.
 ORGANIZATION: Final = "dev"
@@ -503,7 +504,7 @@ def _port_of(sock: socket.socket) -> int:
 async def _serve(
     exits: contextlib.AsyncExitStack, app: web.Application, sock: socket.socket
 ) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
+    runner = BrokerAppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     exits.push_async_callback(runner.cleanup)
     await web.SockSite(runner, sock).start()

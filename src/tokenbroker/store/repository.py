@@ -648,6 +648,10 @@ def _fitted(value: str | None, length: int | None) -> str | None:
     if value is None:
         return None
     value = value.replace("\x00", "\ufffd")
+    if not value.isascii():
+        # A lone surrogate (JSON's "\ud800") has no UTF-8 form: neither driver can send it, and
+        # the whole batch of events would fail with it. Kept visible, backslash-escaped.
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value if length is None else value[:length]
 
 

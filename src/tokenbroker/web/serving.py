@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tokenbroker.web.server import BrokerAppRunner
+
 log = logging.getLogger(__name__)
 
 # After the grace, how long cancelled handlers and responses being written get to end.
@@ -103,7 +105,7 @@ async def serve_until_stopped(
     loop = asyncio.get_running_loop()
     signals = _StopSignals(loop)
     state = app[SERVING_STATE]
-    runner = web.AppRunner(
+    runner = BrokerAppRunner(
         app, access_log=None, handle_signals=False, shutdown_timeout=_CUT_OFF_SECONDS
     )
     try:
