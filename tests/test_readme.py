@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,11 +149,20 @@ def test_the_serve_block_serves_the_example_config(tmp_path: Path) -> None:
         status = None
         while time.monotonic() < deadline and status is None and process.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                     status = r.status
             except OSError:
-                time.sleep(0.2)
+                time.sleep(0.2)  # polling a starting process, not papering over a race
         assert status == 200
+        # The example trusts the platforms' real issuers, which this machine cannot reach:
+        # the broker serves, and its readiness names exactly those issuers' keys as missing.
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        checks = json.loads(caught.value.read())["checks"]
+        failing = {name for name, result in checks.items() if result != "ok"}
+        assert failing, checks
+        assert all(name.startswith("jwks:") for name in failing), checks
+        assert checks["store"] == checks["keys"] == "ok"
     finally:
         process.terminate()
         process.wait(timeout=30)
