@@ -69,6 +69,8 @@ def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
 def policy(issuer: IssuerProcess, credentials: Sequence[Mapping[str, object]]) -> dict[str, object]:
     """Issuer, organization, ``credentials`` and one assignment of them all, as config sections."""
     return {
+        # The issuer and the backends of these tests listen on loopback.
+        "security": {"allow_private_backends": True},
         "issuers": [issuer.issuer_entry()],
         "organizations": [{"name": ORGANIZATION, "issuer": "dev-env0", "platform_org_id": ORG}],
         "credentials": [{"organization": ORGANIZATION, **c} for c in credentials],

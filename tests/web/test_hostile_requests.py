@@ -39,6 +39,7 @@ def hostile_settings(tmp_path: Path, issuer: ServedDevIssuer) -> Settings:
     return parse_settings(
         {
             "server": {"data_dir": str(tmp_path)},
+            "security": {"allow_private_backends": True},
             "admin": {"tokens": [admin_token_digest(ADMIN_TOKEN)]},
             "issuers": [trusted.model_dump(mode="json")],
             "organizations": [{"name": "acme", "issuer": trusted.name, "platform_org_id": ORG}],

@@ -61,6 +61,7 @@ async def test_canary_credentials_with_refused_bytes_never_show_in_logs_or_answe
             "server": {"data_dir": str(tmp_path / "data"), "host": "127.0.0.1", "port": port},
             "logging": {"level": "DEBUG", "format": log_format},
             "admin": {"tokens": [admin_token_digest(ADMIN_CANARY)]},
+            "security": {"allow_private_backends": True},
             "issuers": [issuer.model_dump(mode="json")],
         },
     )
