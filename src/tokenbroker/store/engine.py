@@ -26,8 +26,8 @@ WRITE_OPTION = "tokenbroker_write"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 # A steady pool, no overflow: an overflow connection is opened for one use and closed after,
 # and under load that churn (a thread and four PRAGMAs per aiosqlite connection, a handshake
-# and a backend process per PostgreSQL one) halved the broker's throughput (bench/README.md).
-# Waiting for a pooled connection is cheap: the store never holds one across a backend call.
+# and a backend process per PostgreSQL one) costs more than waiting for a pooled connection,
+# which is short: the store never holds one across a backend call.
 _STEADY_POOL: dict[str, int] = {"pool_size": 10, "max_overflow": 0}
 
 

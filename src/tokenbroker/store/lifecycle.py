@@ -109,9 +109,7 @@ class Store:
         try:
             async with engines.write_connection(self._engine) as connection:
                 if self.dialect == "postgresql":
-                    await connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:id)"), {"id": _MIGRATION_LOCK_ID}
-                    )
+                    await connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
                 await connection.run_sync(engines.run_upgrade)
         finally:
             self._invalidate_policy()

@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Final, Literal, cast
 
@@ -168,43 +169,31 @@ class Policy:
             org = await _require_organization(conn, organization)
             problems = check.Problems()
             check.check_name(problems, "name", name)
-            check.check_token_mode(problems, type, token, audience)
-            claims = check.check_bound_claims(
-                problems, {} if bound_claims is None else bound_claims
+            checked = self._checked_credential(
+                problems,
+                organization,
+                name,
+                type,
+                token,
+                audience,
+                settings,
+                {} if bound_claims is None else bound_claims,
             )
-            clean_settings = check.check_settings(
-                problems, type, settings, allow_private_backends=self._allow_private_backends
-            )
-            problems.raise_if_any("invalid_credential", "credential")
             if await _credential_id(conn, org.id, name) is not None:
                 raise _credential_exists(organization, name)
-            now = _now()
+            values = _credential_values(checked)
             try:
                 result = await conn.execute(
                     insert(credentials).values(
                         organization_id=org.id,
                         name=name,
-                        type=type,
-                        token=token,
-                        audience=audience,
-                        settings=clean_settings,
-                        bound_claims=dict(claims),
-                        created_at=now,
-                        updated_at=now,
+                        created_at=values["updated_at"],
+                        **values,
                     )
                 )
             except IntegrityError:
                 raise _credential_exists(organization, name) from None
-        return Credential(
-            id=_inserted_id(result),
-            organization=organization,
-            name=name,
-            type=type,
-            token=cast(TokenMode, token),
-            audience=audience,
-            settings=clean_settings,
-            bound_claims=claims,
-        )
+        return replace(checked, id=_inserted_id(result))
 
     async def get_credential(self, organization: str, name: str) -> Credential:
         """The named credential of an organization, or NotFound."""
@@ -236,43 +225,22 @@ class Policy:
         """Change only the given fields (``settings`` replaced whole); revalidated as a whole."""
         async with self._connections.writing() as conn:
             current = await _get_credential(conn, organization, name)
-            new_type = current.type if type is UNSET else type
-            new_token = current.token if token is UNSET else token
-            new_audience = current.audience if audience is UNSET else audience
-            new_settings = current.settings if settings is UNSET else settings
-            new_claims = current.bound_claims if bound_claims is UNSET else bound_claims
-            problems = check.Problems()
-            check.check_token_mode(problems, new_type, new_token, new_audience)
-            claims = check.check_bound_claims(problems, new_claims)
-            clean_settings = check.check_settings(
-                problems,
-                new_type,
-                new_settings,
-                allow_private_backends=self._allow_private_backends,
+            checked = self._checked_credential(
+                check.Problems(),
+                organization,
+                name,
+                current.type if type is UNSET else type,
+                current.token if token is UNSET else token,
+                current.audience if audience is UNSET else audience,
+                current.settings if settings is UNSET else settings,
+                current.bound_claims if bound_claims is UNSET else bound_claims,
             )
-            problems.raise_if_any("invalid_credential", "credential")
             await conn.execute(
                 update(credentials)
                 .where(credentials.c.id == current.id)
-                .values(
-                    type=new_type,
-                    token=new_token,
-                    audience=new_audience,
-                    settings=clean_settings,
-                    bound_claims=dict(claims),
-                    updated_at=_now(),
-                )
+                .values(**_credential_values(checked))
             )
-        return Credential(
-            id=current.id,
-            organization=organization,
-            name=name,
-            type=new_type,
-            token=cast(TokenMode, new_token),
-            audience=new_audience,
-            settings=clean_settings,
-            bound_claims=claims,
-        )
+        return replace(checked, id=current.id)
 
     async def delete_credential(self, organization: str, name: str) -> None:
         """Remove a credential and its assignments."""
@@ -282,6 +250,35 @@ class Policy:
                 delete(assignments).where(assignments.c.credential_id == credential.id)
             )
             await conn.execute(delete(credentials).where(credentials.c.id == credential.id))
+
+    def _checked_credential(
+        self,
+        problems: check.Problems,
+        organization: str,
+        name: str,
+        type: str,
+        token: str,
+        audience: str | None,
+        settings: Mapping[str, object],
+        bound_claims: Mapping[str, str | list[str]],
+    ) -> Credential:
+        """The credential as it will be stored (id not known yet), or UnprocessableEntity."""
+        check.check_token_mode(problems, type, token, audience)
+        claims = check.check_bound_claims(problems, bound_claims)
+        clean_settings = check.check_settings(
+            problems, type, settings, allow_private_backends=self._allow_private_backends
+        )
+        problems.raise_if_any("invalid_credential", "credential")
+        return Credential(
+            id=0,
+            organization=organization,
+            name=name,
+            type=type,
+            token=cast(TokenMode, token),
+            audience=audience,
+            settings=clean_settings,
+            bound_claims=claims,
+        )
 
     # -- assignments -----------------------------------------------------------------------
 
@@ -594,6 +591,18 @@ async def _assignment_exists(
         )
     )
     return result.first() is not None
+
+
+def _credential_values(credential: Credential) -> dict[str, object]:
+    """The columns a create and an update both write."""
+    return {
+        "type": credential.type,
+        "token": credential.token,
+        "audience": credential.audience,
+        "settings": dict(credential.settings),
+        "bound_claims": dict(credential.bound_claims),
+        "updated_at": _now(),
+    }
 
 
 def _unmatchable(*values: str) -> bool:
