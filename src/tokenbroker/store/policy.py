@@ -615,17 +615,22 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# What _credential() reads from a row, beside the organization's name.
+_CREDENTIAL_COLUMNS: Final = (
+    credentials.c.id,
+    credentials.c.name,
+    credentials.c.type,
+    credentials.c.token,
+    credentials.c.audience,
+    credentials.c.settings,
+    credentials.c.bound_claims,
+)
+
+
 def _credential_select() -> Select[tuple[object, ...]]:
-    return select(
-        credentials.c.id,
-        organizations.c.name.label("organization_name"),
-        credentials.c.name,
-        credentials.c.type,
-        credentials.c.token,
-        credentials.c.audience,
-        credentials.c.settings,
-        credentials.c.bound_claims,
-    ).join(organizations, organizations.c.id == credentials.c.organization_id)
+    return select(organizations.c.name.label("organization_name"), *_CREDENTIAL_COLUMNS).join(
+        organizations, organizations.c.id == credentials.c.organization_id
+    )
 
 
 # Built once: constructing a statement and its cache key costs more than running it.
@@ -635,13 +640,7 @@ _ORGANIZATION_ASSIGNMENTS: Final[Select[tuple[object, ...]]] = (
         organizations.c.name.label("organization_name"),
         organizations.c.issuer.label("org_issuer"),
         organizations.c.platform_org_id.label("org_platform_org_id"),
-        credentials.c.id,
-        credentials.c.name,
-        credentials.c.type,
-        credentials.c.token,
-        credentials.c.audience,
-        credentials.c.settings,
-        credentials.c.bound_claims,
+        *_CREDENTIAL_COLUMNS,
     )
     .select_from(organizations)
     .outerjoin(
