@@ -145,7 +145,7 @@ async def _audited_request_ids(broker: BrokerProcess) -> set[str]:
     database = broker.config_path.parent / "broker-data" / "tokenbroker.db"
     store = await Store.open(f"sqlite+aiosqlite:///{database}")
     try:
-        return {event.request_id for event in await store.list_audit(limit=1000)}
+        return {event.request_id for event in await store.audit.events(limit=1000)}
     finally:
         await store.close()
 

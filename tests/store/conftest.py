@@ -39,4 +39,4 @@ async def store(store_url: str) -> AsyncIterator[Store]:
 @pytest.fixture
 async def acme(store: Store) -> Organization:
     """An organization signing in through the env0 issuer."""
-    return await store.create_organization("acme", "env0", "org-uuid-1")
+    return await store.policy.create_organization("acme", "env0", "org-uuid-1")

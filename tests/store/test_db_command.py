@@ -60,4 +60,4 @@ async def test_the_app_migrates_applies_config_and_reports_the_store_ready(
     response = await client.get("/readyz")
     assert (await response.json())["checks"]["store"] == "ok"
     store: Store = app[keys.STORE]
-    assert [o.name for o in await store.list_organizations()] == ["acme"]
+    assert [o.name for o in await store.policy.list_organizations()] == ["acme"]

@@ -271,7 +271,7 @@ async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Bro
     other = await (await broker.exchange(broker.token(), "prod-vault")).json()
     assert first["values"]["VAULT_TOKEN"] == second["values"]["VAULT_TOKEN"]
     assert other["values"]["VAULT_TOKEN"] != first["values"]["VAULT_TOKEN"]
-    events = await broker.app[keys.STORE].list_audit(credential="prod-vault")
+    events = await broker.app[keys.STORE].audit.events(credential="prod-vault")
     assert sorted(event.reason for event in events) == ["issued", "issued", "reused"]
 
 
@@ -456,7 +456,7 @@ async def test_every_decision_is_audited_without_a_secret(
     minted = await (await broker.exchange(token, "minted-vault")).json()
     await broker.exchange(token, "wrong-role-vault")
     await broker.exchange(token, "prod-only-vault")
-    events = await broker.app[keys.STORE].list_audit()
+    events = await broker.app[keys.STORE].audit.events()
     assert sorted((e.credential, e.outcome) for e in events) == [
         ("minted-vault", "success"),
         ("prod-only-vault", "denied"),
@@ -537,7 +537,7 @@ def token_accessors(broker: Broker) -> set[str]:
 
 
 async def last_audit(broker: Broker) -> tuple[str, str]:
-    event = (await broker.app[keys.STORE].list_audit(limit=1))[0]
+    event = (await broker.app[keys.STORE].audit.events(limit=1))[0]
     return event.outcome, event.reason
 
 

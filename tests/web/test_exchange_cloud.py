@@ -149,7 +149,7 @@ class Broker:
 
     async def audit(self, credential: str | None = None) -> list[AuditEvent]:
         """Audit events, optionally of one credential."""
-        return await self.app[keys.STORE].list_audit(credential=credential)
+        return await self.app[keys.STORE].audit.events(credential=credential)
 
 
 def aws_credential(name: str, endpoint: str, role: str, **extra: object) -> dict[str, object]:

@@ -69,7 +69,7 @@ def platform_token(dev_issuer: ServedDevIssuer) -> str:
 
 
 async def audit_events(client: Client) -> list[AuditEvent]:
-    return list(await client.server.app[keys.STORE].list_audit())
+    return list(await client.server.app[keys.STORE].audit.events())
 
 
 async def post(

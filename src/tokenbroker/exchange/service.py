@@ -355,7 +355,7 @@ class ExchangeService:
         with run.check("rate_limit"):
             await self._check_rate(identity)
         with run.check("organization"):
-            organization, assigned = await self._store.find_organization_assignments(
+            organization, assigned = await self._store.policy.find_organization_assignments(
                 issuer.name, identity.org, identity.project
             )
             if organization is None:
@@ -587,7 +587,7 @@ class ExchangeService:
             client_address=request.client_address,
         )
         try:
-            await self._store.record_audit(event)
+            await self._store.audit.record(event)
         except Exception as exc:
             log.error(
                 "audit event could not be written; the decision issues nothing",

@@ -147,8 +147,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await apply_declarative(store, settings)
         app[keys.STORE] = store
         app[health.READINESS_CHECKS]["store"] = store.ping
-        app[health.READINESS_CHECKS]["audit"] = store.check_audit_writable
-        watcher = asyncio.create_task(store.watch_policy_revision())
+        app[health.READINESS_CHECKS]["audit"] = store.audit.check_writable
+        watcher = asyncio.create_task(store.policy.watch_revision())
         yield
     finally:
         if watcher is not None:

@@ -63,7 +63,7 @@ async def _record(request: web.Request, exc: RefusedWhileReading, started: float
         client_address=request.remote,
     )
     try:
-        await app[keys.STORE].record_audit(event)
+        await app[keys.STORE].audit.record(event)
     except Exception:
         # The request is refused either way; nothing was issued that the event would account for.
         log.exception("the audit event of a refused request could not be written")

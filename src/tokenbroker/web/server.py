@@ -22,6 +22,7 @@ from tokenbroker.web.errors import error_response
 
 log = logging.getLogger(__name__)
 
+
 class GenericParserErrorHandler(web.RequestHandler):
     """aiohttp's request handler, answering a request its parser refused with a generic 400.
 
