@@ -11,7 +11,8 @@ import pytest
 
 from tests.support.devstack import tokenbroker
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
-from tokenbroker.devstack.stack import COMMON_CREDENTIALS, SEEDS, DevSeed, DevStackState
+from tokenbroker.devstack.seeds import COMMON_CREDENTIALS, SEEDS, DevSeed
+from tokenbroker.devstack.stack import DevStackState
 
 pytestmark = pytest.mark.openbao
 

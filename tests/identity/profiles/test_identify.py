@@ -69,3 +69,13 @@ def test_every_profile_is_registered_under_its_name_with_a_token_lifetime(
     profile = module.PROFILE
     assert PROFILES[profile.name] is profile
     assert profile.token_lifetime_seconds >= 60
+
+
+async def test_a_validator_refuses_an_issuer_of_an_unknown_profile_naming_the_known_ones(
+    jwks: JwksCache, clock: FrozenClock
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TokenValidator([issuer("jenkins")], jwks, clock)
+    [problem] = caught.value.problems
+    assert problem.startswith("issuers.i-jenkins.profile: unknown profile 'jenkins' (env0, ")
+    assert all(name in problem for name in PROFILES)
