@@ -13,8 +13,9 @@ from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles import circleci, env0, generic, github, gitpod
 from tokenbroker.identity.profiles.base import PlatformProfile, ProfileOptions
 
-# The order is the runner's discovery order of the platforms' token variables.
-_REGISTERED = (env0, circleci, gitpod, github, generic)
+# The runner's discovery order: of the platforms' token variables (then their endpoints), and
+# of their env files ($BASH_ENV, CircleCI's, is a bash feature others may set: last).
+_REGISTERED = (env0, github, circleci, gitpod, generic)
 
 PROFILES: Mapping[str, PlatformProfile] = {
     module.PROFILE.name: module.PROFILE for module in _REGISTERED

@@ -47,12 +47,17 @@ class RunnerToken:
     """Where a runner of the platform finds its token, and how a user gets one there.
 
     ``variables`` are read in order; ``request`` is an endpoint to ask when none is set;
-    ``hint`` is the line of the "no token found" message that tells how to get one.
+    ``hint`` is the line of the "no token found" message that tells how to get one;
+    ``env_file`` is the variable naming the file the platform reads between steps, with the
+    format it expects (``env`` or ``shell``); ``refusal_hints`` tell the runner what to do
+    about the refusals (by reason) that only this platform's tokens meet.
     """
 
     hint: str
     variables: tuple[str, ...] = ()
     request: TokenRequest | None = None
+    env_file: tuple[str, str] | None = None
+    refusal_hints: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,6 +97,12 @@ PROFILE = PlatformProfile(
     runner=RunnerToken(
         hint="on CircleCI use a job with a context or project OIDC token",
         variables=("CIRCLE_OIDC_TOKEN_V2", "CIRCLE_OIDC_TOKEN"),
+        # Sourced by the next step's bash: shell lines.
+        env_file=("BASH_ENV", "shell"),
+        refusal_hints={
+            "ssh_rerun_refused": "CircleCI jobs re-run with SSH cannot get credentials; "
+            "re-run without SSH"
+        },
     ),
     # The claims name no job (the pipeline and job numbers are not in the token).
     dev=DevIssuerShape(

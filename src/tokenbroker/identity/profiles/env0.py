@@ -91,7 +91,9 @@ PROFILE = PlatformProfile(
     # env0 tokens expire 24 h after they are issued.
     token_lifetime_seconds=24 * 3600,
     runner=RunnerToken(
-        hint="on env0 enable OIDC for the environment", variables=("ENV0_OIDC_TOKEN",)
+        hint="on env0 enable OIDC for the environment",
+        variables=("ENV0_OIDC_TOKEN",),
+        env_file=("ENV0_ENV", "env"),
     ),
     job_id=job_id,
     # env0's Vault guide binds apiKeyType: an env0 API key of another type is no deployment.

@@ -92,6 +92,7 @@ PROFILE = PlatformProfile(
             fix="give the job 'permissions: id-token: write' and run on a GitHub-hosted or "
             "registered runner",
         ),
+        env_file=("GITHUB_ENV", "env"),
     ),
     job_id=job_id,
     dev=DevIssuerShape(claims=dev_claims, path="github", lifetime_seconds=300),
