@@ -29,7 +29,7 @@ def problems_of(raw: dict[str, object], environ: dict[str, str] | None = None) -
 
 def test_the_example_config_is_valid() -> None:
     settings = load_settings(ROOT / "config.example.toml", {})
-    assert [issuer.name for issuer in settings.issuers] == ["env0", "circleci-acme"]
+    assert [issuer.name for issuer in settings.issuers] == ["env0", "circleci-acme", "gitlab"]
     assert settings.credentials[0].settings["role"] == "env0-deployer"
 
 

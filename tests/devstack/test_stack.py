@@ -99,12 +99,13 @@ def dev_settings(tmp_path: Path) -> Settings:
     )
 
 
-def test_the_broker_trusts_the_four_dev_issuers(tmp_path: Path) -> None:
+def test_the_broker_trusts_every_dev_issuer(tmp_path: Path) -> None:
     settings = dev_settings(tmp_path)
     assert sorted(issuer.profile for issuer in settings.issuers) == [
         "circleci",
         "env0",
         "github",
+        "gitlab",
         "gitpod",
     ]
     env0 = next(issuer for issuer in settings.issuers if issuer.profile == "env0")

@@ -105,6 +105,7 @@ SEEDS: Final[tuple[DevSeed, ...]] = (
         "jwt-github",
         {"repository_owner": "dev-octo-org"},
     ),
+    DevSeed("gitlab", "dev-gitlab", "4211", "4212", "jwt-gitlab", {"namespace_id": "4211"}),
 )
 # The platform the demo, the printed runner commands and the GCP pool provider use.
 DEMO_SEED: Final = SEEDS[0]
