@@ -24,7 +24,9 @@ import pytest
 from tests.support.devstack import run_command, tokenbroker
 from tests.support.openbao import OpenBaoDevServer
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
-from tokenbroker.devstack.stack import ENV0_ORG_ID, PROJECT_ID, SEEDS, DevStackState
+from tokenbroker.devstack.seeds import DEMO_ORG_ID as ENV0_ORG_ID
+from tokenbroker.devstack.seeds import PROJECT_ID, SEEDS
+from tokenbroker.devstack.stack import DevStackState
 
 REPO = Path(__file__).resolve().parents[1]
 CLOUD_MARK = "# needs a real cloud"

@@ -25,8 +25,8 @@ from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
-from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE
 from tokenbroker.identity.models import Identity
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.issuer.minting import mint_for_identity
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app

@@ -41,7 +41,7 @@ from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, WorkloadIdentityProvider
-from tokenbroker.devstack.platform_issuer import CIRCLECI_CLAIM
+from tokenbroker.identity.profiles.circleci import CLAIM_PREFIX as CIRCLECI_CLAIM
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app

@@ -28,7 +28,6 @@ def _url_shape(url: str) -> str:
 
 
 TrustedUrl = Annotated[str, AfterValidator(_url_shape)]
-ProfileName = Literal["env0", "circleci", "gitpod", "github", "generic"]
 ClaimValue = str | bool | int | list[str]
 
 # Algorithms a platform token may be signed with. `none` and the HS* family are never accepted:
@@ -39,6 +38,20 @@ SUPPORTED_ALGORITHMS = frozenset(
 _ADMIN_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Names of issuers, organizations and credentials: safe in URLs, logs and env files.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+# A profile is named here and checked against the registered profiles where issuers are
+# compiled (the token validator): config sits below identity and imports none of it.
+_PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _check_profile_name(value: str) -> str:
+    if not _PROFILE_NAME.match(value):
+        raise ValueError("must be a profile name: 1-32 lowercase letters, digits, '_' or '-'")
+    return value
+
+
+ProfileName = Annotated[str, AfterValidator(_check_profile_name)]
 
 
 def _check_name(value: str) -> str:
@@ -220,7 +233,7 @@ class IssuerSettings(_Section):
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
     # How long past its cache lifetime a key still serves while the JWKS cannot be refreshed.
     jwks_max_stale_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
-    # Profile-specific knobs, e.g. circleci `allow_ssh_rerun`, generic `org_pointer`.
+    # Profile-specific knobs, read and checked by the profile.
     options: dict[str, str | bool | int] = Field(default_factory=dict)
 
     @field_validator("algorithms")

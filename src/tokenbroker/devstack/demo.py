@@ -1,12 +1,12 @@
 """``make demo``: start ``tokenbroker dev`` in the background, then play a CI runner against it.
 
-The runner mints an env0-shaped token and exchanges it with the runner's client
-(``tokenbroker exchange``, which calls ``POST /v1/exchange``) for Vault, AWS and GCP
-credentials; it uses each (a KV write and read in OpenBao, ``GetCallerIdentity`` against moto,
-the GCP token checked by the STS stand-in), shows one denial with its dry-run explanation, and
-stops the stack. Exit 0 with a summary, or 1 naming the step that failed. No process is left
-behind: the stack is stopped (SIGTERM, wait, kill) whatever happens, and the demo checks that
-OpenBao is gone too. Never prints a token or a secret.
+The runner mints a token shaped like the demo platform's (``seeds.DEMO_SEED``) and exchanges
+it with the runner's client (``tokenbroker exchange``, which calls ``POST /v1/exchange``) for
+Vault, AWS and GCP credentials; it uses each (a KV write and read in OpenBao,
+``GetCallerIdentity`` against moto, the GCP token checked by the STS stand-in), shows one denial
+with its dry-run explanation, and stops the stack. Exit 0 with a summary, or 1 naming the step
+that failed. No process is left behind: the stack is stopped (SIGTERM, wait, kill) whatever
+happens, and the demo checks that OpenBao is gone too. Never prints a token or a secret.
 
 ``python -m tokenbroker.devstack.demo [--data-dir DIR]`` (or ``$TOKENBROKER_DEMO_DATA_DIR``);
 without one a temporary directory is used and removed.
@@ -35,11 +35,9 @@ from types import FrameType
 from tokenbroker.devstack.openbao import parent_death_signal
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
 from tokenbroker.devstack.processes import log_tail, stop_process
-from tokenbroker.devstack.stack import (
-    DENIED_CREDENTIAL,
-    DevStackState,
-    read_state,
-)
+from tokenbroker.devstack.seeds import DEMO_SEED, DENIED_CREDENTIAL
+from tokenbroker.devstack.stack import DevStackState, read_state
+from tokenbroker.identity.profiles import PROFILES
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
@@ -49,6 +47,9 @@ CLIENT_TIMEOUT_SECONDS = 60.0
 EXIT_DENIED = 4
 _POLL_SECONDS = 0.1
 KV_PATH = "demo"
+PLATFORM = PROFILES[DEMO_SEED.profile]
+# Where the demo platform's runners hold their token.
+TOKEN_VARIABLE = PLATFORM.runner.variables[0]
 
 
 class DemoFailure(Exception):
@@ -166,7 +167,7 @@ class ClientRun:
 
 
 def run_client(broker_url: str, token: str, credential: str, *options: str) -> ClientRun:
-    """``tokenbroker exchange`` as a runner runs it: the platform token in $ENV0_OIDC_TOKEN."""
+    """``tokenbroker exchange`` as a runner runs it: the token in the platform's variable."""
     command = [
         sys.executable,
         "-m",
@@ -183,7 +184,7 @@ def run_client(broker_url: str, token: str, credential: str, *options: str) -> C
             command,
             capture_output=True,
             text=True,
-            env={**os.environ, "ENV0_OIDC_TOKEN": token},
+            env={**os.environ, TOKEN_VARIABLE: token},
             timeout=CLIENT_TIMEOUT_SECONDS,
             check=False,
         )
@@ -279,11 +280,12 @@ def play_runner(state: DevStackState) -> list[Step]:
     """The runner's flow against a ready stack; DemoFailure on the first step that fails."""
     broker = state.broker_url
     issuer = DevPlatformIssuer(Path(state.keys_dir), state.issuer_base_url)
-    token = issuer.mint("env0", org=state.org_id, project=state.project_id)
-    steps = [Step("token", f"env0-shaped token for project {state.project_id}")]
-    say("runner: export ENV0_OIDC_TOKEN=<an env0-shaped token from the dev issuer>, minted as")
+    token = issuer.mint(PLATFORM.name, org=state.org_id, project=state.project_id)
+    shaped = f"{PLATFORM.title}-shaped token"
+    steps = [Step("token", f"{shaped} for project {state.project_id}")]
+    say(f"runner: export {TOKEN_VARIABLE}=<an {shaped} from the dev issuer>, minted as")
     say(
-        f"  tokenbroker token mint --profile env0 --org {state.org_id} "
+        f"  tokenbroker token mint --profile {PLATFORM.name} --org {state.org_id} "
         f"--project {state.project_id} --keys-dir {state.keys_dir} "
         f"--issuer-base {state.issuer_base_url}"
     )
