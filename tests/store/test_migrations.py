@@ -23,7 +23,7 @@ async def test_upgrade_twice_leaves_the_database_at_head(store_url: str) -> None
         await store.upgrade()
         await store.policy.create_organization("acme", "env0", "org-uuid-1")
         await store.upgrade()
-        assert await store.revision() == head_revision() == "0002"
+        assert await store.revision() == head_revision() == "0003"
         assert [o.name for o in await store.policy.list_organizations()] == ["acme"]
     finally:
         await store.close()

@@ -8,7 +8,7 @@ one, and a lone request waits for nothing extra (its event is written at once).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Final, cast
 
@@ -21,7 +21,7 @@ from tokenbroker.store.engine import write_connection
 from tokenbroker.store.tables import audit_events
 
 _Pending = tuple[AuditEvent, asyncio.Future[None]]
-# Rows per INSERT: at 13 parameters a row, far below SQLite's bound-parameter limit.
+# Rows per INSERT: at 17 parameters a row, far below SQLite's bound-parameter limit.
 MAX_BATCH = 50
 _COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "id")
 # Text comes from tokens: NUL replaced and cut to its column's length, so a long or odd claim
@@ -190,4 +190,8 @@ def _audit_event(row: Row[tuple[object, ...]]) -> AuditEvent:
         credential_type=cast(str | None, m["credential_type"]),
         token_fingerprint=cast(str | None, m["token_fingerprint"]),
         client_address=cast(str | None, m["client_address"]),
+        kind=cast(str, m["kind"]),
+        lease_id=cast(str | None, m["lease_id"]),
+        actor=cast(str | None, m["actor"]),
+        detail=cast("Mapping[str, object] | None", m["detail"]),
     )
