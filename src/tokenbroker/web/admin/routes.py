@@ -8,6 +8,8 @@ from typing import cast
 from aiohttp import web
 
 from tokenbroker.config.models import Settings
+from tokenbroker.errors import NotFound
+from tokenbroker.logs import request_id_var
 from tokenbroker.policy.models import BoundClaims
 from tokenbroker.store import UNSET, Store, Unset
 from tokenbroker.store.validation import warn_on_settings
@@ -17,6 +19,7 @@ from tokenbroker.web.admin.schemas import (
     AuditQuery,
     CredentialCreate,
     CredentialUpdate,
+    LeaseQuery,
     OrganizationCreate,
     OrganizationUpdate,
     merge_patch,
@@ -247,3 +250,44 @@ async def list_audit(request: web.Request) -> web.Response:
             "next": page[-1].id if more and page else None,
         }
     )
+
+
+# Leases.
+
+
+@routes.get("/leases")
+async def list_leases(request: web.Request) -> web.Response:
+    """Leases, newest first (filters organization, project, credential, state, job); ``next``
+    is the ``before`` of the following page."""
+    query = parse_query(request, LeaseQuery)
+    found = await _store(request).leases.listing(
+        filters={
+            "organization": query.organization,
+            "project": query.project,
+            "credential": query.credential,
+            "state": query.state,
+            "job": query.job,
+        },
+        limit=query.limit + 1,
+        before=query.before,
+    )
+    page = found[: query.limit]
+    more = len(found) > query.limit
+    return web.json_response(
+        {
+            "leases": [lease.as_public() for lease in page],
+            "next": page[-1].id if more and page else None,
+        }
+    )
+
+
+@routes.post("/leases/{id}/revoke")
+async def revoke_lease(request: web.Request) -> web.Response:
+    """Revoke one lease at its backend where its type allows it; it is never handed out again."""
+    lease = await _store(request).leases.get(request.match_info["id"])
+    if lease is None or lease.state not in ("active", "pending"):
+        raise NotFound("lease_not_found", "no active lease of that id")
+    result = await request.config_dict[keys.SERVICE].revoke_lease(
+        lease, by="admin", request_id=request_id_var.get()
+    )
+    return web.json_response({"revoked": result.revoked, "not_revocable": result.not_revocable})
