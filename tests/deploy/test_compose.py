@@ -4,13 +4,13 @@ config, not two), HAProxy balances every broker on readiness, and its config is 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
+
+from tests.support.haproxy import haproxy_binary, loopback_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -43,13 +43,14 @@ def test_haproxy_balances_every_compose_broker_on_readiness(tmp_path: Path) -> N
     servers = re.findall(r"^\s*server (\S+) (\S+):8400$", config, re.M)
     assert {name for name, _ in servers} == set(_brokers(_compose()))
     assert "option httpchk GET /readyz" in config
-    haproxy = shutil.which("haproxy")
-    if haproxy is None:
-        pytest.fail("haproxy is missing: apt-get install -y haproxy (make deploy-tools)")
     # The compose service names resolve only inside compose: checked with loopback in place.
     local = tmp_path / "haproxy.cfg"
-    local.write_text(re.sub(r" (broker-\d+):8400$", r" 127.0.0.1:8400", config, flags=re.M))
+    local.write_text(loopback_config({name: 8400 for name, _ in servers}, 8400))
     result = subprocess.run(
-        [haproxy, "-c", "-f", str(local)], capture_output=True, text=True, timeout=60, check=False
+        [haproxy_binary(), "-c", "-f", str(local)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr

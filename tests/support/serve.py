@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,19 +52,26 @@ class IssuerProcess:
         )
 
 
-@pytest.fixture
-def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
-    """The dev env0 issuer, started for the test and stopped after it."""
+@contextmanager
+def serve_issuer(directory: Path) -> Iterator[IssuerProcess]:
+    """The dev env0 issuer in its own process, its keys and log under ``directory``."""
     port = free_port()
-    keys_dir = tmp_path / "issuer-keys"
+    keys_dir = directory / "issuer-keys"
     issuer = DevPlatformIssuer(keys_dir, f"http://127.0.0.1:{port}")
     issuer.signing_key("env0")  # the key file, before the issuer process reads it
     argv = ["bench.servers", "issuer", "--port", str(port), "--keys-dir", str(keys_dir)]
     server = ServerProcess.python(
-        "issuer", argv, f"http://127.0.0.1:{port}/", tmp_path / "issuer.log"
+        "issuer", argv, f"http://127.0.0.1:{port}/", directory / "issuer.log"
     )
     with server:
         yield IssuerProcess(issuer, server)
+
+
+@pytest.fixture
+def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
+    """The dev env0 issuer, started for the test and stopped after it."""
+    with serve_issuer(tmp_path) as issuer:
+        yield issuer
 
 
 def policy(issuer: IssuerProcess, credentials: Sequence[Mapping[str, object]]) -> dict[str, object]:
@@ -144,14 +152,23 @@ class ExchangeAnswer:
     request_id: str
 
 
-def exchange(url: str, token: str, credential: str, *, timeout: float = 30) -> ExchangeAnswer:
-    """``POST /v1/exchange`` on a connection of its own."""
+def exchange(
+    url: str,
+    token: str,
+    credential: str,
+    *,
+    timeout: float = 30,
+    dry_run: bool = False,
+    sock: socket.socket | None = None,
+) -> ExchangeAnswer:
+    """``POST /v1/exchange`` on a connection of its own (``sock``: that one, already open)."""
     host, port = url.removeprefix("http://").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    connection.sock = sock
     try:
         connection.request(
             "POST",
-            "/v1/exchange",
+            "/v1/exchange?dry_run=true" if dry_run else "/v1/exchange",
             body=json.dumps({"credential": credential}),
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
