@@ -2,13 +2,16 @@
 
 Starts the local stack (dev platform issuer, OpenBao, moto, brokers, a hello-world), each server
 in its own process, mints the platform tokens, then measures: overhead over the direct call,
-the ceiling, validation cost, growth and memory. Every judged figure is a ratio or difference
-of two things measured side by side in this run. ``--quick`` takes about two minutes.
+the ceiling, validation cost, growth, memory, and one broker of two workers against one of a
+single worker. Every judged figure is a ratio or difference of two things measured side by
+side in this run. ``--quick`` takes about two minutes. ``--workers-scaling`` measures only the
+curve of 1..``--max-workers`` workers instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -19,20 +22,22 @@ from pathlib import Path
 from joserfc.jwk import RSAKey
 
 from bench import store_growth
-from bench.load import LoadWorker
+from bench.load import LoadPool, LoadWorker
 from bench.measure import (
     Plan,
     measure_ceiling,
     measure_growth,
     measure_memory,
     measure_overhead,
+    measure_scaling,
+    measure_workers,
 )
 from bench.report import Row, table, write_json
-from bench.stack import Stack
+from bench.stack import DEFAULT_POSTGRES_URL, Stack
 from bench.validation import measure_validation
 
 RESULTS_DIR = Path(__file__).parent / "results"
-SECTIONS = ("overhead", "ceiling", "memory", "validation", "growth")
+SECTIONS = ("overhead", "ceiling", "memory", "validation", "growth", "workers")
 
 
 def _log(message: str) -> None:
@@ -45,12 +50,18 @@ def run(
     keep_logs: Path | None,
     store_url: str | None,
     event_loop: str = "auto",
+    postgres_url: str = DEFAULT_POSTGRES_URL,
 ) -> list[Row]:
     """Start the stack, run the chosen sections, return their rows (in section order)."""
     rows: list[Row] = []
     _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
     with (
-        Stack(log_dir=keep_logs, store_url=store_url, event_loop=event_loop) as stack,
+        Stack(
+            log_dir=keep_logs,
+            store_url=store_url,
+            event_loop=event_loop,
+            postgres_url=postgres_url,
+        ) as stack,
         LoadWorker() as worker,
     ):
         _log(f"minting {plan.token_pool:,} platform tokens (before any timing)")
@@ -73,6 +84,7 @@ def run(
                 plan.validation_calls,
             ),
             "growth": lambda: measure_growth(stack, worker, plan, growth_token),
+            "workers": lambda: measure_workers(stack, worker, plan),
         }
         if "overhead" not in sections and {"ceiling", "memory"} & set(sections):
             raise SystemExit("ceiling and memory reuse the tokens the overhead section exchanged")
@@ -83,6 +95,25 @@ def run(
                 rows += steps[name]()
                 _log(f"{name} done in {time.monotonic() - started:.0f} s")
     return sorted(rows, key=lambda row: row.section)
+
+
+def run_scaling(
+    plan: Plan,
+    max_workers: int,
+    load_processes: int,
+    keep_logs: Path | None,
+    event_loop: str,
+    postgres_url: str,
+) -> list[Row]:
+    """The retry path of brokers of 1..``max_workers`` workers side by side: the curve."""
+    _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
+    with (
+        Stack(log_dir=keep_logs, event_loop=event_loop, postgres_url=postgres_url) as stack,
+        LoadPool(load_processes) as load,
+    ):
+        load.set_tokens(stack.mint_tokens(1))
+        _log(f"measuring 1..{max_workers} workers with {load_processes} load process(es)")
+        return measure_scaling(stack, load, max_workers, plan)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,19 +135,62 @@ def main(argv: list[str] | None = None) -> int:
         default="auto",
         help="server.event_loop of the brokers, and the hello-world's loop (default: auto)",
     )
+    parser.add_argument(
+        "--postgres-url",
+        default=DEFAULT_POSTGRES_URL,
+        help="a PostgreSQL database for the brokers of several workers; they get a schema of "
+        f"their own in it, dropped at the end (default: {DEFAULT_POSTGRES_URL})",
+    )
+    parser.add_argument(
+        "--workers-scaling",
+        action="store_true",
+        help="only the scaling curve: the retry path of brokers of 1..--max-workers workers",
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="the curve's last point (default: this machine's CPUs)",
+    )
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=max(1, (os.cpu_count() or 1) // 4),
+        help="load generator processes for the curve, c=32 each (default: a quarter of the CPUs)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
     args = parser.parse_args(argv)
     plan = Plan.quick() if args.quick else Plan()
     started = datetime.now(UTC)
-    rows = run(plan, tuple(args.only), args.logs, args.store_url, args.event_loop)
+    if args.workers_scaling:
+        rows = run_scaling(
+            plan,
+            args.max_workers,
+            args.load_processes,
+            args.logs,
+            args.event_loop,
+            args.postgres_url,
+        )
+    else:
+        rows = run(
+            plan,
+            tuple(args.only),
+            args.logs,
+            args.store_url,
+            args.event_loop,
+            args.postgres_url,
+        )
     print(table(rows))
     path = write_json(
         rows,
         args.results,
         {
             "quick": args.quick,
-            "sections": args.only,
+            "sections": ["workers-scaling"] if args.workers_scaling else args.only,
+            "max_workers": args.max_workers if args.workers_scaling else None,
+            "load_processes": args.load_processes if args.workers_scaling else None,
+            "postgres_url": args.postgres_url,
             "store_url": args.store_url or "sqlite (default)",
             "event_loop": args.event_loop,
             "plan": asdict(plan),

@@ -227,7 +227,15 @@ class LoadWorker:
 
     def run(self, job: Job) -> JobResult:
         """Run a job in the worker process and return its results."""
+        self.submit(job)
+        return self.collect()
+
+    def submit(self, job: Job) -> None:
+        """Start a job in the worker process; ``collect`` waits for its results."""
         self._connection.send(("job", job))
+
+    def collect(self) -> JobResult:
+        """The results of the job ``submit`` started, once it is done."""
         result: JobResult = self._connection.recv()
         return result
 
@@ -252,3 +260,48 @@ class LoadWorker:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class LoadPool:
+    """Several load generator processes that run each job together, their results merged: one
+    process's client saturates before many broker workers do."""
+
+    def __init__(self, size: int) -> None:
+        self.workers = [LoadWorker() for _ in range(size)]
+
+    def set_tokens(self, tokens: Sequence[str]) -> None:
+        """Give every process the token pool."""
+        for worker in self.workers:
+            worker.set_tokens(tokens)
+
+    def run(self, job: Job) -> JobResult:
+        """Run ``job`` in every process at once; counts add up, the elapsed time is the longest."""
+        for worker in self.workers:
+            worker.submit(job)
+        results = [worker.collect() for worker in self.workers]
+        merged = {label: TargetResult(label) for label in results[0].targets}
+        for result in results:
+            for label, target in result.targets.items():
+                total = merged[label]
+                total.latencies_ns += target.latencies_ns
+                total.errors += target.errors
+                total.first_error = total.first_error or target.first_error
+        return JobResult(
+            merged,
+            max(result.elapsed_seconds for result in results),
+            sum(result.concurrency for result in results),
+        )
+
+    def __enter__(self) -> Self:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for worker in self.workers:
+            worker.stop()

@@ -1,4 +1,4 @@
-"""The measurements over the network: overhead, ceiling, growth, memory.
+"""The measurements over the network: overhead, ceiling, growth, memory, workers.
 
 Every comparison is made in one run: at concurrency 1 the compared targets alternate request by
 request inside one job; at concurrency 32 they run as alternating phases of equal length. Load
@@ -16,8 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import store_growth
-from bench.load import TOKEN_PLACEHOLDER, Job, JobResult, LoadWorker, Target, TargetResult, Tokens
-from bench.procs import cpu_seconds, rss_kib
+from bench.load import (
+    TOKEN_PLACEHOLDER,
+    Job,
+    JobResult,
+    LoadPool,
+    LoadWorker,
+    Target,
+    TargetResult,
+    Tokens,
+)
+from bench.procs import rss_kib, tree_cpu_seconds
 from bench.report import Row, at_most, percentile
 from bench.stack import (
     AWS,
@@ -36,6 +45,7 @@ THROUGHPUT_TARGET = 0.8
 CEILING_TARGET = 0.4
 GROWTH_TARGET = 1.1
 MEMORY_TARGET_MB = 20.0
+WORKERS_TARGET = 1.5
 _WARMUP_C1 = 20
 _WARMUP_C32 = 2 * CONCURRENCY
 _MANY_ISSUERS = 200
@@ -171,19 +181,20 @@ class _Throughput:
 
 
 def _run_round(
-    worker: LoadWorker,
+    worker: LoadWorker | LoadPool,
     phases: Sequence[tuple[Target, int | None, int]],
     seconds: float,
     round_index: int,
     totals: dict[str, _Throughput],
 ) -> None:
-    """Run each (target, pid to count CPU of, max requests) alone at c=32, adding to ``totals``.
+    """Run each (target, pid to count CPU of, max requests) alone at c=32 per load process,
+    adding to ``totals``. A pid's CPU includes its descendants' (a supervisor's workers).
 
     Round ``round_index`` starts that many phases in: the order rotates from round to round.
     """
     shift = round_index % len(phases)
     for target, pid, count in [*phases[shift:], *phases[:shift]]:
-        cpu_before = cpu_seconds(pid) if pid is not None else 0.0
+        cpu_before = tree_cpu_seconds(pid) if pid is not None else 0.0
         result = _checked(
             worker.run(Job((target,), CONCURRENCY, count, seconds, warmup=_WARMUP_C32))
         )
@@ -191,7 +202,7 @@ def _run_round(
         total.count += result.targets[target.label].count
         total.seconds += result.elapsed_seconds
         if pid is not None:
-            total.cpu_seconds += cpu_seconds(pid) - cpu_before
+            total.cpu_seconds += tree_cpu_seconds(pid) - cpu_before
 
 
 def _rate_context(base: _Throughput, other: _Throughput, backend: str = "") -> str:
@@ -497,4 +508,92 @@ def measure_memory(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
                 "path": "idempotent retry (cache hit), distinct tokens round-robin",
             },
         )
+    ]
+
+
+# -- 6. workers ----------------------------------------------------------------------------
+# Brokers of 1, 2, ... workers run at once on one PostgreSQL schema (SQLite serves one worker),
+# each on its own port; their retry-path phases alternate in rotating rounds like the
+# ceiling's. The retry path (a token already exchanged for the credential) keeps OpenBao out
+# of the figure: what scales, or not, is the broker, its store and the machine's CPUs.
+
+WORKERS_SECTION = "6 workers (retry path, c=32, PostgreSQL)"
+SCALING_SECTION = "workers scaling (retry path, PostgreSQL)"
+
+
+def _label(workers: int) -> str:
+    return f"{workers} worker" + ("s" if workers > 1 else "")
+
+
+def _curve(
+    stack: Stack,
+    load: LoadWorker | LoadPool,
+    counts: Sequence[int],
+    rounds: int,
+    seconds: float,
+) -> dict[int, _Throughput]:
+    """The retry path's rate and CPU per request of a broker of each of ``counts`` workers."""
+    policy = stack.main_policy()
+    store_url = stack.postgres_store_url()
+    phases: list[tuple[Target, int | None, int]] = []
+    brokers: list[Broker] = []
+    for workers in counts:
+        broker = stack.start_broker(
+            f"workers-{workers}",
+            [stack.env0_issuer()],
+            store_url=store_url,
+            organizations=policy["organizations"],
+            credentials=policy["credentials"],
+            assignments=policy["assignments"],
+            workers=workers,
+        )
+        # Token 0 again and again: the first request (in the warm-up) issues it, every later
+        # one is a retry answered from its lease, whichever broker and worker it reaches.
+        target = via_broker(_label(workers), broker, VAULT_PASSTHROUGH, Tokens("fixed", 0))
+        phases.append((target, broker.pid, 10**9))
+        brokers.append(broker)
+    totals: dict[str, _Throughput] = {}
+    for round_index in range(rounds):
+        _run_round(load, phases, seconds, round_index, totals)
+    for broker in brokers:
+        broker.server.stop()
+    return {workers: totals[_label(workers)] for workers in counts}
+
+
+def measure_workers(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
+    """The retry path of a broker of ``--workers 2`` against one of a single worker."""
+    curve = _curve(stack, worker, (1, 2), plan.ceiling_rounds, plan.ceiling_seconds)
+    one, two = curve[1], curve[2]
+    ratio = two.rate / one.rate
+    return [
+        Row(
+            WORKERS_SECTION,
+            "retry path, --workers 2 / 1 worker rate",
+            ratio,
+            "x",
+            f">= {WORKERS_TARGET}x",
+            ratio >= WORKERS_TARGET,
+            _rate_context(one, two),
+            {"one_worker": _rate_data(one), "two_workers": _rate_data(two)},
+        )
+    ]
+
+
+def measure_scaling(stack: Stack, load: LoadPool, max_workers: int, plan: Plan) -> list[Row]:
+    """One row per worker count, 1..``max_workers``: its rate against one worker's."""
+    counts = list(range(1, max_workers + 1))
+    curve = _curve(stack, load, counts, plan.ceiling_rounds, plan.ceiling_seconds)
+    one = curve[1]
+    return [
+        Row(
+            SCALING_SECTION,
+            f"{_label(workers)} / 1 worker rate",
+            curve[workers].rate / one.rate,
+            "x",
+            context=f"{curve[workers].rate:,.0f} req/s, "
+            f"{curve[workers].rate / one.rate / workers:.2f}x per worker, "
+            f"broker CPU {curve[workers].cpu_ms_per_request:.2f} ms/req",
+            data=_rate_data(curve[workers]),
+        )
+        for workers in counts
     ]

@@ -123,3 +123,24 @@ def cpu_seconds(pid: int) -> float:
     # After the command name: fields[11] is utime, fields[12] stime, in clock ticks.
     ticks = int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of every live descendant (a supervisor and its workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # gone while listed
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, total = [pid], 0.0
+    while tree:
+        current = tree.pop()
+        try:
+            total += cpu_seconds(current)
+        except OSError:
+            continue
+        tree += [child for child, parent in parents.items() if parent == current]
+    return total

@@ -20,6 +20,7 @@ from typing import Self
 
 import boto3
 
+from bench.postgres import schema_of_its_own
 from bench.procs import ServerProcess, free_port
 from bench.tomlconfig import dump_toml
 from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth
@@ -38,16 +39,19 @@ ROLE_ARN = f"arn:aws:iam::123456789012:role/{ROLE}"
 VAULT_PASSTHROUGH = "vault-passthrough"
 VAULT_MINT = "vault-mint"
 AWS = "aws"
+# This machine's PostgreSQL (trust auth on loopback); --postgres-url names another.
+DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
 # moto accepts any key pair; placeholders, not credentials.
 _MOTO_KEY = "testing"
 
 
-def _store_section(url: str | None) -> dict[str, object]:
+def _store_section(url: str | None, encryption_key: str) -> dict[str, object]:
     if not url:
         return {}
     if url.startswith("postgresql"):
-        # Required on a shared store; a throwaway key, the bench's keys live for one run.
-        return {"url": url, "encryption_key": secrets.token_urlsafe(32)}
+        # Required on a shared store, and the same for every broker sharing it (they unseal
+        # each other's keys and leases); a throwaway key, the bench's keys live for one run.
+        return {"url": url, "encryption_key": encryption_key}
     return {"url": url}
 
 
@@ -64,6 +68,7 @@ class Stack:
         log_dir: Path | None = None,
         store_url: str | None = None,
         event_loop: str = "auto",
+        postgres_url: str = DEFAULT_POSTGRES_URL,
     ) -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="tb-bench-"))
         self.log_dir = log_dir or self.workdir / "logs"
@@ -83,6 +88,10 @@ class Stack:
         self.store_url = store_url
         # server.event_loop of every broker, and the hello-world's loop: the same on both sides.
         self.event_loop = event_loop
+        # Where brokers of several workers keep their store: a schema of this run's own.
+        self.postgres_url = postgres_url
+        self._postgres_store_url: str | None = None
+        self._encryption_key = secrets.token_urlsafe(32)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -184,6 +193,15 @@ class Stack:
             kv_mount=KV_MOUNT,
         )
 
+    def postgres_store_url(self) -> str:
+        """The store URL of a schema of this run's own in ``postgres_url`` (made on first use,
+        dropped with the stack): workers share a PostgreSQL store, SQLite serves one worker."""
+        if self._postgres_store_url is None:
+            self._postgres_store_url = self._stack.enter_context(
+                schema_of_its_own(self.postgres_url)
+            )
+        return self._postgres_store_url
+
     def _serve(self, name: str, module_args: Sequence[str], ready_url: str) -> ServerProcess:
         server = ServerProcess.python(name, module_args, ready_url, self.log_dir / f"{name}.log")
         server.start()
@@ -243,8 +261,10 @@ class Stack:
         organizations: Sequence[Mapping[str, object]] = (),
         credentials: Sequence[Mapping[str, object]] = (),
         assignments: Sequence[Mapping[str, object]] = (),
+        workers: int = 1,
     ) -> Broker:
-        """Run ``tokenbroker serve`` with a generated config in its own process."""
+        """Run ``tokenbroker serve`` with a generated config in its own process (and ``workers``
+        processes under it when more than one)."""
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         data_dir = self.workdir / f"broker-{name}"
@@ -255,10 +275,13 @@ class Stack:
                 "public_url": url,
                 "data_dir": str(data_dir),
                 "event_loop": self.event_loop,
+                "workers": workers,
             },
-            "store": _store_section(store_url),
+            "store": _store_section(store_url, self._encryption_key),
             # The bench drives one organization far past any sane per-organization limit.
             "rate_limit": {"enabled": False},
+            # The issuer, OpenBao and moto listen on loopback.
+            "security": {"allow_private_backends": True},
             "issuers": list(issuers),
             "organizations": list(organizations),
             "credentials": list(credentials),

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,13 +32,12 @@ from typing import Any
 
 import hvac
 import pytest
-import pytest_asyncio
+from bench.postgres import schema_of_its_own
 from bench.procs import free_port
 
 from tests.support.fleet_load import Answer, LoadFigures
 from tests.support.haproxy import HAProxy
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
-from tests.support.postgres import fresh_postgres_schema
 from tests.support.serve import (
     BrokerProcess,
     ExchangeAnswer,
@@ -49,7 +48,7 @@ from tests.support.serve import (
     start_broker,
     write_config,
 )
-from tests.support.services import redis_url
+from tests.support.services import postgres_url, redis_url
 from tests.support.workers import accepted_connection, workers_of
 from tokenbroker.devstack.processes import stop_process
 from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
@@ -151,7 +150,9 @@ class Fleet:
                 return found
 
 
-def _credential_of(organization: Organization, openbao: OpenBaoDevServer, path: str) -> dict:
+def _credential_of(
+    organization: Organization, openbao: OpenBaoDevServer, path: str
+) -> dict[str, object]:
     return {
         "organization": organization.name,
         "name": CREDENTIAL,
@@ -186,10 +187,10 @@ def _redis_database(url: str, number: int) -> str:
     return urllib.parse.urlsplit(url)._replace(path=f"/{number}").geturl()
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def fleet_store_url() -> AsyncIterator[str]:
+@pytest.fixture(scope="module")
+def fleet_store_url() -> Iterator[str]:
     """One fresh PostgreSQL schema for the whole fleet, dropped after the module."""
-    async with fresh_postgres_schema() as url:
+    with schema_of_its_own(postgres_url(), prefix="tb_fleet") as url:
         yield url
 
 

@@ -12,34 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import create_async_engine
+from bench.postgres import postgres_urls, run_sql
 
 from tests.support.services import postgres_url
 
 _RUN = secrets.token_hex(4)
 _SCHEMAS = itertools.count()
-
-
-def postgres_urls(raw: str, schema: str) -> tuple[str, str]:
-    """(URL of the database, URL of the store inside ``schema``) from the env var's URL."""
-    url = make_url(raw).set(drivername="postgresql+asyncpg")
-    in_schema = url.update_query_dict({"search_path": schema})
-    return (
-        url.render_as_string(hide_password=False),
-        in_schema.render_as_string(hide_password=False),
-    )
-
-
-async def run_sql(database_url: str, statement: str) -> None:
-    """Run one statement in autocommit."""
-    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
-    try:
-        async with engine.connect() as connection:
-            await connection.execute(text(statement))
-    finally:
-        await engine.dispose()
 
 
 @asynccontextmanager
