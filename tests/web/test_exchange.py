@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import socket
-import sqlite3
 import uuid
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
@@ -607,8 +607,7 @@ async def test_an_unwritable_audit_issues_nothing_and_revokes_what_vault_issued(
     settings = broker.app[keys.SETTINGS]
     before = token_accessors(broker)
     # The audit table disappears under the running broker: every write of it now fails.
-    with sqlite3.connect(settings.server.data_dir / "tokenbroker.db") as db:
-        db.execute("DROP TABLE audit_events")
+    await drop_table(settings.server.data_dir / "tokenbroker.db", "audit_events")
     response = await broker.exchange(broker.token(), "prod-vault")
     await assert_error(response, 503, "temporarily_unavailable", "audit_unavailable")
     assert response.headers["Retry-After"].isdigit()

@@ -231,6 +231,9 @@ class IssuerSettings(_Section):
     required_claims: dict[str, ClaimValue] = Field(default_factory=dict)
     jwks_cache_seconds: int = Field(default=3600, ge=30, le=86400)
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    # "once": a token serves one (token, credential) request; its retries inside the reuse
+    # window get the same credential, anything else is refused (token_replayed).
+    replay: Literal["allow", "once"] = "allow"
     # How long past its cache lifetime a key still serves while the JWKS cannot be refreshed.
     jwks_max_stale_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
     # Profile-specific knobs, read and checked by the profile.

@@ -45,6 +45,7 @@ from tokenbroker.errors import (
     AccessDenied,
     BrokerError,
     InvalidRequest,
+    InvalidToken,
     NotFound,
     RateLimited,
     TemporarilyUnavailable,
@@ -453,8 +454,45 @@ class ExchangeService:
             with run.check("output"):
                 detail = request.output(credential, traits)
             run.passed("output", detail)
-        return _Decided(
-            validated, identity, credential, traits, settings, self._version(credential)
+        version = self._version(credential)
+        if issuer.replay == "once":
+            with run.check("replay"):
+                await self._check_replay(run, ReuseKey(run.fingerprint, credential.id, version))
+            run.passed("replay", "the token's first use, or a retry of it inside the reuse window")
+        return _Decided(validated, identity, credential, traits, settings, version)
+
+    async def _check_replay(self, run: _Run, key: ReuseKey) -> None:
+        """A replay-once token serves one (token, credential) request and its retries."""
+        assert run.validated is not None
+        issuer = run.validated.issuer
+        claims = run.validated.claims
+        jti = claims.get("jti")
+        token_key = f"{issuer.name}|{jti if isinstance(jti, str) and jti else run.fingerprint}"
+        exp = claims.get("exp")
+        until = (float(exp) if isinstance(exp, int | float) else 0.0) + issuer.leeway_seconds
+        try:
+            first = await self._store.leases.first_use(
+                token_key[:512], key.slot, _at(until), record=not run.dry_run
+            )
+            holder = None if first != key.slot else await self._store.leases.by_slot(key.slot)
+        except Exception as exc:
+            log.error("replay store unavailable", extra={"exception": type(exc).__name__})
+            raise TemporarilyUnavailable(
+                "replay_unavailable",
+                "the broker cannot check this token's earlier uses right now; retry later",
+                retry_after=_AUDIT_RETRY_AFTER_SECONDS,
+            ) from None
+        if first is None:
+            return
+        if first != key.slot:
+            raise InvalidToken("token_replayed", "this token was already used for another request")
+        # The same request again: a retry while its issue runs or inside its reuse window.
+        if holder is None or holder.state == "pending":
+            return
+        if holder.reuse_until is not None and holder.reuse_until.timestamp() > self._clock.now():
+            return
+        raise InvalidToken(
+            "token_replayed", "this token was already used; only retries within seconds are served"
         )
 
     async def _check_rate(self, identity: Identity) -> None:
@@ -735,7 +773,7 @@ class ExchangeService:
         )
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock.now(), UTC)
+        return _at(self._clock.now())
 
     def _count(self, run: _Run, outcome: str) -> None:
         credential_type = run.credential.type if run.credential else "unknown"
@@ -744,6 +782,10 @@ class ExchangeService:
         metrics.child(metrics.exchange_seconds, credential_type).observe(
             time.perf_counter() - run.started
         )
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _check_token_mode(credential: Credential, traits: CredentialTraits) -> None:
