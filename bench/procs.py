@@ -79,6 +79,21 @@ class ServerProcess:
         self.stop()
         raise RuntimeError(f"{self.name} did not become ready:\n{self.tail()}")
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the running process."""
+        assert self._process is not None, f"{self.name} is not running"
+        self._process.send_signal(signum)
+
+    def poll(self) -> int | None:
+        """The exit code if it has exited, else None."""
+        assert self._process is not None, f"{self.name} was not started"
+        return self._process.poll()
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for it to exit on its own; the exit code."""
+        assert self._process is not None, f"{self.name} was not started"
+        return self._process.wait(timeout)
+
     def tail(self) -> str:
         """The end of the process's output, for error messages."""
         return log_tail(self.log_path, 3000)

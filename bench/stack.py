@@ -23,7 +23,8 @@ import boto3
 from bench.procs import ServerProcess, free_port
 from bench.tomlconfig import dump_toml
 from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth
-from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE, DevPlatformIssuer
+from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"

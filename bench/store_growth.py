@@ -34,9 +34,11 @@ _SETTINGS = {"address": "https://vault.example.com", "role": "deploy"}
 
 
 async def _add_organization(store: Store, name: str, platform_org_id: str) -> None:
-    await store.create_organization(name, _ISSUER, platform_org_id)
+    await store.policy.create_organization(name, _ISSUER, platform_org_id)
     for index in range(_CREDENTIALS_PER_ORG):
-        await store.create_credential(name, f"cred-{index}", "vault_oidc", settings=_SETTINGS)
+        await store.policy.create_credential(
+            name, f"cred-{index}", "vault_oidc", settings=_SETTINGS
+        )
 
 
 def _filler(count: int, credentials: int) -> Iterator[tuple[str, str]]:
@@ -52,7 +54,7 @@ async def _fill(path: Path, total: int) -> Store:
     target = [(_TARGET_PROJECT, f"cred-{index}") for index in range(3)]
     remaining = total - len(target)
     in_target = remaining if total <= SMALL_TOTAL else remaining // 2
-    await store.assign_many("target", [*target, *_filler(in_target, _CREDENTIALS_PER_ORG)])
+    await store.policy.assign_many("target", [*target, *_filler(in_target, _CREDENTIALS_PER_ORG)])
     remaining -= in_target
     if remaining:
         per_org = -(-remaining // _OTHER_ORGS)
@@ -62,16 +64,16 @@ async def _fill(path: Path, total: int) -> Store:
                 break
             name = f"other-{org}"
             await _add_organization(store, name, f"other-org-{org}")
-            await store.assign_many(name, _filler(count, _CREDENTIALS_PER_ORG))
+            await store.policy.assign_many(name, _filler(count, _CREDENTIALS_PER_ORG))
             remaining -= count
     return store
 
 
 async def _resolve_once(store: Store) -> int:
     start = time.perf_counter_ns()
-    organization = await store.find_organization(_ISSUER, _TARGET_ORG)
+    organization = await store.policy.find_organization(_ISSUER, _TARGET_ORG)
     assert organization is not None
-    credentials = await store.assigned_credentials(organization.id, _TARGET_PROJECT)
+    credentials = await store.policy.assigned_credentials(organization.id, _TARGET_PROJECT)
     elapsed = time.perf_counter_ns() - start
     assert [c.name for c in credentials] == ["cred-0", "cred-1", "cred-2"]
     return elapsed

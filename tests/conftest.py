@@ -14,6 +14,8 @@ pytest_plugins = [
     "tests.support.gcp",
     "tests.support.entra",
     "tests.support.devstack",
+    "tests.support.postgres",
+    "tests.support.serve",
 ]
 
 

@@ -64,7 +64,7 @@ async def test_admin_changes_apply_to_the_next_exchange_and_other_instances_afte
     )
     client = await aiohttp_client(create_app(settings))
     store = client.server.app[keys.STORE]
-    await store.check_policy_revision()  # the watcher's first poll, without waiting for it
+    await store.policy.check_revision()  # the watcher's first poll, without waiting for it
     assert await dry_run(client, dev_issuer) == (True, None)
     assert await dry_run(client, dev_issuer) == (True, None)  # answered from memory
 
@@ -79,8 +79,8 @@ async def test_admin_changes_apply_to_the_next_exchange_and_other_instances_afte
     # Another instance (its own Store on the same database) takes the assignment away.
     other = await Store.open(settings.store.resolved_url(settings.server.data_dir))
     try:
-        await other.unassign("acme", PROJECT, "vault")
+        await other.policy.unassign("acme", PROJECT, "vault")
     finally:
         await other.close()
-    await store.check_policy_revision()
+    await store.policy.check_revision()
     assert await dry_run(client, dev_issuer) == (False, "project_not_assigned")

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ import pytest
 from tests.support.devstack import run_command, tokenbroker
 from tests.support.openbao import OpenBaoDevServer
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
-from tokenbroker.devstack.stack import ENV0_ORG_ID, PROJECT_ID, SEEDS, DevStackState
+from tokenbroker.devstack.seeds import DEMO_ORG_ID as ENV0_ORG_ID
+from tokenbroker.devstack.seeds import PROJECT_ID, SEEDS
+from tokenbroker.devstack.stack import DevStackState
 
 REPO = Path(__file__).resolve().parents[1]
 CLOUD_MARK = "# needs a real cloud"
@@ -148,11 +151,20 @@ def test_the_serve_block_serves_the_example_config(tmp_path: Path) -> None:
         status = None
         while time.monotonic() < deadline and status is None and process.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as r:
                     status = r.status
             except OSError:
-                time.sleep(0.2)
+                time.sleep(0.2)  # polling a starting process, not papering over a race
         assert status == 200
+        # The example trusts the platforms' real issuers, which this machine cannot reach:
+        # the broker serves, and its readiness names exactly those issuers' keys as missing.
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=10)
+        checks = json.loads(caught.value.read())["checks"]
+        failing = {name for name, result in checks.items() if result != "ok"}
+        assert failing, checks
+        assert all(name.startswith("jwks:") for name in failing), checks
+        assert checks["store"] == checks["keys"] == "ok"
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -249,6 +261,7 @@ def test_the_vault_block_configures_openbao_with_bao(running_dev_stack: DevStack
         .replace("<project id>", PROJECT_ID)
         # dev-oidc's minted token stands for a mint credential of audience "vault"
         .replace('"bound_audiences": ["vault"]', '"bound_audiences": ["dev-audience"]')
+        .replace('"/tokenbroker/credential": "prod-vault"', '"/tokenbroker/credential": "dev-oidc"')
     )
     run = tokenbroker(
         "exchange", "--broker", state.broker_url, "--credential", "dev-oidc", "--format", "json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
@@ -16,6 +17,50 @@ class RequestIdFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        return True
+
+
+# What a credential looks like wherever a library might print it: a bearer value, the value of
+# an Authorization header (up to the quote or line end that closes a repr'd header line), and
+# anything JWT-shaped (a JOSE header is base64url JSON, so it starts with "eyJ").
+_SECRET = re.compile(
+    r"(?P<keep>\b(?i:bearer)\s+)[^\s'\"]+"
+    r"|(?P<header>\b(?i:authorization)[\"']?\s*[:=]\s*)[^\r\n'\"]+"
+    r"|eyJ[A-Za-z0-9_-]{2,}(?:\.[A-Za-z0-9_-]*){0,2}"
+)
+REDACTED = "[redacted]"
+
+
+def _replacement(match: re.Match[str]) -> str:
+    return (match.group("keep") or match.group("header") or "") + REDACTED
+
+
+def redact(text: str) -> str:
+    """``text`` with bearer values, Authorization header values and JWT-shaped strings cut out."""
+    return _SECRET.sub(_replacement, text)
+
+
+class RedactingFilter(logging.Filter):
+    """Cut credentials out of every record, the libraries' included, before it is formatted.
+
+    aiohttp's HTTP parser, for one, puts a whole header line in its exception when the line
+    holds a byte it refuses; the message, its arguments and the traceback are all rewritten.
+    """
+
+    _traceback = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record in place; never drops one."""
+        message = record.getMessage()
+        redacted = redact(message)
+        if record.args or redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._traceback.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
 
 
@@ -34,9 +79,11 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in self._STANDARD and not key.startswith("_"):
-                entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+                entry[key] = redact(value) if isinstance(value, str) else value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, default=str)
 
 
@@ -47,6 +94,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Send the broker's logs to stderr, as text or JSON lines, each with its request id."""
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RequestIdFilter())
+    handler.addFilter(RedactingFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(_TEXT_FORMAT))
     root = logging.getLogger()
     for existing in list(root.handlers):

@@ -1,11 +1,20 @@
-"""Prometheus metrics, held in a registry per application (no process-global state)."""
+"""Prometheus metrics, held in a registry per application (no process-global state).
+
+Under ``server.workers`` > 1 the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` for its workers
+before they start (prometheus-client reads it at import): every worker then writes its values to
+files there, and a scrape of any worker reads all of them (``Metrics.exposition``).
+"""
 
 from __future__ import annotations
 
+import os
 from typing import TypeVar, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 _Metric = TypeVar("_Metric", bound=MetricWrapperBase)
 
@@ -61,6 +70,14 @@ class Metrics:
         self.issued_cache_misses = self.cache_misses.labels("issued")
         self.jwks_cache_hits = self.cache_hits.labels("jwks")
         self.jwks_cache_misses = self.cache_misses.labels("jwks")
+        # One series per live worker (labelled pid under workers > 1): how many serve, since when.
+        self.worker_start_time = Gauge(
+            "tokenbroker_worker_start_time_seconds",
+            "When this worker process started, in Unix time.",
+            registry=self.registry,
+            multiprocess_mode="liveall",
+        )
+        self.worker_start_time.set_to_current_time()
         self._children: dict[tuple[MetricWrapperBase, tuple[str, ...]], MetricWrapperBase] = {}
 
     def child(self, metric: _Metric, *labels: str) -> _Metric:
@@ -71,3 +88,12 @@ class Metrics:
         if found is None:
             found = self._children[key] = metric.labels(*labels)
         return cast(_Metric, found)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this registry, or of every worker's under multiprocess mode."""
+        directory = os.environ.get(MULTIPROCESS_DIR_VARIABLE)
+        if not directory:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -33,9 +33,10 @@ from tests.support.platform import ServedDevIssuer
 from tokenbroker.backends.base import BackendContext, IssuedCredential, RevocableBackend
 from tokenbroker.backends.vault import VaultOidcBackend, VaultOidcSettings, redact
 from tokenbroker.clock import FrozenClock
-from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE, DevPlatformIssuer
+from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
 from tokenbroker.errors import AccessDenied, UpstreamError, UpstreamTimeout
 from tokenbroker.identity.models import Identity
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 OTHER_ORG = "0b1c2d3e-0000-4000-8000-000000000000"

@@ -90,7 +90,7 @@ async def test_orgs_create_list_show_update_delete(broker: TestServer) -> None:
     assert "platform_org_id  o-9" in updated
     assert "o-9" in await cli(broker, "orgs", "show", "acme")
     assert await cli(broker, "orgs", "delete", "b") == "deleted organization b"
-    assert [o.name for o in await store_of(broker).list_organizations()] == ["acme"]
+    assert [o.name for o in await store_of(broker).policy.list_organizations()] == ["acme"]
 
 
 async def test_credentials_create_show_update_list_delete(broker: TestServer) -> None:
@@ -111,7 +111,7 @@ async def test_credentials_create_show_update_list_delete(broker: TestServer) ->
     assert values["settings.max_retries"] == "3"
     assert values["bound_claims.projectId"] == "p1"
     assert values["audience"] == "-"
-    stored = await store_of(broker).get_credential("acme", "prod-vault")
+    stored = await store_of(broker).policy.get_credential("acme", "prod-vault")
     assert dict(stored.bound_claims) == {
         "projectId": "p1",
         "/deployer/email": ["*@acme.com", "ops@x"],
@@ -122,7 +122,7 @@ async def test_credentials_create_show_update_list_delete(broker: TestServer) ->
         "--setting", "role=deployer", "--unset-bound-claim", "projectId",
         "--token", "mint", "--audience", "vault",
     )  # fmt: skip
-    stored = await store_of(broker).get_credential("acme", "prod-vault")
+    stored = await store_of(broker).policy.get_credential("acme", "prod-vault")
     assert stored.settings["role"] == "deployer"
     assert stored.settings["address"] == "https://vault.example.com"
     assert dict(stored.bound_claims) == {"/deployer/email": ["*@acme.com", "ops@x"]}
@@ -134,7 +134,7 @@ async def test_credentials_create_show_update_list_delete(broker: TestServer) ->
     ]
     deleted = await cli(broker, "credentials", "delete", "prod-vault", "--org", "acme")
     assert deleted == "deleted credential prod-vault of acme"
-    assert await store_of(broker).list_credentials("acme") == []
+    assert await store_of(broker).policy.list_credentials("acme") == []
 
 
 async def test_assign_list_and_unassign_a_project_with_a_slash(broker: TestServer) -> None:
@@ -150,12 +150,12 @@ async def test_assign_list_and_unassign_a_project_with_a_slash(broker: TestServe
     only = await cli(broker, "assignments", "acme", "--project", "acme/app")
     assert only.splitlines()[1:] == ["acme/app  prod-vault"]
     await cli(broker, "unassign", "acme", "acme/app", "prod-vault")
-    assert [a.project for a in await store_of(broker).list_assignments("acme")] == ["p2"]
+    assert [a.project for a in await store_of(broker).policy.list_assignments("acme")] == ["p2"]
 
 
 async def test_audit_pages_with_filters_and_a_cursor(broker: TestServer) -> None:
     for n in range(3):
-        await store_of(broker).record_audit(
+        await store_of(broker).audit.record(
             AuditEvent(
                 time=datetime(2026, 11, 1, 12, n, tzinfo=UTC),
                 request_id=f"req-{n}",

@@ -29,7 +29,7 @@ from tests.support.platform import ServedDevIssuer
 from tokenbroker.cli.main import main
 from tokenbroker.client.revoke import AWS_NOTE
 from tokenbroker.config import parse_settings
-from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.web.app import create_app
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from joserfc.jwk import ECKey
 from tests.fakes.jwks import JwksServer
+from tests.support.serve import START_TIMEOUT_SECONDS, free_port, start_serve, wait_until_ready
 
 from tokenbroker.devstack.processes import stop_process
 from tokenbroker.store.keystore import ENCRYPTION_KEY_FILENAME
 
 # Generous: the process exits as soon as start-up fails; this only bounds a hang.
-_TIMEOUT_SECONDS = 60
+_TIMEOUT_SECONDS = START_TIMEOUT_SECONDS
 
 _BASE_CONFIG = """
 [server]
@@ -85,18 +83,11 @@ def test_an_unusable_store_encryption_key_at_start_is_one_line_and_exit_1(
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("event_loop", ["auto", "asyncio"])
 def test_serve_answers_on_the_configured_event_loop_and_stops_on_sigterm(
     tmp_path: Path, event_loop: str
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "serve.toml"
     # Ready means the issuer's keys were fetched: publish some on loopback.
     published = JwksServer({"keys": [ECKey.generate_key("P-256").as_dict(private=False)]})
@@ -109,23 +100,9 @@ def test_serve_answers_on_the_configured_event_loop_and_stops_on_sigterm(
     )
     with published:
         log = tmp_path / "serve.log"
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "tokenbroker", "serve", "--config", str(config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        process = start_serve(config, log)
         try:
-            deadline = time.monotonic() + _TIMEOUT_SECONDS
-            status = None
-            while time.monotonic() < deadline and process.poll() is None:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                        status = r.status
-                        break
-                except OSError:
-                    time.sleep(0.1)  # polling a starting process, not papering over a race
-            assert status == 200, log.read_text()
+            wait_until_ready(process, port, log)
         finally:
             returncode = stop_process(process, _TIMEOUT_SECONDS)
     output = log.read_text()

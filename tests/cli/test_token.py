@@ -47,6 +47,21 @@ def test_mint_prints_a_signed_token_of_the_profile(
     assert (tmp_path / "gitpod.jwks.json").exists()
 
 
+def test_mint_prints_a_gitlab_shaped_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    token = mint(
+        capsys,
+        "--profile", "gitlab", "--org", "4211", "--project", "4212",
+        "--keys-dir", str(tmp_path), "--issuer-base", "http://127.0.0.1:9999",
+    )  # fmt: skip
+    claims = claims_of(token)
+    assert claims["iss"] == "http://127.0.0.1:9999/gitlab"
+    assert (claims["namespace_id"], claims["project_id"]) == ("4211", "4212")
+    assert str(claims["sub"]).startswith("project_path:")
+    assert (tmp_path / "gitlab.jwks.json").exists()
+
+
 def test_mint_claims_are_parsed_as_json_when_they_are_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

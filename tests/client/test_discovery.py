@@ -12,24 +12,30 @@ from tests.client.fakes import PLATFORM_TOKEN, GitHubStandIn, Scripted
 from tokenbroker.client.discovery import (
     EnvVariableSource,
     FileSource,
-    GitHubActionsSource,
     PlatformToken,
+    RequestedTokenSource,
     choose_token_source,
-    github_token_request_url,
-    parse_github_token_response,
+    parse_token_response,
     read_token_file,
     searched_sources,
     token_from_text,
+    token_request_url,
 )
 from tokenbroker.client.exchange import ClientRuntime, read_platform_token
 from tokenbroker.client.failures import NoPlatformToken, Unavailable
 from tokenbroker.client.retry import Deadline
 from tokenbroker.clock import FrozenClock
+from tokenbroker.identity.profiles import PROFILES
 
 GITHUB = {
     "ACTIONS_ID_TOKEN_REQUEST_URL": "https://pipelines.example/token?api-version=2.0",
     "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "request-token",
 }
+GITHUB_REQUEST = PROFILES["github"].runner.request
+assert GITHUB_REQUEST is not None
+GITHUB_SOURCE = RequestedTokenSource(
+    GITHUB_REQUEST, "GitHub Actions", GITHUB["ACTIONS_ID_TOKEN_REQUEST_URL"], "request-token"
+)
 EVERY_SOURCE = {
     "ENV0_OIDC_TOKEN": "env0",
     "CIRCLE_OIDC_TOKEN_V2": "circle-v2",
@@ -45,12 +51,12 @@ EVERY_SOURCE = {
         ({"ENV0_OIDC_TOKEN": "t"}, EnvVariableSource("ENV0_OIDC_TOKEN", "env0")),
         ({"CIRCLE_OIDC_TOKEN_V2": "t"}, EnvVariableSource("CIRCLE_OIDC_TOKEN_V2", "CircleCI")),
         ({"CIRCLE_OIDC_TOKEN": "t"}, EnvVariableSource("CIRCLE_OIDC_TOKEN", "CircleCI")),
-        (GITHUB, GitHubActionsSource(GITHUB["ACTIONS_ID_TOKEN_REQUEST_URL"], "request-token")),
+        (GITHUB, GITHUB_SOURCE),
         ({"TOKENBROKER_PLATFORM_TOKEN": "t"}, EnvVariableSource("TOKENBROKER_PLATFORM_TOKEN")),
     ],
 )
 def test_each_platforms_variables_are_found(
-    env: dict[str, str], expected: EnvVariableSource | GitHubActionsSource
+    env: dict[str, str], expected: EnvVariableSource | RequestedTokenSource
 ) -> None:
     assert choose_token_source(env) == expected
 
@@ -134,7 +140,7 @@ def test_half_of_githubs_variables_is_pointed_out() -> None:
 def test_the_audience_is_appended_to_githubs_url_encoded(
     url: str, audience: str | None, expected: str
 ) -> None:
-    assert github_token_request_url(url, audience) == expected
+    assert token_request_url(url, audience) == expected
 
 
 def test_tokens_are_kept_out_of_reprs() -> None:
@@ -170,7 +176,7 @@ def test_a_variable_holding_no_printable_ascii_token_finds_none(value: str) -> N
 
 def test_a_github_answer_without_a_value_finds_no_token() -> None:
     with pytest.raises(NoPlatformToken, match="no 'value'"):
-        parse_github_token_response(b'{"count": 0}')
+        parse_token_response(b'{"count": 0}', GITHUB_SOURCE)
 
 
 # --- GitHub's endpoint, for real ----------------------------------------------------------------

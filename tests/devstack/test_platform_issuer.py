@@ -110,6 +110,31 @@ def test_github_tokens_name_owner_and_repository(tmp_path: Path) -> None:
     assert "environment" not in without_env
 
 
+def test_gitlab_tokens_have_gitlabs_shape_and_sub(tmp_path: Path) -> None:
+    issuer = DevPlatformIssuer(tmp_path, clock=FrozenClock(NOW))
+    claims = issuer.claims_for("gitlab", org="72", project="20", environment="production")
+    assert claims["iss"] == "http://127.0.0.1:8401/gitlab"
+    assert (claims["namespace_id"], claims["project_id"]) == ("72", "20")
+    assert claims["sub"] == "project_path:dev-group/deploy:ref_type:branch:ref:main"
+    assert (claims["ref"], claims["ref_path"], claims["ref_protected"]) == (
+        "main",
+        "refs/heads/main",
+        "true",
+    )
+    assert claims["environment"] == "production"
+    assert all(isinstance(claims[name], str) for name in ("pipeline_id", "job_id", "user_id"))
+    assert (claims["iat"], claims["exp"]) == (NOW, NOW + 3600)
+
+
+def test_a_gitlab_tokens_sub_follows_overrides_of_its_parts(tmp_path: Path) -> None:
+    issuer = DevPlatformIssuer(tmp_path)
+    overrides = {"project_path": "g/p", "ref": "v1.0", "ref_type": "tag"}
+    claims = issuer.claims_for("gitlab", org="72", project="20", claims=overrides)
+    assert claims["sub"] == "project_path:g/p:ref_type:tag:ref:v1.0"
+    assert claims["ref_path"] == "refs/tags/v1.0"
+    assert "environment" not in claims
+
+
 def test_claim_overrides_replace_and_none_removes(tmp_path: Path) -> None:
     issuer = DevPlatformIssuer(tmp_path)
     claims = issuer.claims_for("env0", org="o", project="p", claims={"projectId": "x", "gty": None})
@@ -124,6 +149,7 @@ def test_claim_overrides_replace_and_none_removes(tmp_path: Path) -> None:
         ("circleci", "0b1c-org", "p-1", "p-1"),
         ("gitpod", "org-g", "prj-g", "prj-g"),
         ("github", "octo-org", "octo-repo", "octo-org/octo-repo"),
+        ("gitlab", "4211", "4212", "4212"),
     ],
 )
 async def test_every_profiles_token_validates_and_identifies_against_its_served_keys(

@@ -11,7 +11,8 @@ import pytest
 
 from tests.support.devstack import tokenbroker
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
-from tokenbroker.devstack.stack import COMMON_CREDENTIALS, SEEDS, DevSeed, DevStackState
+from tokenbroker.devstack.seeds import COMMON_CREDENTIALS, SEEDS, DevSeed
+from tokenbroker.devstack.stack import DevStackState
 
 pytestmark = pytest.mark.openbao
 
@@ -58,6 +59,25 @@ def test_each_platform_gets_every_common_minted_credential(
     assert issued["dev-vault-mint"]["VAULT_TOKEN"]
     assert issued["dev-aws"]["AWS_SESSION_TOKEN"]
     assert issued["dev-oidc"]["OIDC_TOKEN"]
+
+
+def test_a_gitlab_job_exchanges_the_token_its_id_tokens_entry_names_for_vault(
+    running_dev_stack: DevStackState,
+) -> None:
+    # `id_tokens: {BROKER_ID_TOKEN: {aud: ...}}`: the job names the variable, the runner is told.
+    (seed,) = [seed for seed in SEEDS if seed.profile == "gitlab"]
+    run = tokenbroker(
+        "exchange", "--broker", running_dev_stack.broker_url, "--credential", "dev-vault",
+        "--token-env", "BROKER_ID_TOKEN", "--format", "json", "-q",
+        env={"BROKER_ID_TOKEN": platform_token(running_dev_stack, seed),
+             "TOKENBROKER_PLATFORM_TOKEN": ""},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    values = json.loads(run.stdout)["values"]
+    looked_up = hvac.Client(url=values["VAULT_ADDR"], token=values["VAULT_TOKEN"]).lookup_token()
+    # OpenBao's own check of the GitLab token: its mount binds namespace_id.
+    assert looked_up["data"]["path"].startswith("auth/jwt-gitlab/login")
+    assert looked_up["data"]["meta"]["role"] == "env0-deployer"
 
 
 def test_admin_cli_lists_every_seeded_organization_from_the_state_file(

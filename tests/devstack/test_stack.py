@@ -19,18 +19,20 @@ from tokenbroker.cli.main import main as cli_main
 from tokenbroker.config import Settings
 from tokenbroker.devstack.entra import DevCertificateAuthority
 from tokenbroker.devstack.gcp_sts import GcpStsServer
-from tokenbroker.devstack.platform_issuer import DEV_PROFILES, ENV0_AUDIENCE, DevPlatformIssuer
-from tokenbroker.devstack.stack import (
+from tokenbroker.devstack.platform_issuer import DEV_PROFILES, DevPlatformIssuer
+from tokenbroker.devstack.seeds import (
     AWS_DURATION_SECONDS,
     COMMON_CREDENTIALS,
     CREDENTIALS,
     DENIED_CREDENTIAL,
-    ENV0_ORG_ID,
     GCP_PROVIDER,
     GCP_SERVICE_ACCOUNT,
     PROD_ENVIRONMENT_ID,
     PROJECT_ID,
     SEEDS,
+)
+from tokenbroker.devstack.seeds import DEMO_ORG_ID as ENV0_ORG_ID
+from tokenbroker.devstack.stack import (
     DevStackError,
     DevStackPorts,
     DevStackState,
@@ -45,6 +47,7 @@ from tokenbroker.devstack.stack import (
     state_path,
     write_state,
 )
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 
 
 def a_state(tmp_path: Path, **overrides: object) -> DevStackState:
@@ -99,12 +102,13 @@ def dev_settings(tmp_path: Path) -> Settings:
     )
 
 
-def test_the_broker_trusts_the_four_dev_issuers(tmp_path: Path) -> None:
+def test_the_broker_trusts_every_dev_issuer(tmp_path: Path) -> None:
     settings = dev_settings(tmp_path)
     assert sorted(issuer.profile for issuer in settings.issuers) == [
         "circleci",
         "env0",
         "github",
+        "gitlab",
         "gitpod",
     ]
     env0 = next(issuer for issuer in settings.issuers if issuer.profile == "env0")

@@ -264,3 +264,23 @@ async def test_extra_claims_are_added_but_cannot_override_registered_ones(
     ).claims
     assert claims["https://aws.amazon.com/tags"] == {"principal_tags": {}}
     assert claims["sub"] == "auth0|deployer"
+
+
+async def test_identity_token_names_the_credential_it_was_minted_for(
+    ring: KeyRing, clock: FrozenClock
+) -> None:
+    claims = _decode(
+        mint_for_identity(
+            ring,
+            IDENTITY,
+            issuer_url=ISSUER,
+            audience="vault",
+            lifetime_seconds=900,
+            clock=clock,
+            credential="prod-vault",
+        ),
+        ring,
+    ).claims
+    tokenbroker = claims["tokenbroker"]
+    assert isinstance(tokenbroker, dict)
+    assert tokenbroker["credential"] == "prod-vault"

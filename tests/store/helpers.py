@@ -23,11 +23,11 @@ class Snapshot:
 
 async def snapshot(store: Store) -> Snapshot:
     """Read the whole store."""
-    organizations = await store.list_organizations()
+    organizations = await store.policy.list_organizations()
     credentials: list[Credential] = []
     assignments: list[CredentialAssignment] = []
     for org in organizations:
-        credentials += await store.list_credentials(org.name)
-        assignments += await store.list_assignments(org.name)
-    audit = await store.list_audit(limit=1000)
+        credentials += await store.policy.list_credentials(org.name)
+        assignments += await store.policy.list_assignments(org.name)
+    audit = await store.audit.events(limit=1000)
     return Snapshot(organizations, credentials, assignments, [e.id for e in audit])

@@ -51,7 +51,7 @@ async def history(store: Store) -> None:
         _event(5, outcome="denied", reason="token_expired"),
     ]
     for event in events:
-        await store.record_audit(event)
+        await store.audit.record(event)
 
 
 async def test_recorded_event_reads_back_with_an_id_and_utc_time(store: Store) -> None:
@@ -70,8 +70,8 @@ async def test_recorded_event_reads_back_with_an_id_and_utc_time(store: Store) -
         token_fingerprint="sha256:abc",
         client_address="10.0.0.1",
     )
-    await store.record_audit(event)
-    (stored,) = await store.list_audit()
+    await store.audit.record(event)
+    (stored,) = await store.audit.events()
     assert stored.id is not None
     assert stored.time == T0
     assert stored.time.tzinfo is not None
@@ -81,7 +81,7 @@ async def test_recorded_event_reads_back_with_an_id_and_utc_time(store: Store) -
 
 @pytest.mark.usefixtures("history")
 async def test_events_are_listed_newest_first(store: Store) -> None:
-    assert [e.request_id for e in await store.list_audit()] == [
+    assert [e.request_id for e in await store.audit.events()] == [
         f"req-{m}" for m in (5, 4, 3, 2, 1, 0)
     ]
 
@@ -110,7 +110,7 @@ async def test_events_are_listed_newest_first(store: Store) -> None:
 async def test_filters_combine(
     store: Store, filters: dict[str, object], minutes: list[int]
 ) -> None:
-    events = await store.list_audit(**filters)  # type: ignore[arg-type]
+    events = await store.audit.events(**filters)  # type: ignore[arg-type]
     assert [e.request_id for e in events] == [f"req-{m}" for m in minutes]
 
 
@@ -119,7 +119,7 @@ async def test_pages_follow_on_by_the_last_id_without_gaps_or_repeats(store: Sto
     seen: list[str] = []
     before_id: int | None = None
     while True:
-        page = await store.list_audit(limit=4, before_id=before_id)
+        page = await store.audit.events(limit=4, before_id=before_id)
         if not page:
             break
         assert len(page) <= 4
@@ -130,9 +130,9 @@ async def test_pages_follow_on_by_the_last_id_without_gaps_or_repeats(store: Sto
 
 @pytest.mark.usefixtures("history")
 async def test_a_page_keeps_its_place_when_new_events_arrive(store: Store) -> None:
-    first = await store.list_audit(limit=2)
-    await store.record_audit(_event(9))
-    second = await store.list_audit(limit=2, before_id=first[-1].id)
+    first = await store.audit.events(limit=2)
+    await store.audit.record(_event(9))
+    second = await store.audit.events(limit=2, before_id=first[-1].id)
     assert [e.request_id for e in second] == ["req-3", "req-2"]
 
 
@@ -150,5 +150,5 @@ async def test_bad_audit_query_is_a_422(
     store: Store, filters: dict[str, object], field: str
 ) -> None:
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.list_audit(**filters)  # type: ignore[arg-type]
+        await store.audit.events(**filters)  # type: ignore[arg-type]
     assert caught.value.details["fields"][0]["field"] == field  # type: ignore[index]

@@ -22,7 +22,7 @@ def _fields(error: UnprocessableEntity) -> list[str]:
 async def test_created_credential_keeps_the_validated_settings(
     store: Store, acme: Organization
 ) -> None:
-    created = await store.create_credential(
+    created = await store.policy.create_credential(
         "acme",
         "prod-vault",
         "vault_oidc",
@@ -37,45 +37,55 @@ async def test_created_credential_keeps_the_validated_settings(
     assert created.settings["auth_path"] == "jwt-env0"
     assert created.settings["tls_verify"] is True
     assert created.bound_claims == {"projectId": "p-1", "/aws/tags": ["a*", "b"]}
-    assert await store.get_credential("acme", "prod-vault") == created
+    assert await store.policy.get_credential("acme", "prod-vault") == created
 
 
 async def test_credentials_are_listed_by_name_per_organization(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_organization("other", "env0", "org-uuid-2")
+    await store.policy.create_organization("other", "env0", "org-uuid-2")
     for name in ("b-vault", "a-vault"):
-        await store.create_credential("acme", name, "vault_oidc", settings=VAULT_SETTINGS)
-    await store.create_credential("other", "c-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    assert [c.name for c in await store.list_credentials("acme")] == ["a-vault", "b-vault"]
+        await store.policy.create_credential("acme", name, "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.create_credential("other", "c-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    assert [c.name for c in await store.policy.list_credentials("acme")] == ["a-vault", "b-vault"]
 
 
 async def test_same_credential_name_twice_in_one_organization_is_a_conflict(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
     with pytest.raises(Conflict) as caught:
-        await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
+        await store.policy.create_credential(
+            "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+        )
     assert caught.value.reason == "credential_exists"
 
 
 async def test_same_credential_name_in_two_organizations_is_fine(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_organization("other", "env0", "org-uuid-2")
-    await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    await store.create_credential("other", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.create_organization("other", "env0", "org-uuid-2")
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
+    await store.policy.create_credential(
+        "other", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
 
 
 async def test_credential_of_unknown_organization_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound) as caught:
-        await store.create_credential("nope", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
+        await store.policy.create_credential(
+            "nope", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+        )
     assert caught.value.reason == "organization_not_found"
 
 
 async def test_unknown_credential_is_not_found(store: Store, acme: Organization) -> None:
     with pytest.raises(NotFound) as caught:
-        await store.get_credential("acme", "nope")
+        await store.policy.get_credential("acme", "nope")
     assert caught.value.reason == "credential_not_found"
 
 
@@ -94,7 +104,7 @@ async def test_invalid_settings_are_a_422_naming_each_field_and_change_nothing(
 ) -> None:
     before = await snapshot(store)
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.create_credential("acme", "prod-vault", "vault_oidc", settings=settings)
+        await store.policy.create_credential("acme", "prod-vault", "vault_oidc", settings=settings)
     assert _fields(caught.value) == fields
     assert caught.value.status == 422
     assert await snapshot(store) == before
@@ -102,7 +112,7 @@ async def test_invalid_settings_are_a_422_naming_each_field_and_change_nothing(
 
 async def test_unknown_credential_type_is_a_422_on_type(store: Store, acme: Organization) -> None:
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.create_credential("acme", "x", "no_such_type", settings={})
+        await store.policy.create_credential("acme", "x", "no_such_type", settings={})
     assert _fields(caught.value) == ["type"]
     assert "vault_oidc" in str(caught.value.details)
 
@@ -128,7 +138,7 @@ async def test_invalid_credential_fields_are_a_422_naming_the_field(
     arguments: dict[str, Any] = {"name": "prod-vault", **kwargs}
     name: str = arguments.pop("name")
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.create_credential(
+        await store.policy.create_credential(
             "acme",
             name,
             "vault_oidc",
@@ -136,13 +146,13 @@ async def test_invalid_credential_fields_are_a_422_naming_the_field(
             **arguments,
         )
     assert _fields(caught.value) == fields
-    assert await store.list_credentials("acme") == []
+    assert await store.policy.list_credentials("acme") == []
 
 
 async def test_a_literal_claim_name_with_slashes_and_dots_is_a_valid_bound_claim(
     store: Store, acme: Organization
 ) -> None:
-    created = await store.create_credential(
+    created = await store.policy.create_credential(
         "acme",
         "circle",
         "vault_oidc",
@@ -156,7 +166,7 @@ async def test_error_descriptions_name_fields_but_never_values(
     store: Store, acme: Organization
 ) -> None:
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.create_credential(
+        await store.policy.create_credential(
             "acme",
             "x",
             "vault_oidc",
@@ -167,21 +177,25 @@ async def test_error_descriptions_name_fields_but_never_values(
 
 
 async def test_update_changes_only_the_given_fields(store: Store, acme: Organization) -> None:
-    created = await store.create_credential(
+    created = await store.policy.create_credential(
         "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS, bound_claims={"a": "1"}
     )
-    updated = await store.update_credential("acme", "prod-vault", token="mint", audience="vault")
+    updated = await store.policy.update_credential(
+        "acme", "prod-vault", token="mint", audience="vault"
+    )
     assert (updated.token, updated.audience) == ("mint", "vault")
     assert updated.settings == created.settings
     assert updated.bound_claims == {"a": "1"}
-    assert await store.get_credential("acme", "prod-vault") == updated
+    assert await store.policy.get_credential("acme", "prod-vault") == updated
 
 
 async def test_update_replaces_settings_and_revalidates_them(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    updated = await store.update_credential(
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
+    updated = await store.policy.update_credential(
         "acme", "prod-vault", settings={**VAULT_SETTINGS, "namespace": "team-a"}
     )
     assert updated.settings["namespace"] == "team-a"
@@ -190,10 +204,12 @@ async def test_update_replaces_settings_and_revalidates_them(
 async def test_invalid_update_is_a_422_and_changes_nothing(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
     before = await snapshot(store)
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.update_credential(
+        await store.policy.update_credential(
             "acme", "prod-vault", settings={"address": "https://v"}, token="mint"
         )
     assert _fields(caught.value) == ["audience", "settings.role"]
@@ -203,37 +219,37 @@ async def test_invalid_update_is_a_422_and_changes_nothing(
 async def test_clearing_the_audience_of_a_minting_credential_is_refused(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_credential(
+    await store.policy.create_credential(
         "acme", "v", "vault_oidc", token="mint", audience="vault", settings=VAULT_SETTINGS
     )
     with pytest.raises(UnprocessableEntity):
-        await store.update_credential("acme", "v", audience=None)
+        await store.policy.update_credential("acme", "v", audience=None)
 
 
 async def test_update_of_unknown_credential_is_not_found(store: Store, acme: Organization) -> None:
     with pytest.raises(NotFound):
-        await store.update_credential("acme", "nope", token="mint", audience="x")
+        await store.policy.update_credential("acme", "nope", token="mint", audience="x")
 
 
 async def test_deleting_a_credential_removes_its_assignments_only(
     store: Store, acme: Organization
 ) -> None:
     for name in ("prod-vault", "dev-vault"):
-        await store.create_credential("acme", name, "vault_oidc", settings=VAULT_SETTINGS)
-        await store.assign("acme", "project-1", name)
-    await store.delete_credential("acme", "prod-vault")
-    assert [c.name for c in await store.list_credentials("acme")] == ["dev-vault"]
-    assert [a.credential for a in await store.list_assignments("acme")] == ["dev-vault"]
+        await store.policy.create_credential("acme", name, "vault_oidc", settings=VAULT_SETTINGS)
+        await store.policy.assign("acme", "project-1", name)
+    await store.policy.delete_credential("acme", "prod-vault")
+    assert [c.name for c in await store.policy.list_credentials("acme")] == ["dev-vault"]
+    assert [a.credential for a in await store.policy.list_assignments("acme")] == ["dev-vault"]
     with pytest.raises(NotFound):
-        await store.delete_credential("acme", "prod-vault")
+        await store.policy.delete_credential("acme", "prod-vault")
 
 
 async def test_a_mint_only_type_in_passthrough_is_a_422_on_token(
     store: Store, acme: Organization
 ) -> None:
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.create_credential(
+        await store.policy.create_credential(
             "acme", "handed-back", type="oidc_token", token="passthrough", settings={}
         )
     assert _fields(caught.value) == ["token"]
-    assert await store.list_credentials("acme") == []
+    assert await store.policy.list_credentials("acme") == []

@@ -21,7 +21,7 @@ def test_db_upgrade_migrates_the_configured_store(
     config.write_text(f'[server]\ndata_dir = "{tmp_path / "data"}"\n', encoding="utf-8")
     assert main(["db", "upgrade", "--config", str(config)]) == 0
     assert (tmp_path / "data" / "tokenbroker.db").is_file()
-    assert "is at revision 0002" in capsys.readouterr().out
+    assert "is at revision 0003" in capsys.readouterr().out
     # Twice is fine.
     assert main(["db", "upgrade", "--config", str(config)]) == 0
 
@@ -60,4 +60,4 @@ async def test_the_app_migrates_applies_config_and_reports_the_store_ready(
     response = await client.get("/readyz")
     assert (await response.json())["checks"]["store"] == "ok"
     store: Store = app[keys.STORE]
-    assert [o.name for o in await store.list_organizations()] == ["acme"]
+    assert [o.name for o in await store.policy.list_organizations()] == ["acme"]

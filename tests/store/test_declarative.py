@@ -45,9 +45,9 @@ def _config(prune: bool = False, **sections: Any) -> Settings:
 
 async def test_applying_creates_everything_declared(store: Store) -> None:
     await apply_declarative(store, _config())
-    acme = await store.get_organization("acme")
+    acme = await store.policy.get_organization("acme")
     assert acme.platform_org_id == "org-uuid-1"
-    (credential,) = await store.assigned_credentials(acme.id, "project-1")
+    (credential,) = await store.policy.assigned_credentials(acme.id, "project-1")
     assert credential.name == "prod-vault"
     assert credential.bound_claims == {"environmentId": "env-1"}
     assert credential.settings["auth_path"] == "jwt"
@@ -76,8 +76,8 @@ async def test_applying_updates_what_differs(store: Store) -> None:
         ],
     )
     await apply_declarative(store, changed)
-    assert (await store.get_organization("acme")).platform_org_id == "org-uuid-2"
-    credential = await store.get_credential("acme", "prod-vault")
+    assert (await store.policy.get_organization("acme")).platform_org_id == "org-uuid-2"
+    credential = await store.policy.get_credential("acme", "prod-vault")
     assert (credential.token, credential.audience) == ("mint", "vault")
     assert credential.settings["namespace"] == "team-a"
     assert credential.bound_claims == {}
@@ -87,28 +87,31 @@ async def test_entries_made_outside_the_config_stay_when_it_does_not_own_the_sto
     store: Store,
 ) -> None:
     await apply_declarative(store, _config())
-    await store.create_organization("api-made", "env0", "org-uuid-9")
-    await store.create_credential("acme", "api-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    await store.assign("acme", "project-2", "api-vault")
-    await store.assign("acme", "project-2", "prod-vault")
+    await store.policy.create_organization("api-made", "env0", "org-uuid-9")
+    await store.policy.create_credential("acme", "api-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.assign("acme", "project-2", "api-vault")
+    await store.policy.assign("acme", "project-2", "prod-vault")
     await apply_declarative(store, _config(credentials=[], assignments=[]))
-    assert {o.name for o in await store.list_organizations()} == {"acme", "api-made"}
-    assert {c.name for c in await store.list_credentials("acme")} == {"prod-vault", "api-vault"}
-    assert len(await store.list_assignments("acme")) == 3
+    assert {o.name for o in await store.policy.list_organizations()} == {"acme", "api-made"}
+    assert {c.name for c in await store.policy.list_credentials("acme")} == {
+        "prod-vault",
+        "api-vault",
+    }
+    assert len(await store.policy.list_assignments("acme")) == 3
 
 
 async def test_entries_absent_from_the_config_are_removed_when_it_owns_the_store(
     store: Store,
 ) -> None:
     await apply_declarative(store, _config())
-    await store.create_organization("api-made", "env0", "org-uuid-9")
-    await store.create_credential("acme", "api-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    await store.assign("acme", "project-2", "api-vault")
-    await store.assign("acme", "project-2", "prod-vault")
+    await store.policy.create_organization("api-made", "env0", "org-uuid-9")
+    await store.policy.create_credential("acme", "api-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.assign("acme", "project-2", "api-vault")
+    await store.policy.assign("acme", "project-2", "prod-vault")
     await apply_declarative(store, _config(prune=True))
-    assert [o.name for o in await store.list_organizations()] == ["acme"]
-    assert [c.name for c in await store.list_credentials("acme")] == ["prod-vault"]
-    assert [(a.project, a.credential) for a in await store.list_assignments("acme")] == [
+    assert [o.name for o in await store.policy.list_organizations()] == ["acme"]
+    assert [c.name for c in await store.policy.list_credentials("acme")] == ["prod-vault"]
+    assert [(a.project, a.credential) for a in await store.policy.list_assignments("acme")] == [
         ("project-1", "prod-vault")
     ]
 
@@ -139,7 +142,7 @@ async def test_invalid_credential_settings_name_the_entry_and_field_and_change_n
         "credentials[1].settings.role: Field required",
         "credentials[1].settings.rol: Extra inputs are not permitted",
     ]
-    assert await store.list_organizations() == []
+    assert await store.policy.list_organizations() == []
 
 
 async def test_a_mint_credential_without_an_audience_names_the_entry(store: Store) -> None:
@@ -175,7 +178,7 @@ async def test_unknown_credential_type_names_the_entry(store: Store) -> None:
 async def test_a_store_conflict_names_the_entry_and_rolls_back_the_whole_apply(
     store: Store,
 ) -> None:
-    await store.create_organization("api-made", "env0", "org-uuid-7")
+    await store.policy.create_organization("api-made", "env0", "org-uuid-7")
     before = await snapshot(store)
     config = _config(
         organizations=[
@@ -238,7 +241,7 @@ async def test_a_credential_at_a_non_public_address_is_refused_at_config_load(
     with pytest.raises(ConfigError) as caught:
         await apply_declarative(store, _config(credentials=[credential], assignments=[]))
     assert [p.split(":")[0] for p in caught.value.problems] == ["credentials[0].settings.address"]
-    assert await store.list_organizations() == []
+    assert await store.policy.list_organizations() == []
 
 
 async def test_a_loopback_credential_is_applied_when_private_backends_are_allowed(
@@ -255,7 +258,7 @@ async def test_a_loopback_credential_is_applied_when_private_backends_are_allowe
         }
         settings = _config(credentials=[credential], security={"allow_private_backends": True})
         await apply_declarative(store, settings)
-        (stored,) = await store.list_credentials("acme")
+        (stored,) = await store.policy.list_credentials("acme")
         assert stored.settings["address"] == "http://127.0.0.1:8200"
     finally:
         await store.close()

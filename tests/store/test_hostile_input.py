@@ -17,27 +17,29 @@ NUL = "a\x00b"
 async def test_a_nul_in_token_claims_finds_nothing_rather_than_failing(
     store: Store, acme: Organization
 ) -> None:
-    assert await store.find_organization("env0", NUL) is None
-    assert await store.find_organization(NUL, "org-uuid-1") is None
-    assert await store.assigned_credentials(acme.id, NUL) == []
+    assert await store.policy.find_organization("env0", NUL) is None
+    assert await store.policy.find_organization(NUL, "org-uuid-1") is None
+    assert await store.policy.assigned_credentials(acme.id, NUL) == []
 
 
 async def test_a_nul_in_admin_names_is_not_found(store: Store, acme: Organization) -> None:
-    await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
     with pytest.raises(NotFound):
-        await store.get_organization(NUL)
+        await store.policy.get_organization(NUL)
     with pytest.raises(NotFound):
-        await store.get_credential("acme", NUL)
+        await store.policy.get_credential("acme", NUL)
     with pytest.raises(NotFound):
-        await store.unassign("acme", NUL, "prod-vault")
-    assert await store.list_assignments("acme", NUL) == []
+        await store.policy.unassign("acme", NUL, "prod-vault")
+    assert await store.policy.list_assignments("acme", NUL) == []
 
 
 async def test_a_nul_in_new_values_is_a_422(store: Store, acme: Organization) -> None:
     with pytest.raises(UnprocessableEntity):
-        await store.create_organization("other", "env0", NUL)
+        await store.policy.create_organization("other", "env0", NUL)
     with pytest.raises(UnprocessableEntity):
-        await store.create_credential(
+        await store.policy.create_credential(
             "acme", "v", "vault_oidc", settings={**VAULT_SETTINGS, "role": NUL}
         )
 
@@ -45,16 +47,16 @@ async def test_a_nul_in_new_values_is_a_422(store: Store, acme: Organization) ->
 @pytest.mark.parametrize("field", ["organization", "project", "credential"])
 async def test_a_nul_in_an_audit_filter_is_a_422(store: Store, field: str) -> None:
     with pytest.raises(UnprocessableEntity):
-        await store.list_audit(**{field: NUL})  # type: ignore[arg-type]
+        await store.audit.events(**{field: NUL})  # type: ignore[arg-type]
 
 
 async def test_a_before_id_beyond_64_bits_is_a_422(store: Store) -> None:
     with pytest.raises(UnprocessableEntity):
-        await store.list_audit(before_id=2**63)
+        await store.audit.events(before_id=2**63)
 
 
 async def test_audit_text_from_a_token_is_made_to_fit_and_never_refused(store: Store) -> None:
-    await store.record_audit(
+    await store.audit.record(
         AuditEvent(
             time=datetime(2026, 1, 1, tzinfo=UTC),
             request_id="r" * 500,
@@ -65,7 +67,7 @@ async def test_audit_text_from_a_token_is_made_to_fit_and_never_refused(store: S
             credential="c" * 5000,
         )
     )
-    (event,) = await store.list_audit()
+    (event,) = await store.audit.events()
     assert event.request_id == "r" * 128
     assert event.credential == "c" * 128
     assert event.subject is not None

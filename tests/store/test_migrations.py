@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from tokenbroker.store import Store
 from tokenbroker.store.engine import head_revision
-from tokenbroker.store.repository import assigned_credentials_query
+from tokenbroker.store.policy import assigned_credentials_query
 from tokenbroker.store.tables import metadata
 
 
@@ -21,10 +21,10 @@ async def test_upgrade_twice_leaves_the_database_at_head(store_url: str) -> None
     try:
         assert await store.revision() is None
         await store.upgrade()
-        await store.create_organization("acme", "env0", "org-uuid-1")
+        await store.policy.create_organization("acme", "env0", "org-uuid-1")
         await store.upgrade()
-        assert await store.revision() == head_revision() == "0002"
-        assert [o.name for o in await store.list_organizations()] == ["acme"]
+        assert await store.revision() == head_revision() == "0003"
+        assert [o.name for o in await store.policy.list_organizations()] == ["acme"]
     finally:
         await store.close()
 
@@ -42,14 +42,14 @@ async def test_migrations_build_exactly_the_tables_the_queries_expect(store: Sto
 
 async def _create_then_fail(store: Store) -> None:
     async with store.transaction() as repo:
-        await repo.create_organization("acme", "env0", "org-uuid-1")
+        await repo.policy.create_organization("acme", "env0", "org-uuid-1")
         raise RuntimeError("boom")
 
 
 async def test_a_failing_transaction_writes_nothing(store: Store) -> None:
     with pytest.raises(RuntimeError):
         await _create_then_fail(store)
-    assert await store.list_organizations() == []
+    assert await store.policy.list_organizations() == []
 
 
 async def test_ping_answers_on_a_reachable_database(store: Store) -> None:

@@ -11,20 +11,20 @@ from tokenbroker.store import Store
 
 
 async def test_created_organization_can_be_read_back(store: Store) -> None:
-    created = await store.create_organization("acme", "env0", "org-uuid-1")
+    created = await store.policy.create_organization("acme", "env0", "org-uuid-1")
     assert created.name == "acme"
-    assert await store.get_organization("acme") == created
+    assert await store.policy.get_organization("acme") == created
 
 
 async def test_organizations_are_listed_by_name(store: Store) -> None:
-    await store.create_organization("zeta", "env0", "z")
-    await store.create_organization("alpha", "env0", "a")
-    assert [o.name for o in await store.list_organizations()] == ["alpha", "zeta"]
+    await store.policy.create_organization("zeta", "env0", "z")
+    await store.policy.create_organization("alpha", "env0", "a")
+    assert [o.name for o in await store.policy.list_organizations()] == ["alpha", "zeta"]
 
 
 async def test_duplicate_organization_name_is_a_conflict(store: Store, acme: Organization) -> None:
     with pytest.raises(Conflict) as caught:
-        await store.create_organization("acme", "github", "other")
+        await store.policy.create_organization("acme", "github", "other")
     assert caught.value.reason == "organization_exists"
 
 
@@ -33,13 +33,13 @@ async def test_same_issuer_and_platform_org_id_twice_is_a_conflict(
 ) -> None:
     before = await snapshot(store)
     with pytest.raises(Conflict):
-        await store.create_organization("acme-2", "env0", "org-uuid-1")
+        await store.policy.create_organization("acme-2", "env0", "org-uuid-1")
     assert await snapshot(store) == before
 
 
 async def test_unknown_organization_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound) as caught:
-        await store.get_organization("nope")
+        await store.policy.get_organization("nope")
     assert caught.value.reason == "organization_not_found"
 
 
@@ -60,63 +60,67 @@ async def test_invalid_organization_is_refused_naming_the_field(
     store: Store, name: str, issuer: str, platform_org_id: str, field: str
 ) -> None:
     with pytest.raises(UnprocessableEntity) as caught:
-        await store.create_organization(name, issuer, platform_org_id)
+        await store.policy.create_organization(name, issuer, platform_org_id)
     assert [f["field"] for f in caught.value.details["fields"]] == [field]  # type: ignore[attr-defined]
-    assert await store.list_organizations() == []
+    assert await store.policy.list_organizations() == []
 
 
 async def test_find_organization_matches_issuer_and_platform_org_id(
     store: Store, acme: Organization
 ) -> None:
-    assert await store.find_organization("env0", "org-uuid-1") == acme
-    assert await store.find_organization("env0", "org-uuid-2") is None
-    assert await store.find_organization("github", "org-uuid-1") is None
+    assert await store.policy.find_organization("env0", "org-uuid-1") == acme
+    assert await store.policy.find_organization("env0", "org-uuid-2") is None
+    assert await store.policy.find_organization("github", "org-uuid-1") is None
 
 
 async def test_update_changes_only_the_given_fields(store: Store, acme: Organization) -> None:
-    updated = await store.update_organization("acme", platform_org_id="org-uuid-9")
+    updated = await store.policy.update_organization("acme", platform_org_id="org-uuid-9")
     assert (updated.issuer, updated.platform_org_id) == ("env0", "org-uuid-9")
-    assert await store.get_organization("acme") == updated
-    assert await store.find_organization("env0", "org-uuid-1") is None
+    assert await store.policy.get_organization("acme") == updated
+    assert await store.policy.find_organization("env0", "org-uuid-1") is None
 
 
 async def test_update_onto_another_organizations_platform_id_is_a_conflict(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_organization("other", "env0", "org-uuid-2")
+    await store.policy.create_organization("other", "env0", "org-uuid-2")
     before = await snapshot(store)
     with pytest.raises(Conflict):
-        await store.update_organization("other", platform_org_id="org-uuid-1")
+        await store.policy.update_organization("other", platform_org_id="org-uuid-1")
     assert await snapshot(store) == before
 
 
 async def test_update_of_unknown_organization_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
-        await store.update_organization("nope", issuer="env0")
+        await store.policy.update_organization("nope", issuer="env0")
 
 
 async def test_deleting_an_organization_removes_its_credentials_and_assignments(
     store: Store, acme: Organization
 ) -> None:
-    await store.create_credential("acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    await store.assign("acme", "project-1", "prod-vault")
-    other = await store.create_organization("other", "env0", "org-uuid-2")
-    await store.create_credential("other", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS)
-    await store.assign("other", "project-1", "prod-vault")
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
+    await store.policy.assign("acme", "project-1", "prod-vault")
+    other = await store.policy.create_organization("other", "env0", "org-uuid-2")
+    await store.policy.create_credential(
+        "other", "prod-vault", "vault_oidc", settings=VAULT_SETTINGS
+    )
+    await store.policy.assign("other", "project-1", "prod-vault")
 
-    await store.delete_organization("acme")
+    await store.policy.delete_organization("acme")
 
-    assert [o.name for o in await store.list_organizations()] == ["other"]
-    assert await store.assigned_credentials(acme.id, "project-1") == []
-    assert [c.organization for c in await store.assigned_credentials(other.id, "project-1")] == [
-        "other"
-    ]
+    assert [o.name for o in await store.policy.list_organizations()] == ["other"]
+    assert await store.policy.assigned_credentials(acme.id, "project-1") == []
+    assert [
+        c.organization for c in await store.policy.assigned_credentials(other.id, "project-1")
+    ] == ["other"]
     # The name is free again, with nothing left over from before.
-    await store.create_organization("acme", "env0", "org-uuid-1")
-    assert await store.list_credentials("acme") == []
-    assert await store.list_assignments("acme") == []
+    await store.policy.create_organization("acme", "env0", "org-uuid-1")
+    assert await store.policy.list_credentials("acme") == []
+    assert await store.policy.list_assignments("acme") == []
 
 
 async def test_deleting_an_unknown_organization_is_not_found(store: Store) -> None:
     with pytest.raises(NotFound):
-        await store.delete_organization("nope")
+        await store.policy.delete_organization("nope")

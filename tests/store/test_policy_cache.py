@@ -102,7 +102,7 @@ def clock() -> FrozenClock:
 async def cached(store: Store, store_url: str, clock: FrozenClock) -> AsyncIterator[Store]:
     """A second store on the same database, with a policy cache whose revision is verified."""
     opened = await Store.open(store_url, policy_cache=PolicyCache(monotonic=clock.now))
-    await opened.check_policy_revision()
+    await opened.policy.check_revision()
     yield opened
     await opened.close()
 
@@ -110,15 +110,17 @@ async def cached(store: Store, store_url: str, clock: FrozenClock) -> AsyncItera
 @pytest.fixture
 async def assigned(store: Store) -> None:
     """acme (env0, org-1) with vault and other-vault; vault assigned to p1."""
-    await store.create_organization("acme", "env0", "org-1")
+    await store.policy.create_organization("acme", "env0", "org-1")
     for name in ("vault", "other-vault"):
-        await store.create_credential("acme", name, "vault_oidc", settings=VAULT_SETTINGS)
-    await store.assign("acme", "p1", "vault")
+        await store.policy.create_credential("acme", name, "vault_oidc", settings=VAULT_SETTINGS)
+    await store.policy.assign("acme", "p1", "vault")
 
 
 async def names(store: Store) -> tuple[str | None, list[str]]:
     """What the exchange's lookup answers for acme's p1: organization and credential names."""
-    organization, credentials = await store.find_organization_assignments("env0", "org-1", "p1")
+    organization, credentials = await store.policy.find_organization_assignments(
+        "env0", "org-1", "p1"
+    )
     return (None if organization is None else organization.name), [c.name for c in credentials]
 
 
@@ -136,7 +138,7 @@ async def delete_behind_the_stores_back(store_url: str) -> None:
 async def test_a_repeated_lookup_is_answered_from_memory(cached: Store, store_url: str) -> None:
     assert await names(cached) == ("acme", ["vault"])
     await delete_behind_the_stores_back(store_url)
-    await cached.check_policy_revision()  # the revision did not move: the entry stays
+    await cached.policy.check_revision()  # the revision did not move: the entry stays
     assert await names(cached) == ("acme", ["vault"])
 
 
@@ -152,25 +154,28 @@ async def test_a_store_without_a_cache_always_reads_the_database(
 Mutation = Callable[[Store], Awaitable[object]]
 MUTATIONS: dict[str, tuple[Mutation, tuple[str | None, list[str]]]] = {
     "update organization": (
-        lambda s: s.update_organization("acme", platform_org_id="org-2"),
+        lambda s: s.policy.update_organization("acme", platform_org_id="org-2"),
         (None, []),
     ),
-    "delete organization": (lambda s: s.delete_organization("acme"), (None, [])),
+    "delete organization": (lambda s: s.policy.delete_organization("acme"), (None, [])),
     "create credential": (
-        lambda s: s.create_credential("acme", "new", "vault_oidc", settings=VAULT_SETTINGS),
+        lambda s: s.policy.create_credential("acme", "new", "vault_oidc", settings=VAULT_SETTINGS),
         ("acme", ["vault"]),  # created, not yet assigned: the lookup still re-reads
     ),
     "update credential": (
-        lambda s: s.update_credential("acme", "vault", token="mint", audience="vault"),
+        lambda s: s.policy.update_credential("acme", "vault", token="mint", audience="vault"),
         ("acme", ["vault"]),
     ),
-    "delete credential": (lambda s: s.delete_credential("acme", "vault"), ("acme", [])),
-    "assign": (lambda s: s.assign("acme", "p1", "other-vault"), ("acme", ["other-vault", "vault"])),
-    "assign many": (
-        lambda s: s.assign_many("acme", [("p1", "other-vault")]),
+    "delete credential": (lambda s: s.policy.delete_credential("acme", "vault"), ("acme", [])),
+    "assign": (
+        lambda s: s.policy.assign("acme", "p1", "other-vault"),
         ("acme", ["other-vault", "vault"]),
     ),
-    "unassign": (lambda s: s.unassign("acme", "p1", "vault"), ("acme", [])),
+    "assign many": (
+        lambda s: s.policy.assign_many("acme", [("p1", "other-vault")]),
+        ("acme", ["other-vault", "vault"]),
+    ),
+    "unassign": (lambda s: s.policy.unassign("acme", "p1", "vault"), ("acme", [])),
 }
 
 
@@ -186,13 +191,15 @@ async def test_every_local_mutation_applies_to_the_very_next_lookup(
     assert cached_generation(cached) != generation
     assert await names(cached) == expected
     if kind == "update credential":
-        (credential,) = (await cached.find_organization_assignments("env0", "org-1", "p1"))[1]
+        (credential,) = (await cached.policy.find_organization_assignments("env0", "org-1", "p1"))[
+            1
+        ]
         assert (credential.token, credential.audience) == ("mint", "vault")
 
 
 def cached_generation(store: Store) -> int:
     """The generation of the store's policy cache (it changes on every invalidation)."""
-    cache = store._policy
+    cache = store._policy_cache
     assert cache is not None
     return cache.generation
 
@@ -231,7 +238,7 @@ async def test_declarative_config_applied_here_applies_to_the_next_lookup(cached
 
 async def _unassign_then_fail(store: Store) -> None:
     async with store.transaction() as repo:
-        await repo.unassign("acme", "p1", "vault")
+        await repo.policy.unassign("acme", "p1", "vault")
         raise RuntimeError("boom")
 
 
@@ -243,7 +250,7 @@ async def test_a_rolled_back_mutation_leaves_no_stale_entry(cached: Store) -> No
     # Nothing was written, and the cache was emptied anyway: the answer is the database's.
     assert await names(cached) == ("acme", ["vault"])
     with pytest.raises(Exception, match="credential"):
-        await cached.create_credential("acme", "bad", "vault_oidc", settings={})
+        await cached.policy.create_credential("acme", "bad", "vault_oidc", settings={})
     assert await names(cached) == ("acme", ["vault"])
 
 
@@ -252,9 +259,9 @@ async def test_another_instances_change_is_seen_at_the_next_poll(
     store: Store, cached: Store
 ) -> None:
     assert await names(cached) == ("acme", ["vault"])
-    await store.unassign("acme", "p1", "vault")  # another instance: no cache here
+    await store.policy.unassign("acme", "p1", "vault")  # another instance: no cache here
     assert await names(cached) == ("acme", ["vault"])  # until this instance polls
-    await cached.check_policy_revision()
+    await cached.policy.check_revision()
     assert await names(cached) == ("acme", [])
 
 
@@ -263,7 +270,7 @@ async def test_without_polls_another_instances_change_is_served_stale_at_most_th
     store: Store, cached: Store, clock: FrozenClock
 ) -> None:
     assert await names(cached) == ("acme", ["vault"])
-    await store.unassign("acme", "p1", "vault")
+    await store.policy.unassign("acme", "p1", "vault")
     clock.advance(1.0)
     assert await names(cached) == ("acme", ["vault"])
     clock.advance(0.01)  # the last poll is older than the bound: straight to the database
@@ -276,25 +283,25 @@ async def test_two_cached_instances_see_each_others_changes(
 ) -> None:
     other = await Store.open(store_url, policy_cache=PolicyCache(monotonic=clock.now))
     try:
-        await other.check_policy_revision()
+        await other.policy.check_revision()
         assert await names(other) == await names(cached) == ("acme", ["vault"])
-        await other.assign("acme", "p1", "other-vault")
+        await other.policy.assign("acme", "p1", "other-vault")
         assert await names(other) == ("acme", ["other-vault", "vault"])
-        await cached.check_policy_revision()
+        await cached.policy.check_revision()
         assert await names(cached) == ("acme", ["other-vault", "vault"])
-        await cached.unassign("acme", "p1", "vault")
-        await other.check_policy_revision()
+        await cached.policy.unassign("acme", "p1", "vault")
+        await other.policy.check_revision()
         assert await names(other) == ("acme", ["other-vault"])
     finally:
         await other.close()
 
 
 async def test_every_write_transaction_moves_the_revision(store: Store) -> None:
-    before = await store.policy_revision()
+    before = await store.policy.revision()
     assert before is not None
-    await store.create_organization("acme", "env0", "org-1")
-    await store.create_credential("acme", "vault", "vault_oidc", settings=VAULT_SETTINGS)
-    assert await store.policy_revision() == before + 2
+    await store.policy.create_organization("acme", "env0", "org-1")
+    await store.policy.create_credential("acme", "vault", "vault_oidc", settings=VAULT_SETTINGS)
+    assert await store.policy.revision() == before + 2
 
 
 def _upgrade_to_0001(connection: Connection) -> None:
@@ -312,9 +319,9 @@ async def test_a_database_at_0001_gets_the_revision_row_on_upgrade(store_url: st
     try:
         assert await store.revision() == "0001"
         await store.upgrade()
-        assert await store.policy_revision() == 0
-        await store.create_organization("acme", "env0", "org-1")
-        assert await store.policy_revision() == 1
+        assert await store.policy.revision() == 0
+        await store.policy.create_organization("acme", "env0", "org-1")
+        assert await store.policy.revision() == 1
     finally:
         await store.close()
 
@@ -331,7 +338,7 @@ async def test_without_a_verified_revision_every_lookup_reads_the_database(
                 await connection.execute(text("DELETE FROM policy_revision"))
         finally:
             await engine.dispose()
-        await store.check_policy_revision()  # finds no revision: verifies nothing
+        await store.policy.check_revision()  # finds no revision: verifies nothing
         assert await names(store) == ("acme", ["vault"])
         await delete_behind_the_stores_back(store_url)
         assert await names(store) == ("acme", [])

@@ -25,7 +25,9 @@ from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
-from tokenbroker.devstack.platform_issuer import ENV0_AUDIENCE
+from tokenbroker.identity.models import Identity
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
+from tokenbroker.issuer.minting import mint_for_identity
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
@@ -38,6 +40,7 @@ ROLE = "env0-deployer"
 POLICY = "env0-access"
 KV = "secrets-for-env0"
 MINT_AUDIENCE = "vault-via-broker"
+CREDENTIAL_BOUND_ROLE = "credential-bound"
 
 pytestmark = pytest.mark.openbao
 
@@ -57,6 +60,7 @@ class Broker:
     issuer: ServedDevIssuer
     openbao: OpenBaoDevServer
     fake_vault: FakeVault
+    mint_path: str
 
     def token(self, *, org: str = ORG, project: str = PROJECT, **kw: object) -> str:
         return self.issuer.mint("env0", org=org, project=project, **kw)  # type: ignore[arg-type]
@@ -142,6 +146,14 @@ async def broker(
                     "slow-vault", fake_address, "jwt", settings={"timeout_seconds": 1}
                 ),
                 vault_credential("unassigned-vault", openbao.address, passthrough_path),
+                vault_credential(
+                    "credential-bound-vault",
+                    openbao.address,
+                    mint_path,
+                    token="mint",
+                    audience=MINT_AUDIENCE,
+                    settings={"role": CREDENTIAL_BOUND_ROLE},
+                ),
             ],
             "assignments": [
                 {
@@ -154,6 +166,7 @@ async def broker(
                         "wrong-role-vault",
                         "down-vault",
                         "slow-vault",
+                        "credential-bound-vault",
                     ],
                 },
             ],
@@ -187,7 +200,20 @@ async def broker(
         policies=[POLICY],
         kv_mount=KV,
     )
-    return Broker(client, dev_issuer, openbao, fake_vault)
+    # The README's advice: a role for minted tokens binds the credential they were minted for.
+    await asyncio.to_thread(
+        configure_jwt_auth,
+        vault_admin,
+        path=mint_path,
+        jwks_url=f"{public_url}/.well-known/jwks.json",
+        bound_issuer=public_url,
+        role=CREDENTIAL_BOUND_ROLE,
+        bound_audiences=[MINT_AUDIENCE],
+        bound_claims={"/tokenbroker/credential": "credential-bound-vault"},
+        policies=[POLICY],
+        kv_mount=KV,
+    )
+    return Broker(client, dev_issuer, openbao, fake_vault, mint_path)
 
 
 async def assert_error(
@@ -245,7 +271,7 @@ async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Bro
     other = await (await broker.exchange(broker.token(), "prod-vault")).json()
     assert first["values"]["VAULT_TOKEN"] == second["values"]["VAULT_TOKEN"]
     assert other["values"]["VAULT_TOKEN"] != first["values"]["VAULT_TOKEN"]
-    events = await broker.app[keys.STORE].list_audit(credential="prod-vault")
+    events = await broker.app[keys.STORE].audit.events(credential="prod-vault")
     assert sorted(event.reason for event in events) == ["issued", "issued", "reused"]
 
 
@@ -430,7 +456,7 @@ async def test_every_decision_is_audited_without_a_secret(
     minted = await (await broker.exchange(token, "minted-vault")).json()
     await broker.exchange(token, "wrong-role-vault")
     await broker.exchange(token, "prod-only-vault")
-    events = await broker.app[keys.STORE].list_audit()
+    events = await broker.app[keys.STORE].audit.events()
     assert sorted((e.credential, e.outcome) for e in events) == [
         ("minted-vault", "success"),
         ("prod-only-vault", "denied"),
@@ -511,7 +537,7 @@ def token_accessors(broker: Broker) -> set[str]:
 
 
 async def last_audit(broker: Broker) -> tuple[str, str]:
-    event = (await broker.app[keys.STORE].list_audit(limit=1))[0]
+    event = (await broker.app[keys.STORE].audit.events(limit=1))[0]
     return event.outcome, event.reason
 
 
@@ -613,3 +639,26 @@ async def test_a_credential_revoked_through_the_broker_is_never_handed_out_again
     assert again["values"]["VAULT_TOKEN"] != old
     assert kv_round_trip(broker, again["values"]["VAULT_TOKEN"]) == {"password": "p4ss"}
     assert await last_audit(broker) == ("success", "issued")
+
+
+async def test_a_vault_role_bound_to_its_credential_refuses_a_token_minted_for_another(
+    broker: Broker,
+) -> None:
+    # The token a runner could hold from another mint credential with the same audience.
+    token = broker.token()
+    bound = await (await broker.exchange(token, "credential-bound-vault")).json()
+    assert kv_round_trip(broker, bound["values"]["VAULT_TOKEN"]) == {"password": "p4ss"}
+    identity = Identity(issuer="dev-env0", org=ORG, project=PROJECT, subject="auth0|someone")
+    for_another = mint_for_identity(
+        broker.app[keys.KEYRING],
+        identity,
+        issuer_url=broker.app[keys.SETTINGS].server.issuer_url,
+        audience=MINT_AUDIENCE,
+        lifetime_seconds=300,
+        clock=broker.app[keys.CLOCK],
+        credential="dev-oidc",
+    )
+    with pytest.raises(hvac.exceptions.InvalidRequest, match="claim"):
+        broker.openbao.client(token=None).auth.jwt.jwt_login(
+            role=CREDENTIAL_BOUND_ROLE, jwt=for_another, path=broker.mint_path
+        )

@@ -41,7 +41,7 @@ from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, WorkloadIdentityProvider
-from tokenbroker.devstack.platform_issuer import CIRCLECI_CLAIM
+from tokenbroker.identity.profiles.circleci import CLAIM_PREFIX as CIRCLECI_CLAIM
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
@@ -149,7 +149,7 @@ class Broker:
 
     async def audit(self, credential: str | None = None) -> list[AuditEvent]:
         """Audit events, optionally of one credential."""
-        return await self.app[keys.STORE].list_audit(credential=credential)
+        return await self.app[keys.STORE].audit.events(credential=credential)
 
 
 def aws_credential(name: str, endpoint: str, role: str, **extra: object) -> dict[str, object]:

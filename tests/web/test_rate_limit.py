@@ -97,7 +97,7 @@ async def test_an_organization_over_its_burst_gets_429_with_retry_after(
     body = await exchange.json()
     assert (exchange.status, body["error"]) == (429, "rate_limited")
     assert exchange.headers["Retry-After"] == "1"
-    events = await client.server.app[keys.STORE].list_audit()
+    events = await client.server.app[keys.STORE].audit.events()
     assert sum(1 for e in events if e.reason.endswith("rate_limited")) == 2
 
 

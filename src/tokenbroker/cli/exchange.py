@@ -6,10 +6,13 @@ import argparse
 import asyncio
 import os
 import sys
+import textwrap
 from pathlib import Path
 
 from tokenbroker.cli.common import CliError
 from tokenbroker.client.broker import CLIENT_FORMATS
+from tokenbroker.client.discovery import searched_sources
+from tokenbroker.client.envfiles import APPEND_TARGETS
 from tokenbroker.client.exchange import (
     BROKER_URL_VARIABLE,
     DEFAULT_TIMEOUT_SECONDS,
@@ -20,7 +23,7 @@ from tokenbroker.client.exchange import (
 from tokenbroker.client.failures import ClientFailure
 from tokenbroker.clock import SystemClock
 
-EXIT_CODES_HELP = """\
+_EPILOG = """\
 exit codes:
   0  ok (dry run: the exchange would be allowed)
   2  usage: bad arguments, no broker URL, nowhere to write
@@ -28,13 +31,18 @@ exit codes:
   4  denied by the broker (400/401/403; dry run: would be refused)
   5  broker or backend unavailable (5xx, 429 or no connection until the deadline)
 
-token discovery order: $ENV0_OIDC_TOKEN, $CIRCLE_OIDC_TOKEN_V2, $CIRCLE_OIDC_TOKEN,
-GitHub Actions ($ACTIONS_ID_TOKEN_REQUEST_URL + $ACTIONS_ID_TOKEN_REQUEST_TOKEN, with
---audience), $TOKENBROKER_PLATFORM_TOKEN; --token-env or --token-file replace the search.
+{discovery}
 
 as an AWS credential_process (only the JSON goes to stdout):
   credential_process = tokenbroker exchange --credential prod-aws --format aws-credential-process
 """
+EXIT_CODES_HELP = _EPILOG.format(
+    discovery=textwrap.fill(
+        f"token discovery order: {', '.join(searched_sources())} (ID-token endpoints are "
+        "asked for --audience); --token-env or --token-file replace the search.",
+        width=95,
+    )
+)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,10 +66,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--output", type=Path, metavar="FILE", help="write to FILE (mode 0600)")
+    append_targets = ", ".join(f"${variable}" for variable, _ in APPEND_TARGETS)
     where.add_argument(
         "--append-env",
         action="store_true",
-        help="append to $ENV0_ENV, $GITHUB_ENV or $BASH_ENV (the first that is set)",
+        help=f"append to {append_targets} (the first that is set)",
     )
     parser.add_argument(
         "--dry-run", action="store_true", help="print the broker's decision trace; issue nothing"
@@ -74,7 +83,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--audience",
         default=os.environ.get("TOKENBROKER_AUDIENCE"),
-        help="audience to request (GitHub Actions; default $TOKENBROKER_AUDIENCE)",
+        help="audience to request from an ID-token endpoint (default $TOKENBROKER_AUDIENCE)",
     )
     parser.add_argument(
         "--timeout",

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     mint.add_argument("--profile", required=True, choices=DEV_PROFILES)
     mint.add_argument("--org", required=True, help="platform organization id")
     mint.add_argument("--project", required=True, help="platform project id")
-    mint.add_argument("--environment", help="environment id (env0, Gitpod, GitHub)")
+    mint.add_argument("--environment", help="environment id (for platforms whose tokens name one)")
     mint.add_argument("--audience", help="aud (default: the platform's usual one)")
     mint.add_argument(
         "--claim",
@@ -180,9 +180,8 @@ def run_serve_issuer(args: argparse.Namespace) -> int:
     base_url = f"http://{args.host}:{args.port}"
     issuer = DevPlatformIssuer(args.keys_dir, base_url)
     for profile in DEV_PROFILES:
-        if profile != "circleci":
-            print(f"{profile}: {issuer.issuer_url(profile)}", file=sys.stderr)
-    print(f"circleci: {base_url}/circleci/org/<org>", file=sys.stderr)
+        # One issuer per organization where the platform has that: shown with `<org>`.
+        print(f"{profile}: {issuer.issuer_url(profile, org='<org>')}", file=sys.stderr)
     try:
         web.run_app(create_issuer_app(issuer), host=args.host, port=args.port, print=None)
     except OSError as exc:

@@ -12,6 +12,7 @@ from tokenbroker import __version__
 from tokenbroker.client.failures import ClientFailure, Denied, Unavailable, UsageFailure
 from tokenbroker.client.retry import Attempt, HttpReply, post_attempt
 from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.identity.profiles import PROFILES
 
 # Formats the client may ask for; the broker decides which it serves (and says so when not).
 CLIENT_FORMATS = (
@@ -53,7 +54,6 @@ _FIXES: dict[str, str] = {
     "credential_required": "several credentials are assigned; name one with --credential",
     "bound_claims_mismatch": "this run does not satisfy the credential's bound claims; run again "
     "with --dry-run to see expected and actual values",
-    "ssh_rerun_refused": "CircleCI jobs re-run with SSH cannot get credentials; re-run without SSH",
     "backend_refused": "the backend (Vault role, AWS trust policy, GCP provider) refused the "
     "broker's token; check its bound claims and audience",
     "credential_misconfigured": "the credential's settings are wrong; an administrator must fix "
@@ -61,6 +61,12 @@ _FIXES: dict[str, str] = {
     "unknown_format": "choose a --format this broker serves",
     "format_not_supported": "choose a --format this credential type supports (e.g. json)",
     "rate_limited": "too many exchanges; wait and retry, or raise --timeout",
+    # Refusals only one platform's tokens meet: that platform's profile says what to do.
+    **{
+        reason: hint
+        for profile in PROFILES.values()
+        for reason, hint in profile.runner.refusal_hints.items()
+    },
 }
 _DEFAULT_DENIED_FIX = "run again with --dry-run to see which check fails"
 _DEFAULT_UNAVAILABLE_FIX = "retry later; if it persists, give the broker's operators the request id"

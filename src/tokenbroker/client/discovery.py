@@ -1,8 +1,9 @@
-"""Finding the platform token on a runner: env0, CircleCI, GitHub Actions, or a generic variable.
+"""Finding the platform token on a runner, where each platform's profile says it is.
 
-``choose_token_source`` is pure (which source, in the documented order); ``read_platform_token``
-does the I/O (a file read, or GitHub's ID-token request). The token itself never appears in a
-repr, a message or an exception.
+``choose_token_source`` is pure (which source, in the documented order: every platform's token
+variables, then the platforms' token endpoints, then ``$TOKENBROKER_PLATFORM_TOKEN``);
+``read_platform_token`` does the I/O (a file read, or a token endpoint's request). The token
+itself never appears in a repr, a message or an exception.
 """
 
 from __future__ import annotations
@@ -17,16 +18,22 @@ import aiohttp
 
 from tokenbroker.client.failures import NoPlatformToken
 from tokenbroker.client.retry import Attempt, HttpReply
+from tokenbroker.identity.profiles import PROFILES
+from tokenbroker.identity.profiles.base import TokenRequest
 
-GITHUB_REQUEST_URL = "ACTIONS_ID_TOKEN_REQUEST_URL"
-GITHUB_REQUEST_TOKEN = "ACTIONS_ID_TOKEN_REQUEST_TOKEN"
 GENERIC_VARIABLE = "TOKENBROKER_PLATFORM_TOKEN"
 
-# The order of automatic discovery (issue 6): platform-specific variables first, generic last.
-PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = (
-    ("ENV0_OIDC_TOKEN", "env0"),
-    ("CIRCLE_OIDC_TOKEN_V2", "CircleCI"),
-    ("CIRCLE_OIDC_TOKEN", "CircleCI"),
+# (variable, platform title), in the order of automatic discovery.
+PLATFORM_VARIABLES: tuple[tuple[str, str], ...] = tuple(
+    (variable, profile.title)
+    for profile in PROFILES.values()
+    for variable in profile.runner.variables
+)
+# (endpoint, platform title): asked when no platform variable is set.
+TOKEN_REQUESTS: tuple[tuple[TokenRequest, str], ...] = tuple(
+    (profile.runner.request, profile.title)
+    for profile in PROFILES.values()
+    if profile.runner.request is not None
 )
 # A JWT is a few KB; a file much larger than this is not a token.
 MAX_TOKEN_BYTES = 64 * 1024
@@ -57,18 +64,24 @@ class FileSource:
 
 
 @dataclass(frozen=True, slots=True)
-class GitHubActionsSource:
-    """GitHub Actions: the token is requested from the runner's ID-token endpoint."""
+class RequestedTokenSource:
+    """The token is requested from the runner's ID-token endpoint (its profile's TokenRequest)."""
 
+    request: TokenRequest
+    platform: str
     request_url: str
     request_token: str = field(repr=False)
 
     def describe(self) -> str:
         """How the source is named to the user."""
-        return f"GitHub Actions (${GITHUB_REQUEST_URL})"
+        return f"{self.platform} (${self.request.url_variable})"
+
+    def endpoint(self) -> str:
+        """How the endpoint is named in messages."""
+        return f"{self.platform}'s ID-token endpoint"
 
 
-TokenSource = EnvVariableSource | FileSource | GitHubActionsSource
+TokenSource = EnvVariableSource | FileSource | RequestedTokenSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +96,10 @@ def searched_sources() -> list[str]:
     """What automatic discovery looks at, in order (for the "none found" message)."""
     return [
         *(EnvVariableSource(name, platform).describe() for name, platform in PLATFORM_VARIABLES),
-        f"${GITHUB_REQUEST_URL} + ${GITHUB_REQUEST_TOKEN} (GitHub Actions)",
+        *(
+            f"${request.url_variable} + ${request.bearer_variable} ({platform})"
+            for request, platform in TOKEN_REQUESTS
+        ),
         f"${GENERIC_VARIABLE}",
     ]
 
@@ -109,8 +125,11 @@ def choose_token_source(
     for name, platform in PLATFORM_VARIABLES:
         if _set(env, name):
             return EnvVariableSource(name, platform)
-    if _set(env, GITHUB_REQUEST_URL) and _set(env, GITHUB_REQUEST_TOKEN):
-        return GitHubActionsSource(env[GITHUB_REQUEST_URL], env[GITHUB_REQUEST_TOKEN])
+    for request, platform in TOKEN_REQUESTS:
+        if _set(env, request.url_variable) and _set(env, request.bearer_variable):
+            return RequestedTokenSource(
+                request, platform, env[request.url_variable], env[request.bearer_variable]
+            )
     if _set(env, GENERIC_VARIABLE):
         return EnvVariableSource(GENERIC_VARIABLE)
     raise NoPlatformToken(no_token_message(env))
@@ -120,28 +139,25 @@ def no_token_message(env: Mapping[str, str]) -> str:
     """What was looked for, and how each platform provides a token."""
     lines = ["no platform token found; looked for, in order:"]
     lines += [f"  {source}" for source in searched_sources()]
-    if _set(env, GITHUB_REQUEST_URL) != _set(env, GITHUB_REQUEST_TOKEN):
-        lines.append(
-            f"only one of ${GITHUB_REQUEST_URL} and ${GITHUB_REQUEST_TOKEN} is set; "
-            "GitHub sets both when the job has 'permissions: id-token: write'"
-        )
-    lines.append(
-        "fix: on env0 enable OIDC for the environment; on CircleCI use a job with a context or "
-        "project OIDC token; on GitHub Actions add 'permissions: id-token: write'; on Gitpod run "
-        "'gitpod idp token --audience <aud> > FILE' and pass --token-file FILE; "
-        "anywhere else pass --token-env NAME or --token-file PATH"
-    )
+    for request, platform in TOKEN_REQUESTS:
+        if _set(env, request.url_variable) != _set(env, request.bearer_variable):
+            lines.append(
+                f"only one of ${request.url_variable} and ${request.bearer_variable} is set; "
+                f"{platform} sets both when: {request.fix}"
+            )
+    hints = "; ".join(profile.runner.hint for profile in PROFILES.values())
+    lines.append(f"fix: {hints}")
     return "\n".join(lines)
 
 
-def github_token_request_url(request_url: str, audience: str | None) -> str:
-    """GitHub's request URL with ``audience`` appended (it already carries ``?api-version``)."""
+def token_request_url(request_url: str, audience: str | None, parameter: str = "audience") -> str:
+    """The endpoint's URL with the audience appended (it may already carry a query)."""
     if not audience:
         return request_url
     separator = "&" if urlsplit(request_url).query else "?"
     if request_url.endswith(("?", "&")):
         separator = ""
-    return f"{request_url}{separator}audience={quote(audience, safe='')}"
+    return f"{request_url}{separator}{parameter}={quote(audience, safe='')}"
 
 
 def token_from_text(text: str, source: str) -> str:
@@ -159,17 +175,16 @@ def token_from_text(text: str, source: str) -> str:
     return token
 
 
-def parse_github_token_response(body: bytes) -> str:
-    """The ``value`` of GitHub's ID-token answer ``{"count": .., "value": "<jwt>"}``."""
+def parse_token_response(body: bytes, source: RequestedTokenSource) -> str:
+    """The token in an ID-token endpoint's JSON answer (e.g. ``{"count": .., "value": ..}``)."""
+    field_name = source.request.value_field
     try:
         document = json.loads(body)
     except ValueError:
         document = None
-    value = document.get("value") if isinstance(document, dict) else None
+    value = document.get(field_name) if isinstance(document, dict) else None
     if not isinstance(value, str) or not value.strip():
-        raise NoPlatformToken(
-            "GitHub Actions' ID-token endpoint answered without a token (no 'value')"
-        )
+        raise NoPlatformToken(f"{source.endpoint()} answered without a token (no {field_name!r})")
     return value.strip()
 
 
@@ -192,11 +207,11 @@ def read_token_file(path: Path) -> str:
     return token_from_text(text, source)
 
 
-def github_attempt(
-    http: aiohttp.ClientSession, source: GitHubActionsSource, audience: str | None
+def token_request_attempt(
+    http: aiohttp.ClientSession, source: RequestedTokenSource, audience: str | None
 ) -> Attempt:
-    """One GET of GitHub's ID-token endpoint, as an attempt for ``send_with_retries``."""
-    url = github_token_request_url(source.request_url, audience)
+    """One GET of the ID-token endpoint, as an attempt for ``send_with_retries``."""
+    url = token_request_url(source.request_url, audience, source.request.audience_parameter)
     headers = {"Authorization": f"Bearer {source.request_token}", "Accept": "application/json"}
 
     async def attempt(budget: float) -> HttpReply:
@@ -212,10 +227,8 @@ def github_attempt(
     return attempt
 
 
-def github_failure(reply: HttpReply) -> NoPlatformToken:
-    """Why GitHub's endpoint gave no token, and the usual fix."""
+def token_request_failure(reply: HttpReply, source: RequestedTokenSource) -> NoPlatformToken:
+    """Why the endpoint gave no token, and the platform's usual fix."""
     return NoPlatformToken(
-        f"GitHub Actions' ID-token endpoint answered HTTP {reply.status}; "
-        "fix: give the job 'permissions: id-token: write' and run on a GitHub-hosted or "
-        "registered runner"
+        f"{source.endpoint()} answered HTTP {reply.status}; fix: {source.request.fix}"
     )

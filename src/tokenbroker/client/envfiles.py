@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tokenbroker.client.failures import UsageFailure
+from tokenbroker.identity.profiles import PROFILES
 
 # The env file each platform reads between steps, in the order they are looked for, with the
-# format that file expects: env0 and GitHub read KEY=value lines, CircleCI's BASH_ENV is sourced.
-APPEND_TARGETS: tuple[tuple[str, str], ...] = (
-    ("ENV0_ENV", "env"),
-    ("GITHUB_ENV", "env"),
-    ("BASH_ENV", "shell"),
+# format that file expects (its profile says).
+APPEND_TARGETS: tuple[tuple[str, str], ...] = tuple(
+    profile.runner.env_file for profile in PROFILES.values() if profile.runner.env_file
 )
 APPENDABLE_FORMATS = frozenset({"env", "shell"})
 DEFAULT_FORMAT = "json"
@@ -41,7 +40,7 @@ class AppendTarget:
 
 
 def find_append_target(env: Mapping[str, str]) -> AppendTarget:
-    """The first of ``$ENV0_ENV``, ``$GITHUB_ENV``, ``$BASH_ENV`` that is set."""
+    """The first platform env file variable (``APPEND_TARGETS``) that is set."""
     for variable, fmt in APPEND_TARGETS:
         value = env.get(variable, "").strip()
         if value:

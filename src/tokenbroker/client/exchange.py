@@ -24,15 +24,15 @@ from tokenbroker.client.broker import (
 from tokenbroker.client.discovery import (
     EnvVariableSource,
     FileSource,
-    GitHubActionsSource,
     PlatformToken,
+    RequestedTokenSource,
     TokenSource,
     choose_token_source,
-    github_attempt,
-    github_failure,
-    parse_github_token_response,
+    parse_token_response,
     read_token_file,
     token_from_text,
+    token_request_attempt,
+    token_request_failure,
 )
 from tokenbroker.client.envfiles import (
     AppendTarget,
@@ -113,16 +113,16 @@ async def read_platform_token(
     deadline: Deadline,
     runtime: ClientRuntime,
 ) -> PlatformToken:
-    """Read the token from its source; GitHub's is requested (with retries)."""
+    """Read the token from its source; an ID-token endpoint is asked (with retries)."""
     described = source.describe()
     if isinstance(source, FileSource):
         return PlatformToken(read_token_file(source.path), described)
     if isinstance(source, EnvVariableSource):
         return PlatformToken(token_from_text(env.get(source.variable, ""), described), described)
-    assert isinstance(source, GitHubActionsSource)
+    assert isinstance(source, RequestedTokenSource)
     reply = await send_with_retries(
-        github_attempt(http, source, audience),
-        what="GitHub Actions' ID-token endpoint",
+        token_request_attempt(http, source, audience),
+        what=source.endpoint(),
         deadline=deadline,
         clock=runtime.clock,
         rng=runtime.rng,
@@ -130,12 +130,10 @@ async def read_platform_token(
         notify=runtime.notify,
     )
     if reply.status == 200:
-        return PlatformToken(parse_github_token_response(reply.body), described)
+        return PlatformToken(parse_token_response(reply.body, source), described)
     if is_retryable_status(reply.status):
-        raise Unavailable(
-            f"GitHub Actions' ID-token endpoint is unavailable (HTTP {reply.status}); retry later"
-        )
-    raise github_failure(reply)
+        raise Unavailable(f"{source.endpoint()} is unavailable (HTTP {reply.status}); retry later")
+    raise token_request_failure(reply, source)
 
 
 def _write_credential(

@@ -42,22 +42,7 @@ def parse_settings(raw: Mapping[str, object], environ: Mapping[str, str]) -> Set
         settings = Settings.model_validate(merged)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
-    problems = _profile_problems(settings)
-    if problems:
-        raise ConfigError(problems)
     return settings
-
-
-def _profile_problems(settings: Settings) -> list[str]:
-    # Profiles own their options' meaning; imported here, not at module top, because the
-    # identity package itself imports config.
-    from tokenbroker.identity.profiles import profile_option_problems
-
-    problems: list[str] = []
-    for index, issuer in enumerate(settings.issuers):
-        for problem in profile_option_problems(issuer):
-            problems.append(problem.replace(f"issuers.{issuer.name}.", f"issuers[{index}].", 1))
-    return problems
 
 
 def _apply_env_overrides(raw: dict[str, object], environ: Mapping[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -26,7 +27,6 @@ def _url_shape(url: str) -> str:
 
 
 TrustedUrl = Annotated[str, AfterValidator(_url_shape)]
-ProfileName = Literal["env0", "circleci", "gitpod", "github", "generic"]
 ClaimValue = str | bool | int | list[str]
 
 # Algorithms a platform token may be signed with. `none` and the HS* family are never accepted:
@@ -37,6 +37,20 @@ SUPPORTED_ALGORITHMS = frozenset(
 _ADMIN_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
 # Names of issuers, organizations and credentials: safe in URLs, logs and env files.
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+# A profile is named here and checked against the registered profiles where issuers are
+# compiled (the token validator): config sits below identity and imports none of it.
+_PROFILE_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _check_profile_name(value: str) -> str:
+    if not _PROFILE_NAME.match(value):
+        raise ValueError("must be a profile name: 1-32 lowercase letters, digits, '_' or '-'")
+    return value
+
+
+ProfileName = Annotated[str, AfterValidator(_check_profile_name)]
 
 
 def _check_name(value: str) -> str:
@@ -64,6 +78,18 @@ class ServerSettings(_Section):
     # "auto" serves on uvloop where it is installed (a default dependency off Windows); the
     # bench measures the difference.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    # Processes serving the port (SO_REUSEPORT) under one supervisor; "auto" is one per CPU.
+    workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1
+    # On SIGTERM, how long in-flight requests have to finish before they are cut off.
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0, le=3600)
+
+    def worker_count(self) -> int:
+        """How many worker processes ``workers`` asks for on this machine."""
+        if self.workers != "auto":
+            return self.workers
+        if hasattr(os, "sched_getaffinity"):  # the CPUs this process may run on (Linux)
+            return len(os.sched_getaffinity(0))
+        return os.cpu_count() or 1
 
     @property
     def issuer_url(self) -> str:
@@ -206,7 +232,7 @@ class IssuerSettings(_Section):
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
     # How long past its cache lifetime a key still serves while the JWKS cannot be refreshed.
     jwks_max_stale_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
-    # Profile-specific knobs, e.g. circleci `allow_ssh_rerun`, generic `org_pointer`.
+    # Profile-specific knobs, read and checked by the profile.
     options: dict[str, str | bool | int] = Field(default_factory=dict)
 
     @field_validator("algorithms")

@@ -1,13 +1,14 @@
 """``make demo``: start ``tokenbroker dev`` in the background, then play a CI runner against it.
 
-The runner mints an env0-shaped token and exchanges it with the runner's client
-(``tokenbroker exchange``, which calls ``POST /v1/exchange``) for Vault, AWS, GCP and Azure
-credentials; it uses each (a KV write and read in OpenBao, ``GetCallerIdentity`` against moto,
-the GCP token checked by the STS stand-in, the Azure token verified against the Entra stand-in's
-keys, and azure-identity getting its own token with the broker's federated token), shows one
-denial with its dry-run explanation, and stops the stack. Exit 0 with a summary, or 1 naming
-the step that failed. No process is left behind: the stack is stopped (SIGTERM, wait, kill)
-whatever happens, and the demo checks that OpenBao is gone too. Never prints a token or a secret.
+The runner mints a token shaped like the demo platform's (``seeds.DEMO_SEED``) and exchanges
+it with the runner's client (``tokenbroker exchange``, which calls ``POST /v1/exchange``) for
+Vault, AWS, GCP and Azure credentials; it uses each (a KV write and read in OpenBao,
+``GetCallerIdentity`` against moto, the GCP token checked by the STS stand-in, the Azure token
+verified against the Entra stand-in's keys, and azure-identity getting its own token with the
+broker's federated token), shows one denial with its dry-run explanation, and stops the
+stack. Exit 0 with a summary, or 1 naming the step that failed. No process is left behind: the
+stack is stopped (SIGTERM, wait, kill) whatever happens, and the demo checks that OpenBao is
+gone too. Never prints a token or a secret.
 
 ``python -m tokenbroker.devstack.demo [--data-dir DIR]`` (or ``$TOKENBROKER_DEMO_DATA_DIR``);
 without one a temporary directory is used and removed.
@@ -37,14 +38,15 @@ from types import FrameType
 from tokenbroker.devstack.openbao import parent_death_signal
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
 from tokenbroker.devstack.processes import log_tail, stop_process
-from tokenbroker.devstack.stack import (
+from tokenbroker.devstack.seeds import (
     AZURE_CLIENT_ID,
+    AZURE_FEDERATED_SUBJECT,
     AZURE_TENANT_ID,
+    DEMO_SEED,
     DENIED_CREDENTIAL,
-    ENV0_SUBJECT,
-    DevStackState,
-    read_state,
 )
+from tokenbroker.devstack.stack import DevStackState, read_state
+from tokenbroker.identity.profiles import PROFILES
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 20.0
@@ -54,6 +56,9 @@ CLIENT_TIMEOUT_SECONDS = 60.0
 EXIT_DENIED = 4
 _POLL_SECONDS = 0.1
 KV_PATH = "demo"
+PLATFORM = PROFILES[DEMO_SEED.profile]
+# Where the demo platform's runners hold their token.
+TOKEN_VARIABLE = PLATFORM.runner.variables[0]
 
 
 class DemoFailure(Exception):
@@ -171,7 +176,7 @@ class ClientRun:
 
 
 def run_client(broker_url: str, token: str, credential: str, *options: str) -> ClientRun:
-    """``tokenbroker exchange`` as a runner runs it: the platform token in $ENV0_OIDC_TOKEN."""
+    """``tokenbroker exchange`` as a runner runs it: the token in the platform's variable."""
     command = [
         sys.executable,
         "-m",
@@ -188,7 +193,7 @@ def run_client(broker_url: str, token: str, credential: str, *options: str) -> C
             command,
             capture_output=True,
             text=True,
-            env={**os.environ, "ENV0_OIDC_TOKEN": token},
+            env={**os.environ, TOKEN_VARIABLE: token},
             timeout=CLIENT_TIMEOUT_SECONDS,
             check=False,
         )
@@ -328,14 +333,12 @@ def play_runner(state: DevStackState) -> list[Step]:
     """The runner's flow against a ready stack; DemoFailure on the first step that fails."""
     broker = state.broker_url
     issuer = DevPlatformIssuer(Path(state.keys_dir), state.issuer_base_url)
-    # env0's subject is fixed per organization; the Azure app's federated credential names it.
-    token = issuer.mint(
-        "env0", org=state.org_id, project=state.project_id, claims={"sub": ENV0_SUBJECT}
-    )
-    steps = [Step("token", f"env0-shaped token for project {state.project_id}")]
-    say("runner: export ENV0_OIDC_TOKEN=<an env0-shaped token from the dev issuer>, minted as")
+    token = issuer.mint(PLATFORM.name, org=state.org_id, project=state.project_id)
+    shaped = f"{PLATFORM.title}-shaped token"
+    steps = [Step("token", f"{shaped} for project {state.project_id}")]
+    say(f"runner: export {TOKEN_VARIABLE}=<an {shaped} from the dev issuer>, minted as")
     say(
-        f"  tokenbroker token mint --profile env0 --org {state.org_id} "
+        f"  tokenbroker token mint --profile {PLATFORM.name} --org {state.org_id} "
         f"--project {state.project_id} --keys-dir {state.keys_dir} "
         f"--issuer-base {state.issuer_base_url}"
     )
@@ -361,14 +364,21 @@ def play_runner(state: DevStackState) -> list[Step]:
     steps.append(Step("gcp", f"dev-gcp: tokeninfo -> {email}"))
     say(f"  with GOOGLE_OAUTH_ACCESS_TOKEN: tokeninfo -> {email}")
 
+    # Entra ID matches the subject exactly: the platform's organization-wide one (env0's).
+    azure_token = issuer.mint(
+        PLATFORM.name,
+        org=state.org_id,
+        project=state.project_id,
+        claims={"sub": AZURE_FEDERATED_SUBJECT},
+    )
     say(f"runner: {client} dev-azure --format json")
-    values = issued_values(run_client(broker, token, "dev-azure", "-q"), "dev-azure")
+    values = issued_values(run_client(broker, azure_token, "dev-azure", "-q"), "dev-azure")
     app = entra_access_token_app(values["AZURE_ACCESS_TOKEN"], state)
     steps.append(Step("azure", f"dev-azure: AZURE_ACCESS_TOKEN verified at Entra ID -> {app}"))
     say(f"  with AZURE_ACCESS_TOKEN: signed by the Entra stand-in's tenant -> {app}")
     say("runner: azure-identity ClientAssertionCredential, its assertion from")
     say(f"  {client} dev-azure --format azure-federated-token")
-    app = entra_access_token_app(azure_identity_token(broker, token, state), state)
+    app = entra_access_token_app(azure_identity_token(broker, azure_token, state), state)
     steps.append(Step("azure", f"azure-identity: its own token from Entra ID -> {app}"))
     say(f"  azure-identity got its own access token -> {app}")
 

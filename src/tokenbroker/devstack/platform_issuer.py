@@ -1,9 +1,11 @@
-"""A dev platform issuer: mints env0, CircleCI, Gitpod and GitHub shaped tokens, really signed.
+"""A dev platform issuer: mints tokens shaped like each platform's own, really signed.
 
-Each profile is its own issuer (``{base_url}/{profile}``; CircleCI, like the real one, one per
-organization: ``{base_url}/circleci/org/{org}``) with its own RSA key (RS256, as env0 and Gitpod
-sign), kept in a directory (files 0600) so tokens minted by one process verify in another.
-``create_issuer_app`` serves every profile's discovery document and JWKS.
+Every profile with a dev shape (``PlatformProfile.dev``) is its own issuer at
+``{base_url}/{shape.path}`` (``{org}`` in the path: one issuer per organization, as the
+platform has) with its own RSA key (RS256, as the platforms sign), kept in a directory (files
+0600) so tokens minted by one process verify in another. The claims are the profile's; this
+module holds only the generic machinery: keys, signing, discovery documents and JWKS.
+``create_issuer_app`` serves them all.
 """
 
 from __future__ import annotations
@@ -12,48 +14,52 @@ import contextlib
 import json
 import os
 import secrets
-import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, get_args
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import IssuerSettings
+from tokenbroker.identity.profiles import PROFILES
+from tokenbroker.identity.profiles.base import DevIssuerShape, DevTokenRequest
 
-DevProfile = Literal["env0", "circleci", "gitpod", "github"]
-DEV_PROFILES: tuple[DevProfile, ...] = get_args(DevProfile)
+# The profiles the dev issuer imitates, in registration order.
+DEV_SHAPES: Mapping[str, DevIssuerShape] = {
+    name: profile.dev for name, profile in PROFILES.items() if profile.dev is not None
+}
+DEV_PROFILES: tuple[str, ...] = tuple(DEV_SHAPES)
 DEFAULT_BASE_URL = "http://127.0.0.1:8401"
 ALGORITHM = "RS256"
 # Kept in the JWKS after a rotation, so tokens signed just before it still verify.
 PUBLISHED_KEYS = 2
 JWKS_MAX_AGE_SECONDS = 300
 
-# Lifetimes the platforms use: env0 24 h, CircleCI 1 h; Gitpod's and GitHub's are short too.
-DEFAULT_LIFETIMES: Mapping[DevProfile, int] = {
-    "env0": 24 * 3600,
-    "circleci": 3600,
-    "gitpod": 3600,
-    "github": 300,
-}
-ENV0_AUDIENCE = "https://prod.env0.com"
-DEV_AUDIENCE = "tokenbroker"
-ENV0_DEPRECATED_PREFIX = "https://env0.com/"
-ENV0_AWS_TAGS = "https://aws.amazon.com/tags"
-CIRCLECI_CLAIM = "oidc.circleci.com/"
 
-
-def _profile(name: str) -> DevProfile:
-    if name not in DEV_PROFILES:
+def _shape(name: str) -> DevIssuerShape:
+    shape = DEV_SHAPES.get(name)
+    if shape is None:
         raise ValueError(f"unknown dev profile {name!r} (one of {', '.join(DEV_PROFILES)})")
-    return name
+    return shape
+
+
+def _per_org(shape: DevIssuerShape) -> bool:
+    return "{org}" in shape.path
+
+
+def _with_org(template: str, profile: str, org: str | None, what: str) -> str:
+    if "{org}" not in template:
+        return template
+    if not org:
+        raise ValueError(f"the {profile} {what} names an organization: pass org")
+    return template.replace("{org}", org)
 
 
 class DevPlatformIssuer:
-    """Signing keys and token shapes of the four dev platform issuers."""
+    """Signing keys of the dev platform issuers, and tokens in their profiles' shapes."""
 
     def __init__(
         self,
@@ -65,35 +71,22 @@ class DevPlatformIssuer:
         self.keys_dir = keys_dir
         self.base_url = base_url.rstrip("/")
         self.clock: Clock = clock or SystemClock()
-        self._keys: dict[DevProfile, list[RSAKey]] = {}
+        self._keys: dict[str, list[RSAKey]] = {}
 
     # -- issuers ---------------------------------------------------------------------------
 
     def issuer_url(self, profile: str, *, org: str | None = None) -> str:
-        """The ``iss`` of a profile's tokens (CircleCI's names the organization)."""
-        name = _profile(profile)
-        if name == "circleci":
-            if not org:
-                raise ValueError("the circleci issuer URL names an organization: pass org")
-            return f"{self.base_url}/circleci/org/{org}"
-        return f"{self.base_url}/{name}"
+        """The ``iss`` of a profile's tokens (per-organization issuers name ``org``)."""
+        path = _with_org(_shape(profile).path, profile, org, "issuer URL")
+        return f"{self.base_url}/{path}"
 
     def jwks_url(self, profile: str, *, org: str | None = None) -> str:
         """Where a profile's JWKS is served."""
-        if _profile(profile) == "circleci":
-            return f"{self.issuer_url(profile, org=org)}/.well-known/jwks-pub.json"
-        return f"{self.issuer_url(profile)}/.well-known/jwks.json"
+        return f"{self.issuer_url(profile, org=org)}/.well-known/{_shape(profile).jwks_file}"
 
     def default_audience(self, profile: str, *, org: str | None = None) -> str:
-        """The ``aud`` a profile's token gets when none is asked for (CircleCI: the org id)."""
-        name = _profile(profile)
-        if name == "env0":
-            return ENV0_AUDIENCE
-        if name == "circleci":
-            if not org:
-                raise ValueError("the circleci default audience is the organization: pass org")
-            return org
-        return DEV_AUDIENCE
+        """The ``aud`` a profile's token gets when none is asked for."""
+        return _with_org(_shape(profile).audience, profile, org, "default audience")
 
     def issuer_settings(
         self,
@@ -104,16 +97,16 @@ class DevPlatformIssuer:
         **overrides: object,
     ) -> IssuerSettings:
         """IssuerSettings trusting this dev issuer (keys through OIDC discovery by default)."""
-        name = _profile(profile)
+        shape = _shape(profile)
         values: dict[str, object] = {
-            "name": f"dev-{name}" if name != "circleci" else f"dev-circleci-{org}",
-            "issuer": self.issuer_url(name, org=org),
-            "audiences": audiences or [self.default_audience(name, org=org)],
-            "profile": name,
+            "name": f"dev-{profile}-{org}" if _per_org(shape) else f"dev-{profile}",
+            "issuer": self.issuer_url(profile, org=org),
+            "audiences": audiences or [self.default_audience(profile, org=org)],
+            "profile": profile,
             "algorithms": [ALGORITHM],
         }
-        if name == "env0":
-            values["required_claims"] = {"apiKeyType": "oidc"}
+        if shape.required_claims:
+            values["required_claims"] = dict(shape.required_claims)
         values.update(overrides)
         return IssuerSettings.model_validate(values)
 
@@ -132,16 +125,19 @@ class DevPlatformIssuer:
 
     def signing_key(self, profile: str) -> RSAKey:
         """The key new tokens of a profile are signed with (created on first use)."""
-        return self._keyring(_profile(profile))[-1]
+        _shape(profile)
+        return self._keyring(profile)[-1]
 
     def public_jwks(self, profile: str) -> dict[str, object]:
         """The JWKS of a profile: its active key and the one before it, public parts only."""
-        keys = self._keyring(_profile(profile))[-PUBLISHED_KEYS:]
+        _shape(profile)
+        keys = self._keyring(profile)[-PUBLISHED_KEYS:]
         return {"keys": [key.as_dict(private=False) for key in reversed(keys)]}
 
     def rotate(self, profile: str) -> str:
         """Start signing a profile's tokens with a new key; return its kid."""
-        name = _profile(profile)
+        _shape(profile)
+        name = profile
         keys = [*self._keyring(name), _new_key()][-PUBLISHED_KEYS:]
         _write_private(self._key_file(name), keys, replace=True)
         self._keys[name] = keys
@@ -149,7 +145,7 @@ class DevPlatformIssuer:
         assert kid is not None
         return kid
 
-    def _keyring(self, profile: DevProfile) -> list[RSAKey]:
+    def _keyring(self, profile: str) -> list[RSAKey]:
         keys = self._keys.get(profile)
         if keys is None:
             path = self._key_file(profile)
@@ -159,7 +155,7 @@ class DevPlatformIssuer:
             keys = self._keys[profile] = _read_private(path)
         return keys
 
-    def _key_file(self, profile: DevProfile) -> Path:
+    def _key_file(self, profile: str) -> Path:
         return self.keys_dir / f"{profile}.jwks.json"
 
     # -- tokens ----------------------------------------------------------------------------
@@ -216,115 +212,22 @@ class DevPlatformIssuer:
         issued_at: float | None = None,
     ) -> dict[str, object]:
         """The claims ``mint`` signs, for tests that want to alter them first."""
-        name = _profile(profile)
+        shape = _shape(profile)
         iat = int(self.clock.now() if issued_at is None else issued_at)
-        lifetime = DEFAULT_LIFETIMES[name] if lifetime_seconds is None else lifetime_seconds
-        aud = audience or self.default_audience(name, org=org)
-        base: dict[str, object] = {"iss": self.issuer_url(name, org=org), "iat": iat}
+        default_lifetime = shape.lifetime_seconds or PROFILES[profile].token_lifetime_seconds
+        lifetime = default_lifetime if lifetime_seconds is None else lifetime_seconds
         overrides = dict(claims or {})
-        if name == "env0":
-            shaped = _env0_claims(org, project, environment, aud)
-        elif name == "circleci":
-            shaped = _circleci_claims(org, project, aud, overrides)
-        elif name == "gitpod":
-            shaped = _gitpod_claims(org, project, environment, aud)
-        else:
-            shaped = _github_claims(org, project, environment, aud, iat)
-        merged = {**base, **shaped, "exp": iat + lifetime, **overrides}
+        request = DevTokenRequest(
+            org=org,
+            project=project,
+            audience=audience or self.default_audience(profile, org=org),
+            issued_at=iat,
+            environment=environment,
+            overrides=overrides,
+        )
+        base: dict[str, object] = {"iss": self.issuer_url(profile, org=org), "iat": iat}
+        merged = {**base, **shape.claims(request), "exp": iat + lifetime, **overrides}
         return {key: value for key, value in merged.items() if value is not None}
-
-
-def _env0_claims(
-    org: str, project: str, environment: str | None, audience: str
-) -> dict[str, object]:
-    env = environment or str(uuid.uuid4())
-    custom: dict[str, object] = {
-        "apiKeyType": "oidc",
-        "organizationId": org,
-        "projectId": project,
-        "projectName": f"Project {project[:8]}",
-        "templateId": str(uuid.uuid4()),
-        "templateName": "Dev Template",
-        "environmentId": env,
-        "environmentName": f"Environment {env[:8]}",
-        "workspaceName": f"env0{env[:6]}",
-        "deployerEmail": "deployer@example.com",
-        "deploymentLogId": str(uuid.uuid4()),
-    }
-    tags = ("organizationId", "projectId", "templateId", "environmentId", "deployerEmail")
-    return {
-        ENV0_AWS_TAGS: {"principal_tags": {tag: [custom[tag]] for tag in tags}},
-        **custom,
-        "organization": org,
-        **{ENV0_DEPRECATED_PREFIX + k: v for k, v in custom.items()},
-        "sub": f"auth0|{secrets.token_hex(12)}",
-        "aud": [audience],
-        "azp": secrets.token_urlsafe(24),
-        "gty": "password",
-    }
-
-
-def _circleci_claims(
-    org: str, project: str, audience: str, overrides: Mapping[str, object]
-) -> dict[str, object]:
-    # The v2 subject embeds vcs-origin and vcs-ref, so it follows overrides of those claims.
-    origin = overrides.get(CIRCLECI_CLAIM + "vcs-origin", "github.com/example-org/example-repo")
-    ref = overrides.get(CIRCLECI_CLAIM + "vcs-ref", "refs/heads/main")
-    user = str(uuid.uuid4())
-    return {
-        "sub": f"org/{org}/project/{project}/user/{user}/vcs-origin/{origin}/vcs-ref/{ref}",
-        "aud": audience,
-        CIRCLECI_CLAIM + "project-id": project,
-        CIRCLECI_CLAIM + "vcs-origin": origin,
-        CIRCLECI_CLAIM + "vcs-ref": ref,
-        CIRCLECI_CLAIM + "context-ids": [str(uuid.uuid4())],
-        CIRCLECI_CLAIM + "ssh-rerun": False,
-    }
-
-
-def _gitpod_claims(
-    org: str, project: str, environment: str | None, audience: str
-) -> dict[str, object]:
-    env = environment or str(uuid.uuid4())
-    return {"sub": f"org:{org}/prj:{project}/env:{env}", "aud": audience, "org": org}
-
-
-def _github_claims(
-    org: str, project: str, environment: str | None, audience: str, iat: int
-) -> dict[str, object]:
-    repository = project if "/" in project else f"{org}/{project}"
-    ref = "refs/heads/main"
-    workflow_ref = f"{repository}/.github/workflows/deploy.yml@{ref}"
-    subject = (
-        f"repo:{repository}:environment:{environment}"
-        if environment
-        else f"repo:{repository}:ref:{ref}"
-    )
-    return {
-        "jti": str(uuid.uuid4()),
-        "sub": subject,
-        "aud": audience,
-        "ref": ref,
-        "sha": secrets.token_hex(20),
-        "repository": repository,
-        "repository_owner": org,
-        "repository_owner_id": str(secrets.randbelow(10**8)),
-        "repository_id": str(secrets.randbelow(10**9)),
-        "repository_visibility": "private",
-        "run_id": str(secrets.randbelow(10**10)),
-        "run_number": "1",
-        "run_attempt": "1",
-        "actor": "octocat",
-        "actor_id": "583231",
-        "workflow": "deploy",
-        "workflow_ref": workflow_ref,
-        "job_workflow_ref": workflow_ref,
-        "event_name": "push",
-        "ref_type": "branch",
-        "environment": environment,
-        "runner_environment": "github-hosted",
-        "nbf": iat - 5,
-    }
 
 
 def _new_key() -> RSAKey:
@@ -357,25 +260,22 @@ def _read_private(path: Path) -> list[RSAKey]:
 def create_issuer_app(issuer: DevPlatformIssuer) -> web.Application:
     """An aiohttp app serving every dev profile's discovery document and JWKS."""
     cache = {"Cache-Control": f"public, max-age={JWKS_MAX_AGE_SECONDS}"}
+    app = web.Application()
+    for profile, shape in DEV_SHAPES.items():
+        discovery, jwks = _issuer_handlers(issuer, profile, cache)
+        app.router.add_get(f"/{shape.path}/.well-known/openid-configuration", discovery)
+        app.router.add_get(f"/{shape.path}/.well-known/{shape.jwks_file}", jwks)
+    return app
 
+
+def _issuer_handlers(
+    issuer: DevPlatformIssuer, profile: str, cache: Mapping[str, str]
+) -> tuple[Handler, Handler]:
     async def discovery(request: web.Request) -> web.Response:
-        profile = _route_profile(request)
         document = issuer.discovery_document(profile, org=request.match_info.get("org"))
         return web.json_response(document, headers=cache)
 
     async def jwks(request: web.Request) -> web.Response:
-        return web.json_response(issuer.public_jwks(_route_profile(request)), headers=cache)
+        return web.json_response(issuer.public_jwks(profile), headers=cache)
 
-    app = web.Application()
-    for profile in DEV_PROFILES:
-        if profile == "circleci":
-            app.router.add_get("/circleci/org/{org}/.well-known/openid-configuration", discovery)
-            app.router.add_get("/circleci/org/{org}/.well-known/jwks-pub.json", jwks)
-        else:
-            app.router.add_get(f"/{profile}/.well-known/openid-configuration", discovery)
-            app.router.add_get(f"/{profile}/.well-known/jwks.json", jwks)
-    return app
-
-
-def _route_profile(request: web.Request) -> DevProfile:
-    return _profile(request.path.split("/", 2)[1])
+    return discovery, jwks

@@ -22,7 +22,7 @@ import shlex
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Final
@@ -42,115 +42,43 @@ from tokenbroker.devstack.gcp_sts import GcpStsConfig, GcpStsServer, parse_gcp_s
 from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth
 from tokenbroker.devstack.platform_issuer import (
     DEV_PROFILES,
-    ENV0_AUDIENCE,
+    DEV_SHAPES,
     DevPlatformIssuer,
-    DevProfile,
     create_issuer_app,
 )
-from tokenbroker.web.admin.auth import admin_token_digest
-
-# Fixed ids, so the printed commands stay the same from one run to the next.
-ORGANIZATION: Final = "dev"
-ENV0_ORG_ID: Final = "6f1d4e1a-3c0b-4d2e-9a57-0d3e5f1a2b01"
-PROJECT_ID: Final = "a3c2b1d0-5e4f-4a8b-9c7d-1e2f3a4b5c01"
-PROD_ENVIRONMENT_ID: Final = "c0ffee00-1234-4abc-8def-00000000beef"
-
-VAULT_ROLE: Final = "env0-deployer"
-VAULT_POLICY: Final = "env0-access"
-KV_MOUNT: Final = "secrets-for-env0"
-PASSTHROUGH_AUTH_PATH: Final = "jwt"
-MINT_AUTH_PATH: Final = "broker"
-VAULT_MINT_AUDIENCE: Final = "openbao-dev"
-VAULT_TOKEN_TTL: Final = "1h"
-AWS_ROLE_NAME: Final = "env0-deployer"
-AWS_AUDIENCE: Final = "sts.amazonaws.com"
-AWS_REGION: Final = "us-east-1"
-# An hour, as AWS defaults to: a credential of 15 minutes or less is inside botocore's advisory
-# refresh window the moment it arrives, so every SDK call would run credential_process again.
-AWS_DURATION_SECONDS: Final = 3600
-GCP_PROJECT_NUMBER: Final = "123456789012"
-GCP_POOL: Final = f"projects/{GCP_PROJECT_NUMBER}/locations/global/workloadIdentityPools/dev-pool"
-GCP_PROVIDER: Final = f"//iam.googleapis.com/{GCP_POOL}/providers/env0-dev"
-GCP_SERVICE_ACCOUNT: Final = "deployer@dev-project.iam.gserviceaccount.com"
-OIDC_AUDIENCE: Final = "dev-audience"
-AZURE_TENANT_ID: Final = "0d2c4b6a-8e1f-4a3b-9c5d-7e6f8a9b0c01"
-AZURE_CLIENT_ID: Final = "1e3d5c7b-9f2a-4b4c-8d6e-8f7a9b0c1d01"
-AZURE_SUBSCRIPTION_ID: Final = "2f4e6d8c-0a3b-4c5d-9e7f-9a8b0c1d2e01"
-# env0's `sub` is the same for every deployment of an organization: Entra ID matches it exactly.
-ENV0_SUBJECT: Final = "auth0|dev-env0-organization"
-ENTRA_CA_FILE: Final = "entra-ca.pem"
-
-# name -> type, in the order they are printed. `prod-vault` is bound to one environment, so a
-# token of any other environment shows a denial with its dry-run explanation.
-CREDENTIALS: Final[Mapping[str, str]] = {
-    "dev-vault": "vault_oidc",
-    "dev-vault-mint": "vault_oidc",
-    "dev-aws": "aws_oidc",
-    "dev-gcp": "gcp_oidc",
-    "dev-azure": "azure_oidc",
-    "dev-oidc": "oidc_token",
-    "prod-vault": "vault_oidc",
-}
-DENIED_CREDENTIAL: Final = "prod-vault"
-# What every platform's organization gets: the credentials that need no platform-specific
-# trust beyond OpenBao's passthrough mount of its own issuer.
-COMMON_CREDENTIALS: Final = ("dev-vault", "dev-vault-mint", "dev-aws", "dev-oidc")
-
-
-@dataclass(frozen=True)
-class DevSeed:
-    """One platform's seeded organization: who it is on the platform and what it may get.
-
-    ``vault_bound_claims`` are the platform's own claims OpenBao's passthrough role binds (the
-    organization fence the platform's token format offers); ``vault_auth_path`` is that mount.
-    """
-
-    profile: DevProfile
-    organization: str
-    platform_org_id: str
-    project: str
-    vault_auth_path: str
-    vault_bound_claims: Mapping[str, str]
-    credentials: tuple[str, ...] = COMMON_CREDENTIALS
-
-
-# One line a platform. The ids are what `tokenbroker token mint --org/--project` takes; GitHub's
-# project is the repository (`owner/name`), Gitpod's travels in `sub`, CircleCI's org in `iss`.
-SEEDS: Final[tuple[DevSeed, ...]] = (
-    DevSeed(
-        "env0",
-        ORGANIZATION,
-        ENV0_ORG_ID,
-        PROJECT_ID,
-        PASSTHROUGH_AUTH_PATH,
-        {"organizationId": ENV0_ORG_ID, "apiKeyType": "oidc"},
-        tuple(CREDENTIALS),
-    ),
-    DevSeed(
-        "circleci",
-        "dev-circleci",
-        "0e6c0a59-7b3d-4f2a-8c1e-5d4b3a2f1e01",
-        "7d2b9c41-0a6e-4f3b-8d15-2c9e4a7b6f01",
-        "jwt-circleci",
-        {"oidc.circleci.com/project-id": "7d2b9c41-0a6e-4f3b-8d15-2c9e4a7b6f01"},
-    ),
-    DevSeed(
-        "gitpod",
-        "dev-gitpod",
-        "5b8e2f7c-9d41-4a06-b3e2-71c0d9a4e801",
-        "e4a1c7d9-2b5f-4e83-9a60-3f7d1b2c8e01",
-        "jwt-gitpod",
-        {"org": "5b8e2f7c-9d41-4a06-b3e2-71c0d9a4e801"},
-    ),
-    DevSeed(
-        "github",
-        "dev-github",
-        "dev-octo-org",
-        "dev-octo-org/deploy",
-        "jwt-github",
-        {"repository_owner": "dev-octo-org"},
-    ),
+from tokenbroker.devstack.seeds import (
+    AWS_AUDIENCE,
+    AWS_DURATION_SECONDS,
+    AWS_REGION,
+    AWS_ROLE_NAME,
+    AZURE_CLIENT_ID,
+    AZURE_FEDERATED_SUBJECT,
+    AZURE_SUBSCRIPTION_ID,
+    AZURE_TENANT_ID,
+    CREDENTIALS,
+    DEMO_ORG_ID,
+    DEMO_SEED,
+    DENIED_CREDENTIAL,
+    ENTRA_CA_FILE,
+    GCP_ATTRIBUTE_CLAIMS,
+    GCP_POOL,
+    GCP_PROVIDER,
+    GCP_SERVICE_ACCOUNT,
+    KV_MOUNT,
+    MINT_AUTH_PATH,
+    OIDC_AUDIENCE,
+    PROD_ENVIRONMENT_ID,
+    PROJECT_ID,
+    SEEDS,
+    VAULT_MINT_AUDIENCE,
+    VAULT_POLICY,
+    VAULT_ROLE,
+    VAULT_TOKEN_TTL,
+    DevSeed,
 )
+from tokenbroker.identity.profiles import PROFILES
+from tokenbroker.web.admin.auth import admin_token_digest
+from tokenbroker.web.server import BrokerAppRunner
 
 
 def seeded_organizations() -> list[dict[str, object]]:
@@ -224,7 +152,7 @@ class DevStackState:
     entra_url: str = ""
     # The CA the Entra stand-in's certificate chains to (REQUESTS_CA_BUNDLE for azure-identity).
     entra_ca_file: str = ""
-    org_id: str = ENV0_ORG_ID
+    org_id: str = DEMO_ORG_ID
     project_id: str = PROJECT_ID
     prod_environment_id: str = PROD_ENVIRONMENT_ID
     kv_mount: str = KV_MOUNT
@@ -395,21 +323,25 @@ def build_settings(
 
 
 def gcp_sts_config(issuer: DevPlatformIssuer) -> GcpStsConfig:
-    """One pool provider trusting the dev env0 issuer, and a service account for the project."""
+    """One pool provider trusting the demo platform's issuer, and a service account for its
+    project."""
+    profile, org_claim = DEMO_SEED.profile, GCP_ATTRIBUTE_CLAIMS["org"]
     return parse_gcp_sts_config(
         {
             "providers": [
                 {
                     "audience": GCP_PROVIDER,
-                    "issuer": issuer.issuer_url("env0"),
-                    "jwks_uri": issuer.jwks_url("env0"),
-                    "allowed_audiences": [ENV0_AUDIENCE],
+                    "issuer": issuer.issuer_url(profile, org=DEMO_ORG_ID),
+                    "jwks_uri": issuer.jwks_url(profile, org=DEMO_ORG_ID),
+                    "allowed_audiences": [issuer.default_audience(profile, org=DEMO_ORG_ID)],
                     "attribute_mapping": {
                         "google.subject": "assertion.sub",
-                        "attribute.org": "assertion.organizationId",
-                        "attribute.project": "assertion.projectId",
+                        **{
+                            f"attribute.{name}": f"assertion.{claim}"
+                            for name, claim in GCP_ATTRIBUTE_CLAIMS.items()
+                        },
                     },
-                    "attribute_condition": {"organizationId": ENV0_ORG_ID},
+                    "attribute_condition": {org_claim: DEMO_ORG_ID},
                 }
             ],
             "service_accounts": [
@@ -426,9 +358,9 @@ def gcp_sts_config(issuer: DevPlatformIssuer) -> GcpStsConfig:
 
 
 def entra_config(broker_url: str) -> EntraConfig:
-    """One tenant whose application trusts the broker's minted tokens of env0's subject."""
+    """One tenant whose application trusts the broker's minted tokens of the demo subject."""
     federated = FederatedIdentityCredential(
-        name="tokenbroker-dev", issuer=broker_url, subject=ENV0_SUBJECT
+        name="tokenbroker-dev", issuer=broker_url, subject=AZURE_FEDERATED_SUBJECT
     )
     application = EntraApplication(AZURE_CLIENT_ID, (federated,))
     return EntraConfig([EntraTenant(AZURE_TENANT_ID, (application,))])
@@ -437,13 +369,15 @@ def entra_config(broker_url: str) -> EntraConfig:
 def runner_commands(state: DevStackState) -> list[str]:
     """The shell lines a runner would run against this stack, comments included."""
     broker = state.broker_url
+    platform = PROFILES[DEMO_SEED.profile]
+    variable = platform.runner.variables[0]
     mint = shlex.join(
         [
             "tokenbroker",
             "token",
             "mint",
             "--profile",
-            "env0",
+            platform.name,
             "--org",
             state.org_id,
             "--project",
@@ -458,9 +392,10 @@ def runner_commands(state: DevStackState) -> list[str]:
     body = json.dumps({"credential": "dev-vault"})
     denied = json.dumps({"credential": DENIED_CREDENTIAL})
     return [
-        "# the runner's platform token (env0-shaped, signed by the dev issuer):",
-        f'export ENV0_OIDC_TOKEN="$({mint})"',
-        "# Vault: OpenBao checks the env0 token itself (passthrough), or the broker's (mint):",
+        f"# the runner's platform token ({platform.title}-shaped, signed by the dev issuer):",
+        f'export {variable}="$({mint})"',
+        f"# Vault: OpenBao checks the {platform.title} token itself (passthrough), "
+        "or the broker's (mint):",
         f'eval "$({exchange} dev-vault --format shell)"',
         f'eval "$({exchange} dev-vault-mint --format shell)"',
         "# AWS STS credentials (moto), and a GCP access token (the STS stand-in):",
@@ -470,10 +405,10 @@ def runner_commands(state: DevStackState) -> list[str]:
         f"{exchange} dev-oidc --format json",
         "# the same exchange without the client:",
         f'curl -s -X POST "{broker}/v1/exchange?format=env" '
-        f'-H "Authorization: Bearer $ENV0_OIDC_TOKEN" -d {shlex.quote(body)}',
+        f'-H "Authorization: Bearer ${variable}" -d {shlex.quote(body)}',
         f"# why {DENIED_CREDENTIAL} is refused (it is bound to one environment):",
         f'curl -s -X POST "{broker}/v1/exchange?dry_run=true" '
-        f'-H "Authorization: Bearer $ENV0_OIDC_TOKEN" -d {shlex.quote(denied)}',
+        f'-H "Authorization: Bearer ${variable}" -d {shlex.quote(denied)}',
     ]
 
 
@@ -551,7 +486,7 @@ async def _serve(
     sock: socket.socket,
     ssl_context: ssl.SSLContext | None = None,
 ) -> None:
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
+    runner = BrokerAppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     exits.push_async_callback(runner.cleanup)
     await web.SockSite(runner, sock, ssl_context=ssl_context).start()
@@ -684,7 +619,8 @@ async def dev_stack(
             for profile in DEV_PROFILES:
                 issuer.signing_key(profile)  # create the keys now, not during the first request
             await _serve(exits, create_issuer_app(issuer), sockets["issuer"])
-        steps.done("dev platform issuer", f"{issuer_base}/{{env0,circleci/org/..,gitpod,github}}")
+        paths = ",".join(shape.path.replace("{org}", "..") for shape in DEV_SHAPES.values())
+        steps.done("dev platform issuer", f"{issuer_base}/{{{paths}}}")
 
         with _reported_as("starting the GCP STS stand-in"):
             await _serve(exits, GcpStsServer(gcp_sts_config(issuer)).app(), sockets["gcp_sts"])

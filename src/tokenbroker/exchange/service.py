@@ -356,7 +356,7 @@ class ExchangeService:
         with run.check("rate_limit"):
             await self._check_rate(identity)
         with run.check("organization"):
-            organization, assigned = await self._store.find_organization_assignments(
+            organization, assigned = await self._store.policy.find_organization_assignments(
                 issuer.name, identity.org, identity.project
             )
             if organization is None:
@@ -563,6 +563,7 @@ class ExchangeService:
             extra_claims=dict(backend.outbound_claims(decided.identity))
             if isinstance(backend, OutboundClaimsProvider)
             else None,
+            credential=credential.name,
         )
         return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
 
@@ -588,7 +589,7 @@ class ExchangeService:
             client_address=request.client_address,
         )
         try:
-            await self._store.record_audit(event)
+            await self._store.audit.record(event)
         except Exception as exc:
             log.error(
                 "audit event could not be written; the decision issues nothing",

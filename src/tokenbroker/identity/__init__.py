@@ -1,8 +1,5 @@
-"""Inbound trust: configured platform issuers, their JWKS, token validation and profiles."""
+"""Inbound trust: configured platform issuers, their JWKS, token validation and profiles.
 
-from tokenbroker.identity.jwks import JwksCache
-from tokenbroker.identity.models import Claims, Identity
-from tokenbroker.identity.profiles import identify
-from tokenbroker.identity.validator import TokenValidator, ValidatedToken
-
-__all__ = ["Claims", "Identity", "JwksCache", "TokenValidator", "ValidatedToken", "identify"]
+Nothing is imported here, so that the runner's client can import ``identity.profiles`` (pure
+data and functions) without the validator's server dependencies.
+"""

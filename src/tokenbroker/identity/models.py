@@ -14,7 +14,8 @@ class Identity:
     """The bearer of a validated platform token, as its issuer's profile reads the claims.
 
     ``issuer`` is the configured issuer's name; ``org`` the platform's organization id;
-    ``project`` the platform's project id when the token names one.
+    ``project`` the platform's project id when the token names one; ``details`` what else the
+    profile reads as the bearer's identity (its names are the platform's claim names).
     """
 
     issuer: str
@@ -24,4 +25,5 @@ class Identity:
     environment: str | None = None
     deployment: str | None = None
     actor: str | None = None
+    details: Mapping[str, str] = field(default_factory=dict)
     claims: Claims = field(default_factory=dict, repr=False)

@@ -53,13 +53,17 @@ def mint_token(
 
 
 def identity_claims(
-    identity: Identity, extra_claims: Mapping[str, object] | None = None
+    identity: Identity,
+    extra_claims: Mapping[str, object] | None = None,
+    *,
+    credential: str | None = None,
 ) -> dict[str, object]:
     """The non-registered claims of a token minted for ``identity``.
 
     Platform claims are copied so a backend's bound claims (e.g. Vault's ``organizationId``)
     match in mint mode as in passthrough; ``extra_claims`` come next; ``platform_iss`` and
-    ``tokenbroker`` are the broker's own and always win.
+    ``tokenbroker`` are the broker's own and always win. ``tokenbroker.credential`` names the
+    credential the token was minted for, so a backend can refuse a token minted for another.
     """
     claims: dict[str, object] = {
         k: v for k, v in identity.claims.items() if k not in REGISTERED_CLAIMS
@@ -77,6 +81,7 @@ def identity_claims(
             ("org", identity.org),
             ("project", identity.project),
             ("environment", identity.environment),
+            ("credential", credential),
         )
         if value is not None
     }
@@ -93,6 +98,7 @@ def mint_for_identity(
     lifetime_seconds: int,
     clock: Clock,
     extra_claims: Mapping[str, object] | None = None,
+    credential: str | None = None,
 ) -> str:
     """Mint a token for a validated platform identity: its claims, its subject, our context."""
     return mint_token(
@@ -101,6 +107,6 @@ def mint_for_identity(
         subject=identity.subject,
         audience=audience,
         lifetime_seconds=lifetime_seconds,
-        claims=identity_claims(identity, extra_claims),
+        claims=identity_claims(identity, extra_claims, credential=credential),
         clock=clock,
     )

@@ -65,4 +65,11 @@ class AuditEvent:
     credential_type: str | None = None
     token_fingerprint: str | None = None
     client_address: str | None = None
+    # exchange | revocation | admin | flood
+    kind: str = "exchange"
+    lease_id: str | None = None
+    # The admin token's name for an admin change; never a token.
+    actor: str | None = None
+    # What an admin change changed, or a flood's counts; never a secret.
+    detail: Mapping[str, object] | None = None
     id: int | None = None

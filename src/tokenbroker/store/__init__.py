@@ -1,6 +1,9 @@
-"""The store: SQLAlchemy (async) over SQLite or PostgreSQL. The only package that writes SQL."""
+"""The store: SQLAlchemy (async) over SQLite or PostgreSQL, the only package that imports it.
 
-from tokenbroker.store.facade import Store
-from tokenbroker.store.repository import UNSET, Repository
+``Store`` owns the engine; its aggregates (``policy``, ``audit``, ``keys``) hold the SQL.
+"""
 
-__all__ = ["UNSET", "Repository", "Store"]
+from tokenbroker.store.lifecycle import Store, UnitOfWork
+from tokenbroker.store.policy import UNSET, Unset
+
+__all__ = ["UNSET", "Store", "UnitOfWork", "Unset"]

@@ -14,8 +14,8 @@ from tokenbroker.config.models import CredentialConfig, Settings
 from tokenbroker.errors import BrokerError, ConfigError, Conflict, NotFound
 from tokenbroker.policy.models import Credential
 from tokenbroker.store import validation as check
-from tokenbroker.store.facade import Store
-from tokenbroker.store.repository import Repository
+from tokenbroker.store.lifecycle import Store
+from tokenbroker.store.policy import Policy
 
 _T = TypeVar("_T")
 
@@ -31,8 +31,8 @@ async def apply_declarative(store: Store, settings: Settings) -> None:
     )
     for attempt in range(_ATTEMPTS):
         try:
-            async with store.transaction() as repo:
-                await _apply(repo, settings, clean_settings)
+            async with store.transaction() as unit:
+                await _apply(unit.policy, settings, clean_settings)
             return
         except _EntryError as exc:
             if isinstance(exc.error, Conflict) and attempt + 1 < _ATTEMPTS:
@@ -84,33 +84,35 @@ def _checked_credential_settings(
 
 
 async def _apply(
-    repo: Repository, settings: Settings, clean_settings: list[dict[str, object]]
+    policy: Policy, settings: Settings, clean_settings: list[dict[str, object]]
 ) -> None:
     for index, org in enumerate(settings.organizations):
         where = f"organizations[{index}]"
         try:
-            current = await repo.get_organization(org.name)
+            current = await policy.get_organization(org.name)
         except NotFound:
-            await _step(where, repo.create_organization(org.name, org.issuer, org.platform_org_id))
+            await _step(
+                where, policy.create_organization(org.name, org.issuer, org.platform_org_id)
+            )
             continue
         if (current.issuer, current.platform_org_id) != (org.issuer, org.platform_org_id):
             await _step(
                 where,
-                repo.update_organization(
+                policy.update_organization(
                     org.name, issuer=org.issuer, platform_org_id=org.platform_org_id
                 ),
             )
 
     existing: dict[str, dict[str, Credential]] = {}
     for org in settings.organizations:
-        existing[org.name] = {c.name: c for c in await repo.list_credentials(org.name)}
+        existing[org.name] = {c.name: c for c in await policy.list_credentials(org.name)}
     for index, (entry, clean) in enumerate(zip(settings.credentials, clean_settings, strict=True)):
         where = f"credentials[{index}]"
         current_credential = existing[entry.organization].get(entry.name)
         if current_credential is None:
             await _step(
                 where,
-                repo.create_credential(
+                policy.create_credential(
                     entry.organization,
                     entry.name,
                     entry.type,
@@ -123,7 +125,7 @@ async def _apply(
         elif _differs(current_credential, entry, clean):
             await _step(
                 where,
-                repo.update_credential(
+                policy.update_credential(
                     entry.organization,
                     entry.name,
                     type=entry.type,
@@ -136,29 +138,29 @@ async def _apply(
 
     for index, assignment in enumerate(settings.assignments):
         pairs = [(assignment.project, name) for name in assignment.credentials]
-        await _step(f"assignments[{index}]", repo.assign_many(assignment.organization, pairs))
+        await _step(f"assignments[{index}]", policy.assign_many(assignment.organization, pairs))
 
     if settings.store.prune_declarative:
-        await _prune(repo, settings)
+        await _prune(policy, settings)
 
 
-async def _prune(repo: Repository, settings: Settings) -> None:
+async def _prune(policy: Policy, settings: Settings) -> None:
     organizations = {org.name for org in settings.organizations}
     declared_credentials = {(c.organization, c.name) for c in settings.credentials}
     declared_assignments = {
         (a.organization, a.project, name) for a in settings.assignments for name in a.credentials
     }
-    for org in await repo.list_organizations():
+    for org in await policy.list_organizations():
         if org.name not in organizations:
-            await repo.delete_organization(org.name)
+            await policy.delete_organization(org.name)
             continue
-        for assignment in await repo.list_assignments(org.name):
+        for assignment in await policy.list_assignments(org.name):
             key = (org.name, assignment.project, assignment.credential)
             if key not in declared_assignments:
-                await repo.unassign(org.name, assignment.project, assignment.credential)
-        for credential in await repo.list_credentials(org.name):
+                await policy.unassign(org.name, assignment.project, assignment.credential)
+        for credential in await policy.list_credentials(org.name):
             if (org.name, credential.name) not in declared_credentials:
-                await repo.delete_credential(org.name, credential.name)
+                await policy.delete_credential(org.name, credential.name)
 
 
 def _differs(current: Credential, entry: CredentialConfig, clean: Mapping[str, object]) -> bool:

@@ -1,8 +1,12 @@
-"""Engines for SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg) from one URL, and migrations."""
+"""Engines for SQLite (aiosqlite, WAL) and PostgreSQL (asyncpg) from one URL, the connections
+the store's aggregates run on, and migrations."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -22,8 +26,8 @@ WRITE_OPTION = "tokenbroker_write"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 # A steady pool, no overflow: an overflow connection is opened for one use and closed after,
 # and under load that churn (a thread and four PRAGMAs per aiosqlite connection, a handshake
-# and a backend process per PostgreSQL one) halved the broker's throughput (bench/README.md).
-# Waiting for a pooled connection is cheap: the store never holds one across a backend call.
+# and a backend process per PostgreSQL one) costs more than waiting for a pooled connection,
+# which is short: the store never holds one across a backend call.
 _STEADY_POOL: dict[str, int] = {"pool_size": 10, "max_overflow": 0}
 
 
@@ -117,6 +121,40 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         # BEGIN/ROLLBACK would each cost a trip through aiosqlite's thread.
         if connection.get_execution_options().get(WRITE_OPTION, False):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@asynccontextmanager
+async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection in a write transaction: committed on exit, rolled back on error."""
+    async with engine.connect() as connection:
+        await connection.execution_options(**{WRITE_OPTION: True})
+        async with connection.begin():
+            yield connection
+
+
+ConnectionScope = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
+"""Opens the connection a group of statements runs on, and ends it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Connections:
+    """Where an aggregate's statements run: how it gets a connection to write and to read.
+
+    The store's own aggregates open a transaction per call; a unit of work's share the
+    caller's one connection (:meth:`joined`).
+    """
+
+    writing: ConnectionScope
+    reading: ConnectionScope
+
+    @classmethod
+    def joined(cls, connection: AsyncConnection) -> Connections:
+        """Every statement on ``connection``, in whatever transaction its owner holds."""
+
+        def scope() -> AbstractAsyncContextManager[AsyncConnection]:
+            return nullcontext(connection)
+
+        return cls(writing=scope, reading=scope)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

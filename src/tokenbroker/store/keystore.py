@@ -31,8 +31,8 @@ from tokenbroker.issuer.keys import (
     key_from_record,
 )
 from tokenbroker.issuer.sealing import SealError, seal, unseal
-from tokenbroker.store.facade import Store
-from tokenbroker.store.repository import SigningKeyRow
+from tokenbroker.store.lifecycle import Store
+from tokenbroker.store.signing_keys import SigningKeyRow
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +72,7 @@ class DbKeyStore(KeyStore):
     async def load(self) -> list[SigningKey]:
         """Every stored key, unsealed; KeyStoreError if a key cannot be unsealed or parsed."""
         with self._database_errors("read"):
-            async with self._store.reading() as repo:
-                rows = await repo.signing_key_rows()
+            rows = await self._store.keys.rows()
         return [self._unsealed(row) for row in rows]
 
     async def update(self, change: KeyChange) -> list[SigningKey]:
@@ -82,15 +81,15 @@ class DbKeyStore(KeyStore):
             return await self._update(change)
 
     async def _update(self, change: KeyChange) -> list[SigningKey]:
-        async with self._store.transaction() as repo:
+        async with self._store.transaction() as unit:
             # The lock comes before the read: another instance's change is either wholly
             # before ours (and we see it) or waits for our commit.
-            await repo.lock_signing_keys()
-            keys = [self._unsealed(row) for row in await repo.signing_key_rows()]
+            await unit.keys.lock()
+            keys = [self._unsealed(row) for row in await unit.keys.rows()]
             changed = change(list(keys))
             if changed is None:
                 return keys
-            await repo.replace_signing_key_rows([self._sealed(key) for key in changed])
+            await unit.keys.replace([self._sealed(key) for key in changed])
             return list(changed)
 
     @contextlib.contextmanager

@@ -9,7 +9,7 @@ How it stays correct:
   ends (committed, rolled back or failed alike), before the writer's caller gets its answer, so
   a change made on this instance applies to the very next exchange here.
 - Every write transaction also increments the ``policy_revision`` row. The store polls it
-  (:meth:`Store.watch_policy_revision`); a changed revision invalidates the cache.
+  (``Store.policy.watch_revision``, policy.py); a changed revision invalidates the cache.
 - An entry is served only while the last successful poll *started* at most
   ``max_staleness_seconds`` ago. A change committed elsewhere at time T is seen by every poll
   that starts after T, so it is served stale for at most that long, even when polls fail or

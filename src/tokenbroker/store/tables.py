@@ -141,6 +141,13 @@ audit_events = Table(
     Column("credential_type", String(128), nullable=True),
     Column("token_fingerprint", String(128), nullable=True),
     Column("client_address", String(128), nullable=True),
+    # exchange | revocation | admin | flood: what kind of decision the event records.
+    Column("kind", String(16), nullable=False, server_default="exchange"),
+    Column("lease_id", String(64), nullable=True),
+    # Who decided an admin change: the admin token's name, never the token.
+    Column("actor", String(128), nullable=True),
+    # What an admin change changed (names and fields, never secrets), or a flood's counts.
+    Column("detail", JSON(), nullable=True),
     Index(None, "time"),
     Index(None, "organization", "id"),
     Index(None, "project", "id"),
@@ -167,4 +174,38 @@ signing_keys = Table(
     Column("public_jwk", JSON(), nullable=False),
     # The private JWK sealed with store.encryption_key (issuer/sealing.py), never plaintext.
     Column("private_jwk_sealed", Text(), nullable=False),
+)
+
+# One row per credential the broker issued (or is issuing: ``pending``). What is needed to revoke
+# or deliver it again is sealed (issuer/sealing.py, bound to the lease id) and dropped at expiry
+# or revocation. ``reuse_slot`` holds the request key (token fingerprint, credential, version)
+# while the reuse window is open: unique, so one broker of a fleet claims the backend call.
+leases = Table(
+    "leases",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("organization", String(128), nullable=False),
+    Column("project", String(256), nullable=True),
+    Column("credential", String(128), nullable=False),
+    Column("credential_id", Id, nullable=False),
+    Column("credential_version", String(32), nullable=False),
+    Column("credential_type", String(128), nullable=False),
+    Column("issuer", String(128), nullable=False),
+    Column("subject", String(1024), nullable=False),
+    Column("job", String(256), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("issued_at", UtcDateTime(), nullable=False),
+    Column("expires_at", UtcDateTime(), nullable=True),
+    Column("reuse_until", UtcDateTime(), nullable=True),
+    Column("reuse_slot", String(256), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("revoked_by", String(128), nullable=True),
+    Column("revoke_reason", String(256), nullable=True),
+    Column("request_id", String(128), nullable=False),
+    Column("token_fingerprint", String(128), nullable=False),
+    Column("sealed", Text(), nullable=True),
+    UniqueConstraint("reuse_slot"),
+    Index(None, "job"),
+    Index(None, "state", "expires_at"),
+    Index(None, "organization", "issued_at"),
 )

@@ -36,18 +36,21 @@ from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
 from tokenbroker.web.routes import exchange, health, leases, metrics, oauth, openapi, wellknown
+from tokenbroker.web.serving import SERVING_STATE, ServingState, serving_state_middleware
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
     """Build the broker's application from validated settings."""
     app = web.Application(
-        middlewares=[request_context_middleware],
+        # Outermost: a drain waits for every request, whatever the inner middlewares answer.
+        middlewares=[serving_state_middleware, request_context_middleware],
         client_max_size=settings.server.max_body_bytes,
     )
     app[keys.SETTINGS] = settings
     app[keys.CLOCK] = clock or SystemClock()
     app[keys.METRICS] = Metrics()
     app[health.READINESS_CHECKS] = {}
+    app[SERVING_STATE] = ServingState()
     # Order matters: each resource may use the ones opened before it.
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_token_validator)
@@ -144,8 +147,8 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
         await apply_declarative(store, settings)
         app[keys.STORE] = store
         app[health.READINESS_CHECKS]["store"] = store.ping
-        app[health.READINESS_CHECKS]["audit"] = store.check_audit_writable
-        watcher = asyncio.create_task(store.watch_policy_revision())
+        app[health.READINESS_CHECKS]["audit"] = store.audit.check_writable
+        watcher = asyncio.create_task(store.policy.watch_revision())
         yield
     finally:
         if watcher is not None:

@@ -51,9 +51,20 @@ def error_response(
     return web.json_response(body, status=status, headers=headers)
 
 
+# RFC 6750 section 3.1: a request that carried no credentials gets the bare challenge.
+_NO_CREDENTIALS = frozenset({"token_missing", "admin_token_required"})
+
+
+def _bearer_challenge(exc: BrokerError) -> str:
+    # RFC 6750 section 3: every 401 names the scheme, and the error when a token was refused.
+    return "Bearer" if exc.reason in _NO_CREDENTIALS else 'Bearer error="invalid_token"'
+
+
 def broker_error_response(exc: BrokerError) -> web.Response:
     """Map a domain error to its response."""
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RetryLater) else None
+    if exc.status == 401:
+        headers = {"WWW-Authenticate": _bearer_challenge(exc)}
     extra = dict(exc.details) if exc.details else None
     return error_response(
         exc.status, exc.error, exc.description, reason=exc.reason, extra=extra, headers=headers

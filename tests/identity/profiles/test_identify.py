@@ -17,6 +17,7 @@ from tokenbroker.identity.profiles import (
     env0,
     generic,
     github,
+    gitlab,
     gitpod,
     identify,
     profile_option_problems,
@@ -36,7 +37,7 @@ def issuer(profile: str, **options: str | bool | int) -> IssuerSettings:
 
 
 def test_every_configurable_profile_has_a_function() -> None:
-    assert set(PROFILES) == {"env0", "circleci", "gitpod", "github", "generic"}
+    assert set(PROFILES) == {"env0", "circleci", "gitpod", "github", "gitlab", "generic"}
 
 
 def test_identify_dispatches_on_the_issuers_profile_and_names_the_issuer() -> None:
@@ -62,10 +63,20 @@ async def test_a_validator_refuses_an_unusable_generic_issuer(
         TokenValidator([issuer("generic")], jwks, clock)
 
 
-@pytest.mark.parametrize("module", [env0, circleci, gitpod, github, generic])
+@pytest.mark.parametrize("module", [env0, circleci, gitpod, github, gitlab, generic])
 def test_every_profile_is_registered_under_its_name_with_a_token_lifetime(
     module: ModuleType,
 ) -> None:
     profile = module.PROFILE
     assert PROFILES[profile.name] is profile
     assert profile.token_lifetime_seconds >= 60
+
+
+async def test_a_validator_refuses_an_issuer_of_an_unknown_profile_naming_the_known_ones(
+    jwks: JwksCache, clock: FrozenClock
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        TokenValidator([issuer("jenkins")], jwks, clock)
+    [problem] = caught.value.problems
+    assert problem.startswith("issuers.i-jenkins.profile: unknown profile 'jenkins' (env0, ")
+    assert all(name in problem for name in PROFILES)

@@ -139,11 +139,15 @@ class Admin:
 
     async def snapshot(self) -> Snapshot:
         """The store's whole admin-visible state."""
-        orgs = await self.store.list_organizations()
+        orgs = await self.store.policy.list_organizations()
         return Snapshot(
             organizations=list(orgs),
-            credentials={o.name: list(await self.store.list_credentials(o.name)) for o in orgs},
-            assignments={o.name: list(await self.store.list_assignments(o.name)) for o in orgs},
+            credentials={
+                o.name: list(await self.store.policy.list_credentials(o.name)) for o in orgs
+            },
+            assignments={
+                o.name: list(await self.store.policy.list_assignments(o.name)) for o in orgs
+            },
         )
 
     async def create_org(

@@ -24,7 +24,7 @@ async def test_assigning_returns_the_assignment_and_is_idempotent(acme: Admin) -
     assert first.json == {"organization": "acme", "project": "p1", "credential": "prod-vault"}
     again = await acme.put(f"{ORG}/projects/p1/credentials/prod-vault")
     assert again.status == 200
-    assert len(await acme.store.list_assignments("acme")) == 1
+    assert len(await acme.store.policy.list_assignments("acme")) == 1
 
 
 async def test_a_project_lists_its_credentials_in_full(acme: Admin) -> None:
@@ -73,7 +73,7 @@ async def test_unassigning_takes_the_credential_away(acme: Admin) -> None:
     await acme.put(f"{ORG}/projects/p1/credentials/dev-vault")
     reply = await acme.delete(f"{ORG}/projects/p1/credentials/prod-vault")
     assert reply.status == 204
-    remaining = await acme.store.list_assignments("acme")
+    remaining = await acme.store.policy.list_assignments("acme")
     assert [a.credential for a in remaining] == ["dev-vault"]
 
 

@@ -44,13 +44,13 @@ def event(
 async def trail(admin: Admin) -> Admin:
     """Ten events: 0-4 acme/p1 successes, 5-6 acme/p2 denials, 7-9 beta/p1 errors."""
     for n in range(5):
-        await admin.store.record_audit(event(n))
+        await admin.store.audit.record(event(n))
     for n in (5, 6):
-        await admin.store.record_audit(
+        await admin.store.audit.record(
             event(n, project="p2", outcome="denied", reason="bound_claims_mismatch")
         )
     for n in (7, 8, 9):
-        await admin.store.record_audit(
+        await admin.store.audit.record(
             event(n, organization="beta", credential="aws", outcome="error", reason="upstream")
         )
     return admin

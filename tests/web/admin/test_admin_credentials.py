@@ -83,7 +83,7 @@ async def test_a_patch_merges_settings_and_bound_claims_key_by_key(acme: Admin) 
     assert settings["namespace"] == "ns1"
     assert settings["address"] == "https://vault.example.com"
     assert reply.json["bound_claims"] == {"projectId": "p1", "deployerEmail": ["a@x", "b@x"]}
-    stored = await acme.store.get_credential("acme", "prod-vault")
+    stored = await acme.store.policy.get_credential("acme", "prod-vault")
     assert stored.settings["role"] == "deployer"
     assert dict(stored.bound_claims) == {"projectId": "p1", "deployerEmail": ["a@x", "b@x"]}
 
@@ -115,7 +115,7 @@ async def test_a_credential_is_deleted_with_its_assignments(acme: Admin) -> None
     reply = await acme.delete(f"{BASE}/prod-vault")
     assert reply.status == 204
     assert (await acme.get(f"{BASE}/prod-vault")).status == 404
-    assignments = await acme.store.list_assignments("acme")
+    assignments = await acme.store.policy.list_assignments("acme")
     assert [a.credential for a in assignments] == ["keep"]
 
 
@@ -144,7 +144,7 @@ async def test_the_same_name_in_another_organization_is_fine(acme: Admin) -> Non
     await acme.create_org("other", platform_org_id="org-other")
     await acme.create_vault()
     await acme.create_vault(org="other")
-    assert len(await acme.store.list_credentials("other")) == 1
+    assert len(await acme.store.policy.list_credentials("other")) == 1
 
 
 # (body, fields named in the 422)
@@ -277,7 +277,7 @@ async def test_sensitive_settings_are_kept_but_never_shown(acme: Admin) -> None:
     assert created.json["settings"] == {"endpoint": "https://e"}
     for reply in (await acme.get(f"{BASE}/s"), await acme.get(BASE)):
         assert SECRET not in str(reply.body)
-    assert (await acme.store.get_credential("acme", "s")).settings["client_secret"] == SECRET
+    assert (await acme.store.policy.get_credential("acme", "s")).settings["client_secret"] == SECRET
 
 
 @pytest.mark.usefixtures("secret_type")
@@ -293,7 +293,7 @@ async def test_patching_one_setting_keeps_a_sensitive_one_the_caller_never_saw(
     reply = await acme.patch(f"{BASE}/s", {"settings": {"endpoint": "https://f"}})
     assert reply.status == 200, reply.body
     assert reply.json["settings"] == {"endpoint": "https://f"}
-    stored = await acme.store.get_credential("acme", "s")
+    stored = await acme.store.policy.get_credential("acme", "s")
     assert stored.settings == {"endpoint": "https://f", "client_secret": SECRET}
 
 

@@ -39,7 +39,7 @@ async def test_an_organization_is_patched_field_by_field(admin: Admin) -> None:
     assert reply.json == {"name": "acme", "issuer": "env0", "platform_org_id": "org-new"}
     reply = await admin.patch("/organizations/acme", {"issuer": "circleci"})
     assert reply.json == {"name": "acme", "issuer": "circleci", "platform_org_id": "org-new"}
-    assert (await admin.store.get_organization("acme")).issuer == "circleci"
+    assert (await admin.store.policy.get_organization("acme")).issuer == "circleci"
 
 
 async def test_an_empty_patch_changes_nothing(admin: Admin) -> None:

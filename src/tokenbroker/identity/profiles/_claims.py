@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 from tokenbroker.errors import InvalidToken
 from tokenbroker.identity.models import Claims
@@ -39,13 +39,6 @@ def optional_bool(claims: Claims, name: str) -> bool | None:
     if not isinstance(value, bool):
         raise InvalidToken("claim_invalid", f"the {name!r} claim is not a boolean")
     return value
-
-
-def require_present(claims: Claims, names: Iterable[str]) -> None:
-    """Refuse the token when any of the profile's required claims is absent."""
-    for name in names:
-        if claims.get(name) is None:
-            raise InvalidToken("claim_missing", f"the token has no {name!r} claim")
 
 
 def resolve_pointer(claims: Claims, pointer: str) -> object | None:

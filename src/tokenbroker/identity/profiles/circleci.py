@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 
 from tokenbroker.errors import AccessDenied, InvalidToken
@@ -12,13 +13,19 @@ from tokenbroker.identity.profiles._claims import (
     optional_str,
     required_str,
 )
-from tokenbroker.identity.profiles.base import PlatformProfile
+from tokenbroker.identity.profiles.base import (
+    DevIssuerShape,
+    DevTokenRequest,
+    PlatformProfile,
+    RunnerToken,
+)
 
-PROJECT_ID = "oidc.circleci.com/project-id"
-VCS_ORIGIN = "oidc.circleci.com/vcs-origin"
-VCS_REF = "oidc.circleci.com/vcs-ref"
-CONTEXT_IDS = "oidc.circleci.com/context-ids"
-SSH_RERUN = "oidc.circleci.com/ssh-rerun"
+CLAIM_PREFIX = "oidc.circleci.com/"
+PROJECT_ID = CLAIM_PREFIX + "project-id"
+VCS_ORIGIN = CLAIM_PREFIX + "vcs-origin"
+VCS_REF = CLAIM_PREFIX + "vcs-ref"
+CONTEXT_IDS = CLAIM_PREFIX + "context-ids"
+SSH_RERUN = CLAIM_PREFIX + "ssh-rerun"
 
 
 # v1: org/<o>/project/<p>/user/<u>; v2 appends /vcs-origin/<origin>/vcs-ref/<ref>, where the
@@ -64,7 +71,45 @@ def identity_from_claims(
     )
 
 
-# CircleCI tokens expire 1 h after they are issued.
+def dev_claims(request: DevTokenRequest) -> dict[str, object]:
+    """Claims of a v2 CircleCI token; its ``sub`` follows overrides of vcs-origin and vcs-ref."""
+    origin = request.overrides.get(VCS_ORIGIN, "github.com/example-org/example-repo")
+    ref = request.overrides.get(VCS_REF, "refs/heads/main")
+    user = str(uuid.uuid4())
+    return {
+        "sub": f"org/{request.org}/project/{request.project}/user/{user}"
+        f"/vcs-origin/{origin}/vcs-ref/{ref}",
+        "aud": request.audience,
+        PROJECT_ID: request.project,
+        VCS_ORIGIN: origin,
+        VCS_REF: ref,
+        CONTEXT_IDS: [str(uuid.uuid4())],
+        SSH_RERUN: False,
+    }
+
+
 PROFILE = PlatformProfile(
-    name="circleci", identify=identity_from_claims, token_lifetime_seconds=3600
+    name="circleci",
+    title="CircleCI",
+    identify=identity_from_claims,
+    # CircleCI tokens expire 1 h after they are issued.
+    token_lifetime_seconds=3600,
+    runner=RunnerToken(
+        hint="on CircleCI use a job with a context or project OIDC token",
+        variables=("CIRCLE_OIDC_TOKEN_V2", "CIRCLE_OIDC_TOKEN"),
+        # Sourced by the next step's bash: shell lines.
+        env_file=("BASH_ENV", "shell"),
+        refusal_hints={
+            "ssh_rerun_refused": "CircleCI jobs re-run with SSH cannot get credentials; "
+            "re-run without SSH"
+        },
+    ),
+    # The claims name no job (the pipeline and job numbers are not in the token).
+    dev=DevIssuerShape(
+        claims=dev_claims,
+        # One issuer per organization, whose aud is the organization id, as CircleCI's.
+        path="circleci/org/{org}",
+        audience="{org}",
+        jwks_file="jwks-pub.json",
+    ),
 )

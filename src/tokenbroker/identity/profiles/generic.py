@@ -4,6 +4,7 @@ Options (``[issuers.options]``): ``org_pointer``, ``project_pointer``, ``environ
 ``deployment_pointer``, ``actor_pointer`` (RFC 6901 pointers) and ``sub_pattern`` (a regex
 matched against the whole ``sub``, with named groups ``org``, ``project``, ``environment``,
 ``deployment``, ``actor``). A pointer wins over a group for the same field; ``org`` is required.
+``job_pointer`` names the claim holding the job id of the token's leases.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Mapping
 from tokenbroker.errors import InvalidToken
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles._claims import required_str, resolve_pointer
-from tokenbroker.identity.profiles.base import PlatformProfile
+from tokenbroker.identity.profiles.base import PlatformProfile, RunnerToken
 
 FIELDS = ("org", "project", "environment", "deployment", "actor")
 
@@ -32,7 +33,7 @@ def option_problems(options: Mapping[str, str | bool | int]) -> list[str]:
                 groups = set(re.compile(pattern).groupindex)
             except re.error as exc:
                 problems.append(f"sub_pattern: not a valid regex ({exc})")
-    for field in FIELDS:
+    for field in (*FIELDS, "job"):
         pointer = options.get(f"{field}_pointer")
         if pointer is not None and (not isinstance(pointer, str) or not pointer.startswith("/")):
             problems.append(f"{field}_pointer: must be a JSON pointer starting with '/'")
@@ -88,10 +89,19 @@ def identity_from_claims(
     )
 
 
-# an unknown platform: the longest of the known ones.
+def job_id(claims: Claims, options: Mapping[str, str | bool | int]) -> str | None:
+    """The claim at ``job_pointer``; None without the option or the claim."""
+    pointer = options.get("job_pointer")
+    return _pointer_value(claims, pointer) if isinstance(pointer, str) else None
+
+
 PROFILE = PlatformProfile(
     name="generic",
+    title="any other platform",
     identify=identity_from_claims,
+    # an unknown platform: the longest of the known ones.
     token_lifetime_seconds=24 * 3600,
+    runner=RunnerToken(hint="anywhere else pass --token-env NAME or --token-file PATH"),
     option_problems=option_problems,
+    job_id=job_id,
 )

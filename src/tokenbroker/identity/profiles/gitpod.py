@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Mapping
 
 from tokenbroker.errors import InvalidToken
 from tokenbroker.identity.models import Claims, Identity
 from tokenbroker.identity.profiles._claims import required_str
-from tokenbroker.identity.profiles.base import PlatformProfile
+from tokenbroker.identity.profiles.base import (
+    DevIssuerShape,
+    DevTokenRequest,
+    PlatformProfile,
+    RunnerToken,
+)
 
 # The four published forms: org:<o>/user:<u>, org:<o>/rnr:<r>, org:<o>/env:<e> and
 # org:<o>/prj:<p>/env:<e>.
@@ -43,5 +49,31 @@ def identity_from_claims(
     )
 
 
-# Gitpod's identity-provider tokens are short-lived (1 h).
-PROFILE = PlatformProfile(name="gitpod", identify=identity_from_claims, token_lifetime_seconds=3600)
+def job_id(claims: Claims, options: Mapping[str, str | bool | int]) -> str | None:
+    """The environment the token was issued in (from ``sub``); users and runners name none."""
+    match = _SUB.fullmatch(required_str(claims, "sub"))
+    return match["environment"] if match is not None else None
+
+
+def dev_claims(request: DevTokenRequest) -> dict[str, object]:
+    """Claims of a token from an environment of a project."""
+    env = request.environment or str(uuid.uuid4())
+    return {
+        "sub": f"org:{request.org}/prj:{request.project}/env:{env}",
+        "aud": request.audience,
+        "org": request.org,
+    }
+
+
+PROFILE = PlatformProfile(
+    name="gitpod",
+    title="Gitpod",
+    identify=identity_from_claims,
+    # Gitpod's identity-provider tokens are short-lived (1 h).
+    token_lifetime_seconds=3600,
+    runner=RunnerToken(
+        hint="on Gitpod run 'gitpod idp token --audience <aud> > FILE' and pass --token-file FILE"
+    ),
+    job_id=job_id,
+    dev=DevIssuerShape(claims=dev_claims, path="gitpod"),
+)

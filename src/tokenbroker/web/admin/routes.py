@@ -9,8 +9,7 @@ from aiohttp import web
 
 from tokenbroker.config.models import Settings
 from tokenbroker.policy.models import BoundClaims
-from tokenbroker.store import UNSET, Store
-from tokenbroker.store.repository import Unset
+from tokenbroker.store import UNSET, Store, Unset
 from tokenbroker.store.validation import warn_on_settings
 from tokenbroker.web import keys
 from tokenbroker.web.admin.schemas import (
@@ -55,7 +54,7 @@ def _check_issuer(request: web.Request, issuer: str) -> None:
 @routes.get("/organizations")
 async def list_organizations(request: web.Request) -> web.Response:
     """All organizations, by name."""
-    orgs = await _store(request).list_organizations()
+    orgs = await _store(request).policy.list_organizations()
     return web.json_response({"organizations": [organization_view(o) for o in orgs]})
 
 
@@ -64,7 +63,9 @@ async def create_organization(request: web.Request) -> web.Response:
     """Create an organization (409 when the name or the issuer + platform id is taken)."""
     body = await parse_body(request, OrganizationCreate)
     _check_issuer(request, body.issuer)
-    org = await _store(request).create_organization(body.name, body.issuer, body.platform_org_id)
+    org = await _store(request).policy.create_organization(
+        body.name, body.issuer, body.platform_org_id
+    )
     return web.json_response(
         organization_view(org),
         status=201,
@@ -75,7 +76,7 @@ async def create_organization(request: web.Request) -> web.Response:
 @routes.get("/organizations/{name}")
 async def show_organization(request: web.Request) -> web.Response:
     """One organization."""
-    org = await _store(request).get_organization(request.match_info["name"])
+    org = await _store(request).policy.get_organization(request.match_info["name"])
     return web.json_response(organization_view(org))
 
 
@@ -85,7 +86,7 @@ async def update_organization(request: web.Request) -> web.Response:
     body = await parse_body(request, OrganizationUpdate)
     if body.issuer is not None:
         _check_issuer(request, body.issuer)
-    org = await _store(request).update_organization(
+    org = await _store(request).policy.update_organization(
         request.match_info["name"], issuer=body.issuer, platform_org_id=body.platform_org_id
     )
     return web.json_response(organization_view(org))
@@ -94,7 +95,7 @@ async def update_organization(request: web.Request) -> web.Response:
 @routes.delete("/organizations/{name}")
 async def delete_organization(request: web.Request) -> web.Response:
     """Delete an organization with its credentials and assignments."""
-    await _store(request).delete_organization(request.match_info["name"])
+    await _store(request).policy.delete_organization(request.match_info["name"])
     return web.Response(status=204)
 
 
@@ -104,7 +105,7 @@ async def delete_organization(request: web.Request) -> web.Response:
 @routes.get("/organizations/{org}/credentials")
 async def list_credentials(request: web.Request) -> web.Response:
     """The credentials of an organization."""
-    creds = await _store(request).list_credentials(request.match_info["org"])
+    creds = await _store(request).policy.list_credentials(request.match_info["org"])
     return web.json_response({"credentials": [credential_view(c) for c in creds]})
 
 
@@ -113,7 +114,7 @@ async def create_credential(request: web.Request) -> web.Response:
     """Create a typed credential; its settings must validate against the type's schema."""
     org = request.match_info["org"]
     body = await parse_body(request, CredentialCreate)
-    cred = await _store(request).create_credential(
+    cred = await _store(request).policy.create_credential(
         org,
         body.name,
         body.type,
@@ -134,7 +135,7 @@ async def create_credential(request: web.Request) -> web.Response:
 @routes.get("/organizations/{org}/credentials/{name}")
 async def show_credential(request: web.Request) -> web.Response:
     """One credential, its settings without sensitive fields."""
-    cred = await _store(request).get_credential(
+    cred = await _store(request).policy.get_credential(
         request.match_info["org"], request.match_info["name"]
     )
     return web.json_response(credential_view(cred))
@@ -146,7 +147,7 @@ async def update_credential(request: web.Request) -> web.Response:
     org, name = request.match_info["org"], request.match_info["name"]
     body = await parse_body(request, CredentialUpdate)
     store = _store(request)
-    current = await store.get_credential(org, name)
+    current = await store.policy.get_credential(org, name)
     settings: Mapping[str, object] | Unset = UNSET
     if body.settings is not None:
         settings = merge_patch(current.settings, body.settings)
@@ -154,7 +155,7 @@ async def update_credential(request: web.Request) -> web.Response:
     if body.bound_claims is not None:
         # The store checks every value's shape and names the key of a bad one.
         bound_claims = cast(BoundClaims, merge_patch(current.bound_claims, body.bound_claims))
-    cred = await store.update_credential(
+    cred = await store.policy.update_credential(
         org,
         name,
         token=UNSET if body.token is None else body.token,
@@ -169,7 +170,9 @@ async def update_credential(request: web.Request) -> web.Response:
 @routes.delete("/organizations/{org}/credentials/{name}")
 async def delete_credential(request: web.Request) -> web.Response:
     """Delete a credential and its assignments."""
-    await _store(request).delete_credential(request.match_info["org"], request.match_info["name"])
+    await _store(request).policy.delete_credential(
+        request.match_info["org"], request.match_info["name"]
+    )
     return web.Response(status=204)
 
 
@@ -180,9 +183,9 @@ async def delete_credential(request: web.Request) -> web.Response:
 async def list_project_credentials(request: web.Request) -> web.Response:
     """The credentials assigned to one project."""
     store = _store(request)
-    org = await store.get_organization(request.match_info["org"])
+    org = await store.policy.get_organization(request.match_info["org"])
     project = request.match_info["project"]
-    creds = await store.assigned_credentials(org.id, project)
+    creds = await store.policy.assigned_credentials(org.id, project)
     return web.json_response(
         {
             "organization": org.name,
@@ -196,7 +199,9 @@ async def list_project_credentials(request: web.Request) -> web.Response:
 async def assign(request: web.Request) -> web.Response:
     """Assign a credential to a project (idempotent)."""
     info = request.match_info
-    assignment = await _store(request).assign(info["org"], info["project"], info["credential"])
+    assignment = await _store(request).policy.assign(
+        info["org"], info["project"], info["credential"]
+    )
     return web.json_response(assignment_view(assignment))
 
 
@@ -204,7 +209,7 @@ async def assign(request: web.Request) -> web.Response:
 async def unassign(request: web.Request) -> web.Response:
     """Take a credential away from a project."""
     info = request.match_info
-    await _store(request).unassign(info["org"], info["project"], info["credential"])
+    await _store(request).policy.unassign(info["org"], info["project"], info["credential"])
     return web.Response(status=204)
 
 
@@ -212,7 +217,7 @@ async def unassign(request: web.Request) -> web.Response:
 async def list_assignments(request: web.Request) -> web.Response:
     """Every assignment of an organization, or of one of its projects."""
     query = parse_query(request, AssignmentQuery)
-    found = await _store(request).list_assignments(request.match_info["org"], query.project)
+    found = await _store(request).policy.list_assignments(request.match_info["org"], query.project)
     return web.json_response({"assignments": [assignment_view(a) for a in found]})
 
 
@@ -224,7 +229,7 @@ async def list_audit(request: web.Request) -> web.Response:
     """Audit events, newest first; ``next`` is the ``before`` of the following page."""
     query = parse_query(request, AuditQuery)
     # One more than asked tells whether another page exists without a second query.
-    events = await _store(request).list_audit(
+    events = await _store(request).audit.events(
         organization=query.organization,
         project=query.project,
         credential=query.credential,

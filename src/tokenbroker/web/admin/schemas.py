@@ -7,7 +7,6 @@ which every writer goes through.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Annotated, Literal, TypeVar
 
@@ -15,6 +14,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tokenbroker.errors import InvalidRequest, UnprocessableEntity
+from tokenbroker.web.parsing import loads_json
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -145,20 +145,12 @@ def validation_problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems
 
 
-def _refuse_constant(name: str) -> object:
-    raise ValueError(f"{name} is not JSON")
-
-
 async def read_json(request: web.Request) -> object:
-    """The request body as JSON; InvalidRequest (400) when it is not JSON at all."""
+    """The request body as JSON; InvalidRequest (400) when it is not JSON, or repeats a key."""
     raw = await request.read()
     if not raw.strip():
         raise InvalidRequest("malformed_json", "the request body must be a JSON object")
-    try:
-        return json.loads(raw, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
-        # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
-        raise InvalidRequest("malformed_json", "the request body is not valid JSON") from None
+    return loads_json(raw, reason="malformed_json")
 
 
 async def parse_body(request: web.Request, model: type[Model]) -> Model:

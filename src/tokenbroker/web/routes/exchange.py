@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from tokenbroker.backends.registry import backend_class
-from tokenbroker.errors import InvalidRequest, InvalidToken
+from tokenbroker.errors import InvalidToken
 from tokenbroker.exchange.service import ExchangeRequest, RunnerDocument
 from tokenbroker.logs import request_id_var
 from tokenbroker.output import (
@@ -16,18 +16,8 @@ from tokenbroker.output import (
 )
 from tokenbroker.web import keys
 from tokenbroker.web.bearer import bearer_token
-
-_BOOLEANS = {"true": True, "1": True, "false": False, "0": False}
-
-
-def query_flag(request: web.Request, name: str) -> bool:
-    """A boolean query parameter: ``true|false|1|0``, absent is false, anything else a 400."""
-    values = request.query.getall(name, [])
-    if not values:
-        return False
-    if len(values) > 1 or values[0] not in _BOOLEANS:
-        raise InvalidRequest("query_invalid", f"{name} must be given once, as true, false, 1 or 0")
-    return _BOOLEANS[values[0]]
+from tokenbroker.web.parsing import MalformedRequest, is_utf8_text, loads_json, query_bool
+from tokenbroker.web.refused import audits_refusals
 
 
 def platform_token(request: web.Request) -> str:
@@ -45,27 +35,28 @@ async def requested_credential(request: web.Request) -> str | None:
     raw = await request.read()
     if not raw.strip():
         return None
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("body_malformed", "the body must be a JSON object") from None
+    body = loads_json(raw)
     if not isinstance(body, dict):
-        raise InvalidRequest("body_malformed", "the body must be a JSON object")
+        raise MalformedRequest("body_malformed", "the body must be a JSON object")
     unknown = sorted(set(body) - {"credential"})
     if unknown:
-        raise InvalidRequest("body_malformed", f"unknown field(s): {', '.join(unknown)}")
+        raise MalformedRequest("body_malformed", f"unknown field(s): {', '.join(unknown)}")
     credential = body.get("credential")
     if credential is None:
         return None
     if not isinstance(credential, str) or not 0 < len(credential) <= 128:
-        raise InvalidRequest("body_malformed", "credential must be a name of 1-128 characters")
+        raise MalformedRequest("body_malformed", "credential must be a name of 1-128 characters")
+    if not is_utf8_text(credential):
+        raise MalformedRequest(
+            "credential_malformed", "credential must be UTF-8 text", credential=credential
+        )
     return credential
 
 
 async def exchange(request: web.Request) -> web.Response:
     """Exchange the bearer platform token for the requested credential."""
     fmt = parse_format(request.query.get("format"))
-    dry_run = query_flag(request, "dry_run")
+    dry_run = query_bool(request, "dry_run")
     exchange_request = ExchangeRequest(
         token=platform_token(request),
         credential=await requested_credential(request),
@@ -98,4 +89,4 @@ def _no_store(body: str, content_type: str) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the exchange route."""
-    app.router.add_post("/v1/exchange", exchange)
+    app.router.add_post("/v1/exchange", audits_refusals(exchange))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from tokenbroker.web import keys
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Render every metric of this application."""
-    body = generate_latest(request.app[keys.METRICS].registry)
+    """Render every metric of this application (of every worker, under ``server.workers``)."""
+    body = request.app[keys.METRICS].exposition()
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

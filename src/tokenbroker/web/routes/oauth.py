@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import cast
 
 from aiohttp import web
@@ -21,6 +21,8 @@ from tokenbroker.exchange.service import ExchangeRequest, ExchangeResult
 from tokenbroker.logs import request_id_var
 from tokenbroker.policy.models import Credential
 from tokenbroker.web import keys
+from tokenbroker.web.parsing import MalformedRequest, UnsupportedTarget, read_form
+from tokenbroker.web.refused import audits_refusals
 
 TOKEN_EXCHANGE_GRANT = "urn:ietf:params:oauth:grant-type:token-exchange"
 SUBJECT_TOKEN_TYPES = frozenset(
@@ -67,14 +69,31 @@ def single_token_check(requested_type: str | None) -> Callable[[Credential, Cred
     return fits
 
 
+async def exchange_form(request: web.Request) -> Mapping[str, str]:
+    """The token request's form; RFC 8693 parameters the broker does not implement are refused.
+
+    Ignoring them would answer a different question than the one asked: a token for an actor,
+    a resource or a scope the broker never checked.
+    """
+    fields = await read_form(request)
+    if "actor_token" in fields or "actor_token_type" in fields:
+        raise MalformedRequest(
+            "actor_token_unsupported", "delegation (actor_token) is not supported"
+        )
+    if "scope" in fields:
+        raise MalformedRequest(
+            "scope_unsupported", "scope is not supported; name the credential as audience"
+        )
+    if "resource" in fields:
+        raise UnsupportedTarget(
+            "resource_unsupported", "resource is not supported; name the credential as audience"
+        )
+    return fields
+
+
 async def token(request: web.Request) -> web.Response:
     """Exchange ``subject_token`` for the credential named by ``audience``."""
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise InvalidRequest(
-            "body_malformed", "send the request as application/x-www-form-urlencoded"
-        )
-    form = await request.post()
-    fields = {key: value for key, value in form.items() if isinstance(value, str)}
+    fields = await exchange_form(request)
     grant_type = fields.get("grant_type")
     if grant_type is None:
         raise InvalidRequest("grant_type_missing", "grant_type is required")
@@ -120,4 +139,4 @@ async def token(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the token endpoint."""
-    app.router.add_post("/oauth2/token", token)
+    app.router.add_post("/oauth2/token", audits_refusals(token))

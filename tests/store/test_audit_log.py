@@ -1,0 +1,316 @@
+"""The audit log's group commit: concurrent events share a write; each is committed on return."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
+
+from tokenbroker.policy.models import AuditEvent
+from tokenbroker.store import Store
+from tokenbroker.store.audit import AuditLog
+from tokenbroker.store.engine import create_engine
+
+EVENT = AuditEvent(
+    time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
+    request_id="req-0",
+    outcome="success",
+    reason="issued",
+    latency_ms=1.0,
+)
+sqlite_file = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+postgresql = pytest.mark.parametrize(
+    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@pytest.fixture
+async def engine(store: Store, store_url: str) -> AsyncIterator[AsyncEngine]:
+    """An engine of its own on the migrated store's database."""
+    engine = create_engine(store_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def writer(engine: AsyncEngine) -> AsyncIterator[AuditLog]:
+    """An audit log on ``engine``; flushed afterwards."""
+    log = AuditLog(engine)
+    yield log
+    await log.flush()
+
+
+@dataclass
+class PoolCheckouts:
+    """The server backend of every connection ``engine``'s pool handed out, and the returns."""
+
+    backends: list[int] = field(default_factory=list)
+    checkins: int = 0
+
+
+@pytest.fixture
+def checkouts(engine: AsyncEngine) -> PoolCheckouts:
+    """Counts checkouts and checkins on ``engine``'s pool (a PostgreSQL one: asyncpg's pids)."""
+    seen = PoolCheckouts()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(
+        dbapi_connection: object, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        assert record.driver_connection is not None
+        seen.backends.append(record.driver_connection.get_server_pid())
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        seen.checkins += 1
+
+    return seen
+
+
+def _checked_out(engine: AsyncEngine) -> int:
+    pool = engine.sync_engine.pool
+    assert isinstance(pool, QueuePool)
+    return pool.checkedout()
+
+
+async def _terminate_backend(store_url: str, pid: int) -> None:
+    """End server backend ``pid`` from a connection of another engine, as an admin would."""
+    other = create_engine(store_url)
+    try:
+        async with other.connect() as connection:
+            result = await connection.execute(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+            )
+            assert result.scalar_one() is True
+    finally:
+        await other.dispose()
+
+
+def _database(engine: AsyncEngine) -> Path:
+    assert engine.url.database is not None
+    return Path(engine.url.database)
+
+
+def _wal_bytes(database: Path) -> int | None:
+    """The size of ``database``'s WAL file; None when there is none."""
+    wal = database.with_name(f"{database.name}-wal")
+    return wal.stat().st_size if wal.exists() else None
+
+
+async def test_events_recorded_together_share_one_insert_and_are_all_committed(
+    writer: AuditLog, store: Store
+) -> None:
+    events = [replace(EVENT, request_id=f"req-{i}") for i in range(20)]
+    await asyncio.gather(*(writer.record(e) for e in events))
+    assert 0 < writer.writes < 20
+    seen = await store.audit.events(limit=100)
+    assert sorted(e.request_id for e in seen) == sorted(e.request_id for e in events)
+
+
+async def test_a_lone_event_is_committed_before_record_returns(
+    writer: AuditLog, store: Store
+) -> None:
+    await writer.record(EVENT)
+    (seen,) = await store.audit.events()
+    assert seen.request_id == "req-0"
+
+
+async def record_first_refused_last(writer: AuditLog) -> BaseException:
+    """Record three events at once, the middle one refused by the database (no time); return
+    what its caller got, after checking the other two callers got success."""
+    refused = replace(EVENT, request_id="refused", time=None)  # type: ignore[arg-type]
+    results = await asyncio.gather(
+        writer.record(replace(EVENT, request_id="first")),
+        writer.record(refused),
+        writer.record(replace(EVENT, request_id="last")),
+        return_exceptions=True,
+    )
+    assert (results[0], results[2]) == (None, None)
+    assert isinstance(results[1], BaseException)
+    return results[1]
+
+
+async def test_an_event_the_database_refuses_fails_only_its_own_caller(
+    writer: AuditLog, store: Store
+) -> None:
+    assert isinstance(await record_first_refused_last(writer), Exception)
+    # The batch, then each of its events alone.
+    assert writer.writes == 4
+    assert sorted(e.request_id for e in await store.audit.events()) == ["first", "last"]
+
+
+async def test_a_cancelled_caller_still_has_its_event_written(
+    writer: AuditLog, store: Store
+) -> None:
+    first = asyncio.create_task(writer.record(replace(EVENT, request_id="kept")))
+    await asyncio.sleep(0)
+    first.cancel()
+    await writer.flush()
+    assert [e.request_id for e in await store.audit.events()] == ["kept"]
+
+
+async def test_events_written_by_the_writer_read_back_exactly(
+    writer: AuditLog, store: Store
+) -> None:
+    # Text comes from tokens: NUL is replaced and text cut to its column, never refused.
+    every_field = replace(
+        EVENT,
+        request_id="odd",
+        outcome="denied",
+        reason="not_assigned",
+        latency_ms=2.5,
+        issuer="env0",
+        organization="acme",
+        project="p" * 300,
+        subject="a\x00b",
+        credential="prod-vault",
+        credential_type="vault",
+        token_fingerprint="fp",
+        client_address="10.0.0.1",
+    )
+    await asyncio.gather(
+        writer.record(every_field), writer.record(replace(EVENT, request_id="plain"))
+    )
+    seen = {e.request_id: e for e in await store.audit.events(since=EVENT.time)}
+    odd = asdict(seen["odd"])
+    assert odd.pop("id") is not None
+    expected = asdict(replace(every_field, subject="a\ufffdb", project="p" * 256))
+    expected.pop("id")
+    assert odd == expected
+    assert seen["plain"].subject is None
+
+
+async def test_no_transaction_is_left_open_on_the_pooled_connection(
+    engine: AsyncEngine, writer: AuditLog, store: Store
+) -> None:
+    # The event is committed when record returns: another connection sees it at once, and a
+    # write transaction on the same pool is not blocked by a leftover open one.
+    for i in range(3):
+        await writer.record(replace(EVENT, request_id=f"r{i}"))
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        assert driver is not None
+        if engine.dialect.name == "sqlite":
+            assert not driver.in_transaction
+        else:
+            assert not driver.is_in_transaction()
+    await store.policy.create_organization("acme", "env0", "org-1")
+    assert len(await store.audit.events()) == 3
+
+
+async def test_an_in_memory_sqlite_store_records_its_audit_events() -> None:
+    store = Store(create_engine("sqlite+aiosqlite://"))
+    try:
+        await store.upgrade()
+        await store.audit.record(EVENT)
+        assert [e.request_id for e in await store.audit.events()] == ["req-0"]
+    finally:
+        await store.close()
+
+
+async def test_no_connection_stays_checked_out_after_a_write(
+    engine: AsyncEngine, writer: AuditLog
+) -> None:
+    await asyncio.gather(*(writer.record(replace(EVENT, request_id=f"r{i}")) for i in range(3)))
+    await writer.record(replace(EVENT, request_id="alone"))
+    assert _checked_out(engine) == 0
+
+
+@sqlite_file
+async def test_a_write_while_another_connection_holds_the_write_lock_waits_off_the_loop(
+    engine: AsyncEngine, writer: AuditLog, store: Store
+) -> None:
+    loop = asyncio.get_running_loop()
+    # An admin transaction elsewhere: it holds SQLite's write lock until it commits.
+    holder = sqlite3.connect(_database(engine), isolation_level=None, check_same_thread=False)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        started = loop.time()
+        recording = asyncio.create_task(writer.record(EVENT))
+        # While the event waits for the lock in the driver's thread, the loop serves a read.
+        assert await store.audit.events() == []
+        assert loop.time() - started < 1.0
+        assert not recording.done()
+        await asyncio.to_thread(holder.execute, "COMMIT")
+        await recording
+    finally:
+        holder.close()
+    assert [e.request_id for e in await store.audit.events()] == ["req-0"]
+    assert writer.writes == 1
+
+
+async def test_closing_the_store_closes_its_audit_connections(tmp_path: Path) -> None:
+    database = tmp_path / "store.db"
+    store = await Store.open(f"sqlite+aiosqlite:///{database}")
+    await store.upgrade()
+    await store.audit.record(EVENT)
+    assert _wal_bytes(database) is not None
+    await store.close()
+    assert _wal_bytes(database) is None
+
+
+@postgresql
+async def test_a_batch_after_its_pooled_connection_was_terminated_is_written_on_a_fresh_one(
+    engine: AsyncEngine,
+    writer: AuditLog,
+    checkouts: PoolCheckouts,
+    store: Store,
+    store_url: str,
+) -> None:
+    await writer.record(replace(EVENT, request_id="before"))
+    (held,) = checkouts.backends
+    await _terminate_backend(store_url, held)
+    results = await asyncio.gather(
+        *(writer.record(replace(EVENT, request_id=f"after-{i}")) for i in range(3)),
+        return_exceptions=True,
+    )
+    assert results == [None, None, None]
+    # The pool's pre-ping found the dead connection and replaced it before the write.
+    assert checkouts.backends[-1] != held
+    assert _checked_out(engine) == 0
+    assert sorted(e.request_id for e in await store.audit.events()) == [
+        "after-0",
+        "after-1",
+        "after-2",
+        "before",
+    ]
+
+
+@postgresql
+async def test_a_refused_event_on_postgresql_leaves_no_transaction_open(
+    engine: AsyncEngine, writer: AuditLog, checkouts: PoolCheckouts, store: Store
+) -> None:
+    assert isinstance(await record_first_refused_last(writer), Exception)
+    await writer.record(replace(EVENT, request_id="next"))
+    assert _checked_out(engine) == 0
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE pid = ANY(:pids) AND state = 'idle in transaction'"
+            ),
+            {"pids": sorted(set(checkouts.backends))},
+        )
+        assert result.scalar_one() == 0
+    assert sorted(e.request_id for e in await store.audit.events()) == ["first", "last", "next"]
+
+
+async def test_a_lone_surrogate_is_stored_escaped_and_spoils_no_other_event_of_its_batch(
+    writer: AuditLog, store: Store
+) -> None:
+    # A JSON "\ud800" in a request or a claim has no UTF-8 form; neither driver can send it.
+    odd = replace(EVENT, request_id="odd", credential="prod-vault\ud800", project="p\udfff")
+    await asyncio.gather(writer.record(odd), writer.record(replace(EVENT, request_id="plain")))
+    seen = {e.request_id: e for e in await store.audit.events(since=EVENT.time)}
+    assert seen["odd"].credential == "prod-vault\\ud800"
+    assert seen["odd"].project == "p\\udfff"
+    assert "plain" in seen
