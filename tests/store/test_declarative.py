@@ -162,7 +162,7 @@ async def test_a_mint_credential_without_an_audience_names_the_entry(store: Stor
     with pytest.raises(ConfigError) as caught:
         await apply_declarative(store, config)
     assert caught.value.problems == ["credentials[0].audience: is required when token is 'mint'"]
-    assert await store.list_organizations() == []
+    assert await store.policy.list_organizations() == []
 
 
 async def test_unknown_credential_type_names_the_entry(store: Store) -> None:

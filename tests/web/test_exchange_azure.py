@@ -87,7 +87,7 @@ class Broker:
 
     async def audit(self, credential: str) -> list[AuditEvent]:
         """Audit events of one credential."""
-        return await self.app[keys.STORE].list_audit(credential=credential)
+        return await self.app[keys.STORE].audit.events(credential=credential)
 
 
 def azure_credential(name: str, entra: RunningEntra, **extra: object) -> dict[str, object]:
