@@ -90,19 +90,6 @@ def test_references_between_sections_must_resolve() -> None:
     ]
 
 
-def test_mint_credentials_need_an_audience() -> None:
-    problems = problems_of(
-        {
-            "issuers": [ISSUER],
-            "organizations": [{"name": "acme", "issuer": "env0", "platform_org_id": "1"}],
-            "credentials": [
-                {"organization": "acme", "name": "v", "type": "vault_oidc", "token": "mint"}
-            ],
-        }
-    )
-    assert problems == ["credentials[0]: audience is required when token is 'mint'"]
-
-
 def test_admin_tokens_must_be_hashed() -> None:
     assert problems_of({"admin": {"tokens": ["plain-secret"]}}) == [
         "admin.tokens: admin tokens must be given as 'sha256:<64 hex digits>'"

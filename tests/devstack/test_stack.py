@@ -17,6 +17,7 @@ from joserfc.jwk import KeySet
 from tests.support.processes import command_line
 from tokenbroker.cli.main import main as cli_main
 from tokenbroker.config import Settings
+from tokenbroker.devstack.entra import DevCertificateAuthority
 from tokenbroker.devstack.gcp_sts import GcpStsServer
 from tokenbroker.devstack.platform_issuer import DEV_PROFILES, DevPlatformIssuer
 from tokenbroker.devstack.seeds import (
@@ -71,7 +72,7 @@ def a_state(tmp_path: Path, **overrides: object) -> DevStackState:
 
 
 def test_a_base_port_gives_the_broker_it_and_the_other_parts_the_next_ones() -> None:
-    assert DevStackPorts.from_base(8400) == DevStackPorts(8400, 8401, 8402, 8403, 8404)
+    assert DevStackPorts.from_base(8400) == DevStackPorts(8400, 8401, 8402, 8403, 8404, 8406)
 
 
 def test_port_zero_lets_every_part_pick_a_free_port() -> None:
@@ -96,6 +97,8 @@ def dev_settings(tmp_path: Path) -> Settings:
         openbao_address="http://127.0.0.1:8404",
         moto_url="http://127.0.0.1:8403",
         gcp_sts_url="http://127.0.0.1:8402",
+        entra_url="https://127.0.0.1:8406",
+        entra_ca_pem=DevCertificateAuthority().ca_pem,
     )
 
 
@@ -120,6 +123,7 @@ def test_the_env0_project_is_assigned_one_credential_of_each_type(tmp_path: Path
         "vault_oidc",
         "aws_oidc",
         "gcp_oidc",
+        "azure_oidc",
         "oidc_token",
     }
     assert {c.name: c.type for c in env0} == dict(CREDENTIALS)
@@ -164,6 +168,8 @@ def test_the_admin_token_is_configured_by_its_digest_only(tmp_path: Path) -> Non
         openbao_address="http://127.0.0.1:8404",
         moto_url="http://127.0.0.1:8403",
         gcp_sts_url="http://127.0.0.1:8402",
+        entra_url="https://127.0.0.1:8406",
+        entra_ca_pem=DevCertificateAuthority().ca_pem,
         admin_token_digests=["sha256:" + "ab" * 32],
     )
     assert settings.admin.tokens == ["sha256:" + "ab" * 32]
@@ -300,7 +306,7 @@ async def test_the_stack_serves_exchanges_and_leaves_nothing_running(tmp_path: P
     progress: list[str] = []
     async with dev_stack(tmp_path / "dev", port=0, progress=progress.append) as state:
         assert read_state(tmp_path / "dev") == state
-        assert [line[:5] for line in progress] == [f"[{n}/7]" for n in range(1, 8)]
+        assert [line[:5] for line in progress] == [f"[{n}/8]" for n in range(1, 9)]
         assert "bao" in " ".join(command_line(state.openbao_pid))
         # The printed mint command, as a runner would run it.
         mint = next(line for line in runner_commands(state) if "token mint" in line)

@@ -145,6 +145,26 @@ async def test_invalid_credential_settings_name_the_entry_and_field_and_change_n
     assert await store.policy.list_organizations() == []
 
 
+async def test_a_mint_credential_without_an_audience_names_the_entry(store: Store) -> None:
+    # Config parsing does not know the type (its default mint audience); applying does.
+    config = _config(
+        credentials=[
+            {
+                "organization": "acme",
+                "name": "v",
+                "type": "vault_oidc",
+                "token": "mint",
+                "settings": dict(VAULT_SETTINGS),
+            }
+        ],
+        assignments=[],
+    )
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, config)
+    assert caught.value.problems == ["credentials[0].audience: is required when token is 'mint'"]
+    assert await store.policy.list_organizations() == []
+
+
 async def test_unknown_credential_type_names_the_entry(store: Store) -> None:
     config = _config(
         credentials=[{"organization": "acme", "name": "a", "type": "no_such_type", "settings": {}}],

@@ -19,7 +19,6 @@ from pydantic import (
 )
 
 from tokenbroker.config.urls import require_trusted_url
-from tokenbroker.policy.rules import token_mode_problems
 
 
 def _url_shape(url: str) -> str:
@@ -259,7 +258,8 @@ class OrganizationConfig(_Section):
 class CredentialConfig(_Section):
     """``[[credentials]]``: a typed credential of an organization.
 
-    ``settings`` is validated against the type's schema when it is applied to the store.
+    ``settings``, the token mode and the audience are checked against the type (its schema,
+    whether it only mints, its default mint audience) when the entry is applied to the store.
     """
 
     organization: Name
@@ -269,14 +269,6 @@ class CredentialConfig(_Section):
     audience: str | None = None
     settings: dict[str, object] = Field(default_factory=dict)
     bound_claims: dict[str, str | list[str]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _token_mode_fits(self) -> CredentialConfig:
-        # The type's own rules (mint only) are checked when the credential reaches the store.
-        problems = token_mode_problems(self.token, self.audience, None)
-        if problems:
-            raise ValueError("; ".join(f"{name} {message}" for name, message in problems))
-        return self
 
 
 class AssignmentConfig(_Section):

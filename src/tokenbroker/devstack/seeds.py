@@ -35,6 +35,13 @@ GCP_POOL: Final = f"projects/{GCP_PROJECT_NUMBER}/locations/global/workloadIdent
 GCP_PROVIDER: Final = f"//iam.googleapis.com/{GCP_POOL}/providers/env0-dev"
 GCP_SERVICE_ACCOUNT: Final = "deployer@dev-project.iam.gserviceaccount.com"
 OIDC_AUDIENCE: Final = "dev-audience"
+AZURE_TENANT_ID: Final = "0d2c4b6a-8e1f-4a3b-9c5d-7e6f8a9b0c01"
+AZURE_CLIENT_ID: Final = "1e3d5c7b-9f2a-4b4c-8d6e-8f7a9b0c1d01"
+AZURE_SUBSCRIPTION_ID: Final = "2f4e6d8c-0a3b-4c5d-9e7f-9a8b0c1d2e01"
+# The demo platform's `sub` that the Azure app's federated credential names: Entra ID matches
+# it exactly, so a platform whose subject is stable per organization (env0's) is what it keys on.
+AZURE_FEDERATED_SUBJECT: Final = "auth0|dev-env0-organization"
+ENTRA_CA_FILE: Final = "entra-ca.pem"
 
 # name -> type, in the order they are printed. `prod-vault` is bound to one environment, so a
 # token of any other environment shows a denial with its dry-run explanation.
@@ -43,6 +50,7 @@ CREDENTIALS: Final[Mapping[str, str]] = {
     "dev-vault-mint": "vault_oidc",
     "dev-aws": "aws_oidc",
     "dev-gcp": "gcp_oidc",
+    "dev-azure": "azure_oidc",
     "dev-oidc": "oidc_token",
     "prod-vault": "vault_oidc",
 }

@@ -62,7 +62,7 @@ from tokenbroker.metrics import Metrics
 from tokenbroker.policy.bound_claims import bound_claims_satisfied, match_bound_claims
 from tokenbroker.policy.decision import check_bound_claims, choose_credential
 from tokenbroker.policy.models import AuditEvent, Credential, Organization, Outcome
-from tokenbroker.policy.rules import token_mode_problems
+from tokenbroker.policy.rules import mint_audience, token_mode_problems
 from tokenbroker.ratelimit import RateLimiter, bucket_key, retry_after_seconds
 from tokenbroker.store import Store
 from tokenbroker.store.leases import Lease
@@ -121,7 +121,8 @@ class RunnerDocument:
     """A document the runner's own client turns into a credential; no backend was called."""
 
     credential: Credential
-    body: dict[str, object] = field(repr=False)
+    # A JSON object, or plain text (a bare token).
+    body: dict[str, object] | str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -663,8 +664,9 @@ class ExchangeService:
             exp = decided.validated.claims.get("exp")
             seconds = float(exp) if isinstance(exp, int | float) else self._clock.now()
             return OutboundToken(run.request.token, datetime.fromtimestamp(seconds, UTC))
-        # The token-mode check ran in _decide: a minted credential has its audience.
-        audience = cast(str, credential.audience)
+        # The token-mode check ran in _decide: a minted credential has its audience (its own,
+        # or its type's default).
+        audience = cast(str, mint_audience(credential.audience, decided.traits))
         backend = self._backend(credential)
         # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
         expires = int(self._clock.now()) + self._signing.token_lifetime_seconds

@@ -12,17 +12,26 @@ if TYPE_CHECKING:
     from tokenbroker.backends.base import CredentialTraits
 
 
+def mint_audience(audience: object, traits: CredentialTraits | None) -> str | None:
+    """The audience a minted outbound token gets: the credential's own, else its type's default."""
+    if isinstance(audience, str) and audience:
+        return audience
+    return traits.default_mint_audience if traits is not None else None
+
+
 def token_mode_problems(
     token: object, audience: object, traits: CredentialTraits | None
 ) -> list[tuple[str, str]]:
     """(field, problem) pairs for a credential's ``token`` mode and ``audience``.
 
-    A minted token needs an audience to be minted for; a type whose credential *is* the
-    outbound token (``mint_only``) would hand the platform token back in passthrough.
-    ``traits`` is None where the type is not known yet (config load, before the registry).
+    A minted token needs an audience to be minted for (the credential's, or its type's
+    default); a type whose credential *is* the outbound token (``mint_only``) would hand the
+    platform token back in passthrough. ``traits`` is None where the type is not known yet
+    (config load, before the registry): what depends on the type is then left to the store's
+    check, which applies every config entry with the type's traits before serving.
     """
     problems: list[tuple[str, str]] = []
-    if token == "mint" and not audience:
+    if token == "mint" and traits is not None and not mint_audience(audience, traits):
         problems.append(("audience", "is required when token is 'mint'"))
     if traits is not None and traits.mint_only and token == "passthrough":
         problems.append(("token", f"{traits.type_name} credentials need token = 'mint'"))

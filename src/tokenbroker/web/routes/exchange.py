@@ -70,6 +70,8 @@ async def exchange(request: web.Request) -> web.Response:
         return web.json_response(trace.as_dict())
     result = await service.exchange(exchange_request)
     if isinstance(result, RunnerDocument):
+        if isinstance(result.body, str):
+            return _no_store(result.body, "text/plain")
         return _no_store(json.dumps(result.body), "application/json")
     content_type, body = render(
         fmt,
