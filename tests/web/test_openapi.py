@@ -43,7 +43,8 @@ async def test_openapi_json_is_served_as_3_1(
     assert response.status == 200
     assert document["openapi"] == "3.1.0"
     create = document["paths"]["/v1/admin/organizations"]["post"]
+    body = create["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/OrganizationCreate"}
     assert (
-        "platform_org_id"
-        in create["requestBody"]["content"]["application/json"]["schema"]["properties"]
+        "platform_org_id" in document["components"]["schemas"]["OrganizationCreate"]["properties"]
     )
