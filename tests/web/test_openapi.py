@@ -6,8 +6,9 @@ from pathlib import Path
 from typing import Any, cast
 
 import jsonschema_rs
+import pytest
 from pytest_aiohttp import AiohttpClient
-from tests.web.admin.conftest import Admin, admin_settings_dict
+from tests.web.admin.conftest import VAULT_SETTINGS, Admin, admin_settings_dict
 
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.web.app import create_app
@@ -119,3 +120,25 @@ async def test_a_project_with_a_control_character_is_refused_by_document_and_app
     await admin.create_vault()
     reply = await admin.put("/organizations/acme/projects/project%01/credentials/prod-vault")
     assert (reply.status, reply.fields) == (422, ["project"])
+
+
+@pytest.mark.parametrize("kind", ["organization", "credential"])
+async def test_a_name_ending_in_a_newline_is_refused_by_document_and_app(
+    aiohttp_client: AiohttpClient, tmp_path: Path, kind: str
+) -> None:
+    # Python's "$" matches before a final newline: such a name was stored, and the 201's
+    # Location header carrying it made the server drop the connection.
+    name = path_parameter_schema("/v1/admin/organizations/{name}", "name")
+    assert accepts(name, "acme")
+    assert not accepts(name, "acme\n")
+    admin = Admin(
+        await aiohttp_client(create_app(parse_settings(admin_settings_dict(tmp_path), {})))
+    )
+    await admin.create_org()
+    if kind == "organization":
+        body = {"name": "beta\n", "issuer": "env0", "platform_org_id": "org-beta"}
+        reply = await admin.post("/organizations", body)
+    else:
+        body = {"name": "v\n", "type": "vault_oidc", "settings": VAULT_SETTINGS}
+        reply = await admin.post("/organizations/acme/credentials", body)
+    assert (reply.status, reply.fields) == (422, ["name"])

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from tokenbroker import __version__
 from tokenbroker.backends import registry
-from tokenbroker.config.models import NAME_PATTERN
+from tokenbroker.config.models import NAME_REGEX
 from tokenbroker.output import known_formats
 from tokenbroker.store.validation import (
     MAX_AUDIENCE,
@@ -47,8 +47,8 @@ MAX_CREDENTIAL_NAME = 128
 # RFC 8693 parameters the token endpoint refuses rather than ignores (web/routes/oauth.py).
 REFUSED_TOKEN_PARAMETERS = ("actor_token", "actor_token_type", "scope", "resource")
 
-# The name rule of config and store, anchored the JSON Schema (ECMA-262) way.
-NAME: Schema = {"type": "string", "pattern": NAME_PATTERN.pattern}
+# The name rule of config and store, in its JSON Schema (ECMA-262) form.
+NAME: Schema = {"type": "string", "pattern": NAME_REGEX}
 # A platform identifier (org id, project id) or an audience: the store refuses control
 # characters; other unprintable characters (format, separator) are refused too, as described.
 _PRINTABLE = r"^[^\u0000-\u001f\u007f-\u009f]*$"
