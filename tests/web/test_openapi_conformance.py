@@ -43,7 +43,7 @@ CONFIG = schemathesis.Config.from_dict(
         "generation": {"max-examples": 10, "deterministic": True, "database": "none"},
         "phases": {"stateful": {"enabled": False}},
         "dictionaries": {
-            "names": {"values": [ORGANIZATION, MINTED, DOCUMENTED]},
+            "names": {"values": [ORGANIZATION, MINTED]},
             "issuers": {"values": ["dev-env0"]},
             "projects": {"values": [PROJECT]},
         },
@@ -79,19 +79,24 @@ class ServedBroker:
     platform_token: str
 
 
+MINTED_CREDENTIAL = {
+    "name": MINTED,
+    "type": "oidc_token",
+    "token": "mint",
+    "audience": "https://ci.example.test",
+}
+# Its runner formats are documents google-auth uses: no backend is called for them. Any other
+# format would call Google's STS, here a closed loopback port.
+DOCUMENTED_CREDENTIAL = {
+    "name": DOCUMENTED,
+    "type": "gcp_oidc",
+    "settings": {"audience": GCP_AUDIENCE, "token_url": "http://127.0.0.1:9/v1/token"},
+}
+
+
 @contextmanager
-def serving_broker(directory: Path) -> Iterator[ServedBroker]:
-    """A broker with an admin token, two assigned credentials that need no backend, its issuer."""
-    credentials = [
-        {
-            "name": MINTED,
-            "type": "oidc_token",
-            "token": "mint",
-            "audience": "https://ci.example.test",
-        },
-        # Its formats are documents the runner's own client uses: no backend is called.
-        {"name": DOCUMENTED, "type": "gcp_oidc", "settings": {"audience": GCP_AUDIENCE}},
-    ]
+def serving_broker(directory: Path, credentials: list[dict[str, object]]) -> Iterator[ServedBroker]:
+    """A broker with an admin token and ``credentials`` assigned, and its platform issuer."""
     with serving_issuer(directory) as issuer, ExitStack() as stack:
         sections = {
             **policy(issuer, credentials),
@@ -104,15 +109,20 @@ def serving_broker(directory: Path) -> Iterator[ServedBroker]:
 
 @pytest.fixture(scope="module")
 def fuzzed_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedBroker]:
-    """The broker schemathesis sends generated requests to (they may change its policy)."""
-    with serving_broker(tmp_path_factory.mktemp("openapi-fuzzed")) as broker:
+    """The broker schemathesis sends generated requests to (they may change its policy).
+
+    Its one credential is minted by the broker itself: with no backend to be absent (a 502),
+    every 5xx it answers is its own.
+    """
+    with serving_broker(tmp_path_factory.mktemp("openapi-fuzzed"), [MINTED_CREDENTIAL]) as broker:
         yield broker
 
 
 @pytest.fixture(scope="module")
 def served_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServedBroker]:
     """A broker whose policy only the explicit cases below use."""
-    with serving_broker(tmp_path_factory.mktemp("openapi-served")) as broker:
+    directory = tmp_path_factory.mktemp("openapi-served")
+    with serving_broker(directory, [MINTED_CREDENTIAL, DOCUMENTED_CREDENTIAL]) as broker:
         yield broker
 
 

@@ -170,7 +170,7 @@ _ERRORS: dict[int, tuple[str, Mapping[str, object] | None]] = {
     ),
     403: ("access_denied (runner routes) or forbidden (admin)", None),
     404: ("not_found", None),
-    409: ("conflict: already exists", None),
+    409: ("conflict: the name, or the issuer and platform org id, is taken", None),
     413: ("payload_too_large: the body is over [server] max_body_bytes", None),
     422: ("invalid_request with a field list", None),
     429: ("rate_limited", _RETRY_AFTER),
@@ -577,7 +577,13 @@ def _admin_paths() -> dict[str, dict[str, object]]:
         "/v1/admin/organizations/{name}": {
             "parameters": _path_parameters(name=NAME),
             "get": _admin("Show an organization", organization, 404),
-            "patch": _admin("Update an organization", organization, 404, body="OrganizationUpdate"),
+            "patch": _admin(
+                "Update an organization",
+                organization,
+                404,
+                409,  # another organization signs in with that issuer and platform org id
+                body="OrganizationUpdate",
+            ),
             "delete": _admin("Delete an organization and its credentials", _DELETED, 404),
         },
         "/v1/admin/organizations/{org}/credentials": {
