@@ -35,8 +35,12 @@ SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 _ADMIN_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Names of issuers, organizations and credentials: safe in URLs, logs and env files.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Names of issuers, organizations and credentials: safe in URLs, headers, logs and env files.
+# NAME_REGEX is the JSON Schema (ECMA-262) form the OpenAPI document publishes; Python's "$"
+# also matches before a final newline, so the compiled form ends in "\Z" instead: "acme\n" is
+# not a name (it would break the Location header of the answer that created it).
+NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+NAME_PATTERN = re.compile(NAME_REGEX.removesuffix("$") + r"\Z")
 
 
 # A profile is named here and checked against the registered profiles where issuers are
