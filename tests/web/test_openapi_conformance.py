@@ -198,10 +198,12 @@ def test_the_token_endpoint_answers_its_documented_200(served_broker: ServedBrok
 
 def test_the_runner_revokes_its_job_as_documented(served_broker: ServedBroker) -> None:
     issued = EXCHANGE.Case(body={"credential": MINTED}, media_type="application/json")
-    assert call_as_documented(issued, served_broker).status_code == 200
+    exchanged = call_as_documented(issued, served_broker)
+    assert exchanged.status_code == 200
     case = schema["/v1/leases/revoke"]["POST"].Case(
         body={"job": True}, media_type="application/json"
     )
     response = call_as_documented(case, served_broker)
     assert response.status_code == 200
-    assert response.json() == {"revoked": [], "not_revocable": [MINTED]}
+    lease = {"id": exchanged.json()["lease"]["id"], "credential": MINTED, "type": "oidc_token"}
+    assert response.json() == {"revoked": [], "not_revocable": [lease]}
