@@ -69,8 +69,9 @@ class DevSeed:
     credentials: tuple[str, ...] = COMMON_CREDENTIALS
 
 
-# One line a platform. The ids are what `tokenbroker token mint --org/--project` takes; GitHub's
-# project is the repository (`owner/name`), Gitpod's travels in `sub`, CircleCI's org in `iss`.
+# One line a platform. The ids are what `tokenbroker token mint --org/--project` takes (GitHub's
+# are the owner's and the repository's ids); Gitpod's project travels in `sub`, CircleCI's org
+# in `iss`.
 SEEDS: Final[tuple[DevSeed, ...]] = (
     DevSeed(
         "env0",
@@ -100,10 +101,10 @@ SEEDS: Final[tuple[DevSeed, ...]] = (
     DevSeed(
         "github",
         "dev-github",
-        "dev-octo-org",
-        "dev-octo-org/deploy",
+        "51102340",
+        "772041108",
         "jwt-github",
-        {"repository_owner": "dev-octo-org"},
+        {"repository_owner_id": "51102340"},
     ),
     DevSeed("gitlab", "dev-gitlab", "4211", "4212", "jwt-gitlab", {"namespace_id": "4211"}),
 )

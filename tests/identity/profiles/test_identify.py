@@ -42,7 +42,7 @@ def test_every_configurable_profile_has_a_function() -> None:
 
 def test_identify_dispatches_on_the_issuers_profile_and_names_the_issuer() -> None:
     identity = identify(issuer("github"), GITHUB_EXAMPLE)
-    assert (identity.issuer, identity.org) == ("i-github", "octo-org")
+    assert (identity.issuer, identity.org) == ("i-github", "65")
 
 
 def test_generic_identify_uses_the_issuers_options() -> None:
