@@ -107,6 +107,39 @@ SEEDS: Final[tuple[DevSeed, ...]] = (
         {"repository_owner_id": "51102340"},
     ),
     DevSeed("gitlab", "dev-gitlab", "4211", "4212", "jwt-gitlab", {"namespace_id": "4211"}),
+    DevSeed(
+        "bitbucket",
+        "dev-bitbucket",
+        "{3b9d2c1e-7f4a-4e8b-9c5d-1a2b3c4d5e01}",
+        "{8e7f6a5b-4c3d-4b2a-9e1f-0a9b8c7d6e01}",
+        "jwt-bitbucket",
+        {"workspaceUuid": "{3b9d2c1e-7f4a-4e8b-9c5d-1a2b3c4d5e01}"},
+    ),
+    DevSeed(
+        "terraform",
+        "dev-terraform",
+        "org-Dv8sTk2Qm4Xn7Pa1",
+        "ws-Dv8sTk2Qm4Xn7Pa2",
+        "jwt-terraform",
+        {"terraform_organization_id": "org-Dv8sTk2Qm4Xn7Pa1"},
+    ),
+    DevSeed(
+        "buildkite",
+        "dev-buildkite",
+        "0190a3f2-5c1e-7b4d-9a2e-3f4b5c6d7e01",
+        "0190a3f2-6d2f-7c5e-8b3f-4a5b6c7d8e01",
+        "jwt-buildkite",
+        {"organization_id": "0190a3f2-5c1e-7b4d-9a2e-3f4b5c6d7e01"},
+    ),
+    # The org is the cluster (the issuer's `cluster` option), the project its namespace.
+    DevSeed(
+        "kubernetes",
+        "dev-kubernetes",
+        "dev-cluster",
+        "deploy",
+        "jwt-kubernetes",
+        {"/kubernetes.io/namespace": "deploy"},
+    ),
 )
 # The platform the demo, the printed runner commands and the GCP pool provider use.
 DEMO_SEED: Final = SEEDS[0]

@@ -29,7 +29,10 @@ def test_a_dev_token_of_every_profile_identifies_as_its_org_and_project(
 ) -> None:
     issuer = DevPlatformIssuer(tmp_path, clock=FrozenClock(NOW))
     claims = issuer.claims_for(profile, org="4711", project="4712", environment="env-1")
-    identity = PROFILES[profile].identify("dev", claims, {})
+    # With the options the dev issuer's settings carry (a Kubernetes issuer names its cluster).
+    options = issuer.issuer_settings(profile, org="4711").options
+    assert PROFILES[profile].option_problems(options) == []
+    identity = PROFILES[profile].identify("dev", claims, options)
     assert (identity.org, identity.project) == ("4711", "4712")
 
 
