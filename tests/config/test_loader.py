@@ -10,6 +10,7 @@ import pytest
 
 from tokenbroker.config import load_settings, parse_settings
 from tokenbroker.errors import ConfigError
+from tokenbroker.identity.profiles import profile_option_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,14 @@ def problems_of(raw: dict[str, object], environ: dict[str, str] | None = None) -
 
 def test_the_example_config_is_valid() -> None:
     settings = load_settings(ROOT / "config.example.toml", {})
-    assert [issuer.name for issuer in settings.issuers] == ["env0", "circleci-acme", "gitlab"]
+    assert [issuer.name for issuer in settings.issuers] == [
+        "env0",
+        "circleci-acme",
+        "gitlab",
+        "buildkite",
+        "kubernetes-prod",
+    ]
+    assert [p for issuer in settings.issuers for p in profile_option_problems(issuer)] == []
     assert settings.credentials[0].settings["role"] == "env0-deployer"
 
 

@@ -104,16 +104,21 @@ def dev_settings(tmp_path: Path) -> Settings:
 
 def test_the_broker_trusts_every_dev_issuer(tmp_path: Path) -> None:
     settings = dev_settings(tmp_path)
-    assert sorted(issuer.profile for issuer in settings.issuers) == [
-        "circleci",
-        "env0",
-        "github",
-        "gitlab",
-        "gitpod",
-    ]
+    assert sorted(issuer.profile for issuer in settings.issuers) == sorted(DEV_PROFILES)
     env0 = next(issuer for issuer in settings.issuers if issuer.profile == "env0")
     assert env0.issuer == "http://127.0.0.1:8401/env0"
     assert env0.required_claims == {"apiKeyType": "oidc"}
+
+
+def test_an_issuer_whose_profile_needs_options_gets_them_from_its_dev_shape(
+    tmp_path: Path,
+) -> None:
+    # A Kubernetes issuer names its cluster: the seeded organization's id.
+    settings = dev_settings(tmp_path)
+    (seed,) = [seed for seed in SEEDS if seed.profile == "kubernetes"]
+    (issuer,) = [issuer for issuer in settings.issuers if issuer.profile == "kubernetes"]
+    assert issuer.options == {"cluster": seed.platform_org_id}
+    assert issuer.issuer == f"http://127.0.0.1:8401/kubernetes/{seed.platform_org_id}"
 
 
 def test_the_env0_project_is_assigned_one_credential_of_each_type(tmp_path: Path) -> None:
