@@ -326,6 +326,35 @@ class ExchangeService:
             raise
         return await self._end_leases(leases, by="runner", reason="revoked by the job", run=run)
 
+    async def orphaned(self, result: ExchangeResult, *, request_id: str) -> None:
+        """A credential issued for a runner that went away before the answer: end its lease."""
+        await self._end_orphan(result.lease_id, result.credential, result.issued, request_id)
+
+    async def _end_orphan(
+        self, lease_id: str, credential: Credential, issued: IssuedCredential, request_id: str
+    ) -> None:
+        # Revoked with what the backend answered (the lease may hold nothing sealed yet).
+        try:
+            at_backend = await self._revoke_at_backend(credential.type, issued, credential.settings)
+        except BrokerError as exc:
+            log.error(
+                "could not revoke an orphaned credential",
+                extra={"type": credential.type, "reason": exc.reason},
+            )
+            at_backend = False
+        lease = await self._store.leases.get(lease_id)
+        ended = await self._store.leases.end(
+            lease_id,
+            state="revoked",
+            now=self._now(),
+            by="broker",
+            reason="the answer never reached the runner",
+        )
+        if lease is not None and ended:
+            run = _Run(ExchangeRequest("", None, request_id), "")
+            reason = "orphan_revoked" if at_backend else "orphan_not_revocable"
+            await self._audit(run, "success", reason, kind="revocation", lease=lease)
+
     async def revoke_lease(self, lease: Lease, *, by: str, request_id: str) -> RevokedCredentials:
         """An administrator's revocation of one lease."""
         run = _Run(ExchangeRequest("", None, request_id), "")
@@ -552,7 +581,12 @@ class ExchangeService:
                 )
             return issued
 
-        issue, reused = await self._reuse.get_or_issue(key, credential, facts, call_backend)
+        async def orphaned(lease_id: str, issued: IssuedCredential) -> None:
+            await self._end_orphan(lease_id, credential, issued, run.request.request_id)
+
+        issue, reused = await self._reuse.get_or_issue(
+            key, credential, facts, call_backend, orphaned
+        )
         run.issue = issue
         if reused:
             self._metrics.issued_cache_hits.inc()
