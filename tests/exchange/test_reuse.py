@@ -53,7 +53,7 @@ class CountingIssuer:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def __call__(self) -> IssuedCredential:
+    async def __call__(self, lease_id: str) -> IssuedCredential:
         self.calls += 1
         self.started.set()
         await self.release.wait()
@@ -165,7 +165,7 @@ async def test_concurrent_identical_requests_share_one_backend_call(reuse: Broke
 
 
 async def test_a_failed_issue_lets_the_slot_go(reuse: Broker, store: Store) -> None:  # noqa: F811
-    async def failing() -> IssuedCredential:
+    async def failing(lease_id: str) -> IssuedCredential:
         raise RuntimeError("backend down")
 
     with pytest.raises(RuntimeError):

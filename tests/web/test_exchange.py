@@ -696,7 +696,7 @@ async def test_a_vault_role_bound_to_its_credential_refuses_a_token_minted_for_a
         audience=MINT_AUDIENCE,
         lifetime_seconds=300,
         clock=broker.app[keys.CLOCK],
-        credential="dev-oidc",
+        context={"credential": "dev-oidc"},
     )
     with pytest.raises(hvac.exceptions.InvalidRequest, match="claim"):
         broker.openbao.client(token=None).auth.jwt.jwt_login(

@@ -112,10 +112,12 @@ class ReuseWindow:
         key: ReuseKey,
         credential: Credential,
         facts: LeaseFacts,
-        issue: Callable[[], Awaitable[IssuedCredential]],
+        issue: Callable[[str], Awaitable[IssuedCredential]],
         orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
     ) -> tuple[Issue, bool]:
         """(issue, reused): the credential issued inside the window, or a new one.
+
+        ``issue`` is called with the id of the lease it issues under.
 
         When the caller is cancelled (the runner hung up) the backend call goes on, and what it
         issues is handed to ``orphaned`` with its lease id: nobody holds it.
@@ -180,7 +182,7 @@ class ReuseWindow:
         key: ReuseKey,
         credential: Credential,
         facts: LeaseFacts,
-        issue: Callable[[], Awaitable[IssuedCredential]],
+        issue: Callable[[str], Awaitable[IssuedCredential]],
         orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
     ) -> tuple[Issue, bool]:
         deadline = self._clock.now() + self._wait_seconds
@@ -191,7 +193,7 @@ class ReuseWindow:
                 pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds
             )
             if isinstance(claim, Claimed):
-                call = asyncio.ensure_future(issue())
+                call = asyncio.ensure_future(issue(pending.id))
                 try:
                     issued = await asyncio.shield(call)
                 except asyncio.CancelledError:

@@ -555,9 +555,9 @@ class ExchangeService:
             revocable=decided.traits.revocable,
         )
 
-        async def call_backend() -> IssuedCredential:
+        async def call_backend(lease_id: str) -> IssuedCredential:
             backend = self._backend(credential)
-            outbound = self._outbound(run, decided).value
+            outbound = self._outbound(run, decided, lease_id).value
             backend_started = time.perf_counter()
             try:
                 issued = await backend.exchange(decided.identity, outbound, decided.settings)
@@ -691,8 +691,9 @@ class ExchangeService:
         self._versions[credential.id] = (credential, version)
         return version
 
-    def _outbound(self, run: _Run, decided: _Decided) -> OutboundToken:
-        """The token the backend is sent: the platform's own, or one the broker mints."""
+    def _outbound(self, run: _Run, decided: _Decided, lease_id: str | None = None) -> OutboundToken:
+        """The token the backend is sent: the platform's own, or one the broker mints (naming
+        the credential, the job and the lease it is minted under)."""
         credential = decided.credential
         if credential.token == "passthrough":
             exp = decided.validated.claims.get("exp")
@@ -704,6 +705,10 @@ class ExchangeService:
         backend = self._backend(credential)
         # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
         expires = int(self._clock.now()) + self._signing.token_lifetime_seconds
+        job = self._job(decided.validated, run.fingerprint)
+        context = {"credential": credential.name, "job": job}
+        if lease_id is not None:
+            context["lease"] = lease_id
         value = mint_for_identity(
             self._keyring,
             decided.identity,
@@ -711,10 +716,10 @@ class ExchangeService:
             audience=audience,
             lifetime_seconds=self._signing.token_lifetime_seconds,
             clock=self._clock,
-            extra_claims=dict(backend.outbound_claims(decided.identity))
+            extra_claims=dict(backend.outbound_claims(decided.identity, job))
             if isinstance(backend, OutboundClaimsProvider)
             else None,
-            credential=credential.name,
+            context=context,
         )
         return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
 
