@@ -433,6 +433,8 @@ class ExchangeService:
                 "project": identity.project,
                 "environment": identity.environment,
                 "subject": identity.subject,
+                "job": self._job(validated, run.fingerprint),
+                **({"details": dict(identity.details)} if identity.details else {}),
             },
         )
         with run.check("rate_limit"):
