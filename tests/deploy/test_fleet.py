@@ -44,7 +44,7 @@ from tests.support.serve import (
     IssuerProcess,
     eventually,
     exchange,
-    serve_issuer,
+    serving_issuer,
     start_broker,
     write_config,
 )
@@ -204,7 +204,7 @@ def fleet(
     then two brokers of deploy's TOML and HAProxy of deploy's config in front of them."""
     directory = tmp_path_factory.mktemp("fleet")
     with ExitStack() as stack:
-        issuer = stack.enter_context(serve_issuer(directory))
+        issuer = stack.enter_context(serving_issuer(directory))
         auth_path = f"fleet-{secrets.token_hex(4)}"
         configure_jwt_auth(
             openbao.client(),

@@ -53,8 +53,8 @@ class IssuerProcess:
 
 
 @contextmanager
-def serve_issuer(directory: Path) -> Iterator[IssuerProcess]:
-    """The dev env0 issuer in its own process, its keys and log under ``directory``."""
+def serving_issuer(directory: Path) -> Iterator[IssuerProcess]:
+    """The dev env0 issuer, its keys and log in ``directory``, served until the block ends."""
     port = free_port()
     keys_dir = directory / "issuer-keys"
     issuer = DevPlatformIssuer(keys_dir, f"http://127.0.0.1:{port}")
@@ -70,7 +70,7 @@ def serve_issuer(directory: Path) -> Iterator[IssuerProcess]:
 @pytest.fixture
 def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
     """The dev env0 issuer, started for the test and stopped after it."""
-    with serve_issuer(tmp_path) as issuer:
+    with serving_issuer(tmp_path) as issuer:
         yield issuer
 
 
