@@ -4,10 +4,10 @@ OpenBao dev behind them and the dev env0 issuer in its own process.
 
 It keeps the broker's promises across brokers and workers: a retry on the other broker gets
 the same credential, a revoked lease is never delivered again by any broker, an
-organization's rate limit holds across the fleet within one burst, and an admin change
-reaches every worker within the policy cache's staleness bound. A rolling restart under
-steady load from another process loses no request. (``replay = "once"`` across the fleet is
-not shown here yet: the issuer option is read from the config but no exchange enforces it.)
+organization's rate limit holds across the fleet within one burst, a replay-once token serves
+one request on whichever broker, and an admin change reaches every worker within the policy
+cache's staleness bound. A rolling restart under steady load from another process loses no
+request.
 """
 
 from __future__ import annotations
@@ -90,7 +90,11 @@ class Organization:
 
 ACME = Organization("acme", str(uuid.uuid4()))
 LOAD = tuple(Organization(f"load-{n}", str(uuid.uuid4())) for n in range(LOAD_ORGANIZATIONS))
-PROJECTS = {test: str(uuid.uuid4()) for test in ("retry", "revoke", "policy", "load")}
+PROJECTS = {test: str(uuid.uuid4()) for test in ("retry", "revoke", "policy", "load", "replay")}
+# A second profile of the dev issuer, trusted with replay = "once" (its tokens carry a jti).
+REPLAY_PROFILE = "github"
+REPLAY_ONCE = Organization("replay-once", str(secrets.randbelow(10**9)))
+REPLAY_CREDENTIALS = ("token-a", "token-b")
 
 
 @dataclass
@@ -104,9 +108,9 @@ class Fleet:
     admin_token: str
     directory: Path
 
-    def mint(self, organization: Organization, project: str) -> str:
-        """A signed env0 token of ``organization``'s platform org and ``project``."""
-        return self.issuer.issuer.mint("env0", org=organization.platform_id, project=project)
+    def mint(self, organization: Organization, project: str, profile: str = "env0") -> str:
+        """A signed token of ``organization``'s platform org and ``project``."""
+        return self.issuer.issuer.mint(profile, org=organization.platform_id, project=project)
 
     def urls(self) -> list[str]:
         """Each broker directly, then HAProxy."""
@@ -163,7 +167,8 @@ def _credential_of(
 
 def _policy(issuer: IssuerProcess, openbao: OpenBaoDevServer, path: str) -> dict[str, object]:
     """acme (one project per test) and the load's organizations, each with one passthrough
-    Vault credential assigned."""
+    Vault credential assigned; and an organization of a replay-once issuer with two minted
+    token credentials."""
     organizations = [ACME, *LOAD]
     assignments = [
         {"organization": ACME.name, "project": PROJECTS[test], "credentials": [CREDENTIAL]}
@@ -172,14 +177,42 @@ def _policy(issuer: IssuerProcess, openbao: OpenBaoDevServer, path: str) -> dict
         {"organization": org.name, "project": PROJECTS["load"], "credentials": [CREDENTIAL]}
         for org in LOAD
     ]
+    replay_once = issuer.issuer.issuer_settings(REPLAY_PROFILE, name="dev-replay-once")
     return {
-        "issuers": [issuer.issuer_entry()],
+        "issuers": [
+            issuer.issuer_entry(),
+            {**replay_once.model_dump(mode="json", exclude_defaults=True), "replay": "once"},
+        ],
         "organizations": [
             {"name": org.name, "issuer": "dev-env0", "platform_org_id": org.platform_id}
             for org in organizations
+        ]
+        + [
+            {
+                "name": REPLAY_ONCE.name,
+                "issuer": "dev-replay-once",
+                "platform_org_id": REPLAY_ONCE.platform_id,
+            }
         ],
-        "credentials": [_credential_of(org, openbao, path) for org in organizations],
-        "assignments": assignments,
+        "credentials": [_credential_of(org, openbao, path) for org in organizations]
+        + [
+            {
+                "organization": REPLAY_ONCE.name,
+                "name": name,
+                "type": "oidc_token",
+                "token": "mint",
+                "audience": f"fleet-{name}",
+            }
+            for name in REPLAY_CREDENTIALS
+        ],
+        "assignments": [
+            *assignments,
+            {
+                "organization": REPLAY_ONCE.name,
+                "project": PROJECTS["replay"],
+                "credentials": list(REPLAY_CREDENTIALS),
+            },
+        ],
     }
 
 
@@ -205,6 +238,8 @@ def fleet(
     directory = tmp_path_factory.mktemp("fleet")
     with ExitStack() as stack:
         issuer = stack.enter_context(serving_issuer(directory))
+        # The key file, before anything asks the issuer process for that profile's JWKS.
+        issuer.issuer.signing_key(REPLAY_PROFILE)
         auth_path = f"fleet-{secrets.token_hex(4)}"
         configure_jwt_auth(
             openbao.client(),
@@ -420,6 +455,48 @@ def test_the_organization_rate_limit_holds_across_the_fleet_within_one_burst(
         f"\nfleet rate limit: {allowed} of {sent} allowed in {elapsed:.2f} s "
         f"(burst {BURST}, refill {REFILL_PER_SECOND}/s), {limited} refused with 429"
     )
+
+
+def _minted(answer: ExchangeAnswer) -> tuple[str, str]:
+    assert answer.status == 200, answer.body
+    return answer.body["lease"]["id"], answer.body["values"]["OIDC_TOKEN"]
+
+
+def _replayed(answer: ExchangeAnswer) -> bool:
+    return (answer.status, answer.body.get("reason")) == (401, "token_replayed")
+
+
+def test_a_replay_once_token_serves_one_request_across_the_fleet(fleet: Fleet) -> None:
+    first_broker, other_broker = fleet.brokers.values()
+    a, b = REPLAY_CREDENTIALS
+
+    def mint() -> str:
+        return fleet.mint(REPLAY_ONCE, PROJECTS["replay"], profile=REPLAY_PROFILE)
+
+    token = mint()
+    issued = _minted(exchange(first_broker.url, token, a))
+    # Its retries, on the other broker and through HAProxy: the same credential.
+    for url in (other_broker.url, fleet.haproxy.url, fleet.haproxy.url):
+        assert _minted(exchange(url, token, a)) == issued
+    # Any other request with it, on any broker: refused.
+    for url in fleet.urls():
+        assert _replayed(exchange(url, token, b))
+
+    # First uses racing on both brokers at once, for both credentials: one request wins.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        for _ in range(3):
+            racing = mint()
+            answers = list(
+                pool.map(
+                    lambda n, t=racing: exchange(
+                        fleet.brokers[BROKERS[n % 2]].url, t, REPLAY_CREDENTIALS[n // 2 % 2]
+                    ),
+                    range(8),
+                )
+            )
+            served = [_minted(answer) for answer in answers if answer.status == 200]
+            assert len(set(served)) == 1, answers
+            assert all(answer.status == 200 or _replayed(answer) for answer in answers), answers
 
 
 def _dry_run_on(worker_port: int, workers: list[int], token: str) -> tuple[int, float, bool]:
