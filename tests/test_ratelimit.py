@@ -13,11 +13,11 @@ import hashlib
 import logging
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from bench.procs import free_port
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -64,13 +64,6 @@ def drain(bucket: Bucket | None, limit: BucketLimits, now: float) -> Bucket:
         bucket, wait = take(bucket, limit, now)
         if wait is not None:
             return bucket
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # --- the pure bucket --------------------------------------------------------------------------
