@@ -20,9 +20,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
-
 from tokenbroker.config import IssuerSettings, Settings, parse_settings
 from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 
@@ -134,9 +134,7 @@ class Broker:
 
     def token(self) -> str:
         """A fresh env0 token (its own jti), so no exchange is a retry of another."""
-        return self.issuer.mint(
-            "env0", org=ORG, project=PROJECT, claims={"jti": uuid.uuid4().hex}
-        )
+        return self.issuer.mint("env0", org=ORG, project=PROJECT, claims={"jti": uuid.uuid4().hex})
 
     async def exchange(self, credential: str) -> Answer:
         """One exchange of a fresh token for ``credential``, timed."""
@@ -183,10 +181,14 @@ def fault_settings(
     backends allowed; ``sections`` added (``store``, ``rate_limit``...)."""
     server = {"data_dir": str(data_dir), "client_timeout_seconds": CLIENT_TIMEOUT_SECONDS}
     server.update(sections.pop("server", {}))
+    # Limits high enough that no rate limit answers for the fault under test.
+    rate_limit: dict[str, object] = {"requests_per_minute": 1_000_000, "burst": 100_000}
+    rate_limit.update(sections.pop("rate_limit", {}))
     return parse_settings(
         {
             "server": server,
             "security": {"allow_private_backends": True},
+            "rate_limit": rate_limit,
             "issuers": [issuer.model_dump(mode="json")],
             "organizations": [{"name": "acme", "issuer": issuer.name, "platform_org_id": ORG}],
             "credentials": credentials,

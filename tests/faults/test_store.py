@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
+
 from tests.faults.conftest import (
     Broker,
     Figures,
@@ -23,7 +24,6 @@ from tests.faults.conftest import (
 )
 from tests.support.openbao import OpenBaoDevServer
 from tests.support.platform import ServedDevIssuer
-
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
