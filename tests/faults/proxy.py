@@ -11,7 +11,7 @@ class FaultProxy:
 
     Hung: connections are accepted (new and open ones alike) but nothing is forwarded, so the
     client waits for an answer that never comes. Down: the port is closed and every open
-    connection dropped, so connecting is refused. ``forwarded`` counts the bytes sent upstream.
+    connection dropped, so connecting is refused.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int) -> None:
@@ -21,7 +21,6 @@ class FaultProxy:
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self.port = 0
-        self.forwarded = 0
 
     async def start(self) -> None:
         """Listen (on the same port as before, after a ``down()``)."""
@@ -66,19 +65,15 @@ class FaultProxy:
             return
         self._writers.add(up_writer)
         await asyncio.gather(
-            self._pipe(reader, up_writer, upstream=True),
-            self._pipe(up_reader, writer, upstream=False),
+            self._pipe(reader, up_writer),
+            self._pipe(up_reader, writer),
         )
 
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, upstream: bool
-    ) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
             while data := await reader.read(65536):
                 await self._flowing.wait()
                 writer.write(data)
                 await writer.drain()
-                if upstream:
-                    self.forwarded += len(data)
         writer.close()
         self._writers.discard(writer)
