@@ -80,7 +80,8 @@ class Figure:
     fault: str
     during: str
     answer_seconds: float
-    recovery_seconds: float
+    # None: the runner saw no outage, so there was nothing to recover from.
+    recovery_seconds: float | None
     issued: str
 
 
@@ -90,7 +91,9 @@ class Figures:
 
     rows: list[Figure] = field(default_factory=list)
 
-    def record(self, fault: str, during: Answer, recovery_seconds: float, issued: str) -> None:
+    def record(
+        self, fault: str, during: Answer, recovery_seconds: float | None, issued: str
+    ) -> None:
         """Add the row of one fault."""
         self.rows.append(Figure(fault, during.summary(), during.seconds, recovery_seconds, issued))
 
@@ -103,10 +106,14 @@ class Figures:
         ]
         lines += [
             f"| {row.fault} | {row.during} | {row.answer_seconds:.2f} s "
-            f"| {row.recovery_seconds:.2f} s | {row.issued} |"
+            f"| {_seconds(row.recovery_seconds)} | {row.issued} |"
             for row in self.rows
         ]
         return "\n".join(lines) + "\n"
+
+
+def _seconds(value: float | None) -> str:
+    return "no outage seen" if value is None else f"{value:.2f} s"
 
 
 @pytest.fixture(scope="session")
