@@ -75,9 +75,7 @@ async def exchange(request: web.Request) -> web.Response:
     if isinstance(result, RunnerDocument):
         if isinstance(result.body, str):
             return _no_store(result.body, "text/plain", expires_at=result.expires_at)
-        return _no_store(
-            json.dumps(result.body), "application/json", expires_at=result.expires_at
-        )
+        return _no_store(json.dumps(result.body), "application/json", expires_at=result.expires_at)
     content_type, body = render(
         fmt,
         result.credential.name,
