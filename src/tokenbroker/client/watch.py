@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import signal
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
@@ -107,28 +108,28 @@ def refresh_delay(expires_at: float, now: float) -> float:
     return max(MIN_REFRESH_SECONDS, (expires_at - now) * REFRESH_FRACTION)
 
 
-async def _until_stopped(work: Awaitable[_T], stop: asyncio.Event) -> _T | None:
-    """``work``'s result, or None when ``stop`` is set first (``work`` is then cancelled: an
-    exchange the broker answered after the client went is revoked by the broker itself)."""
+class _Stop(enum.Enum):
+    STOPPED = "stopped"
+
+
+STOPPED = _Stop.STOPPED
+
+
+async def _until_stopped(work: Awaitable[_T], stop: asyncio.Event) -> _T | _Stop:
+    """``work``'s result, or ``STOPPED`` once ``stop`` is set: the stop wins, and ``work`` is
+    cancelled (an exchange the broker answered after the client went is revoked by the broker,
+    and the job's leases are revoked on the way out anyway)."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())
     try:
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-        if not task.done():
+        if stop.is_set() and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-    return None if task.cancelled() else task.result()
-
-
-async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
+    return STOPPED if stop.is_set() else task.result()
 
 
 @dataclass
@@ -174,11 +175,11 @@ class _Watch:
     async def run(self, stop: asyncio.Event) -> None:
         """Keep FILE valid until ``stop``; a refusal ends it by raising its failure."""
         answer = await _until_stopped(self.exchange(), stop)
-        if answer is None:
+        if answer is STOPPED:
             return
         delay = self.write(answer)
         expires_at = answer.expires_at
-        while not await _stopped_within(stop, delay):
+        while await _until_stopped(self.runtime.sleep(delay), stop) is not STOPPED:
             try:
                 answer = await _until_stopped(self.exchange(), stop)
             except Unavailable as exc:
@@ -194,7 +195,7 @@ class _Watch:
                     "(the credential it holds is still valid)"
                 )
                 continue
-            if answer is None:
+            if answer is STOPPED:
                 return
             delay = self.write(answer)
             expires_at = answer.expires_at
