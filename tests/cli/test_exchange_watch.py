@@ -135,7 +135,7 @@ class Watcher:
 
 
 async def start_watcher(broker: Broker, tmp_path: Path, token_file: Path, *extra: str) -> Watcher:
-    output = tmp_path / "out" / "vault.env"
+    output = tmp_path / "out" / "vault.sh"
     output.parent.mkdir(exist_ok=True)
     log = tmp_path / "watcher.log"
     # Nothing of the machine's CI environment reaches the runner's client.
@@ -143,7 +143,7 @@ async def start_watcher(broker: Broker, tmp_path: Path, token_file: Path, *extra
     with log.open("wb") as stderr:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tokenbroker", "exchange", "--broker", broker.url,
-            "--credential", "short-vault", "--format", "env", "--output", str(output),
+            "--credential", "short-vault", "--format", "shell", "--output", str(output),
             "--token-file", str(token_file), "--watch", *extra,
             env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=stderr,
@@ -270,7 +270,7 @@ async def test_watch_keeps_the_file_valid_rereads_the_token_file_and_revokes_at_
     assert reads.torn == []
     assert len(reads.versions) >= 2
     assert len(set(reads.versions.values())) == len(reads.versions)
-    assert [p.name for p in watcher.output.parent.iterdir()] == ["vault.env"]
+    assert [p.name for p in watcher.output.parent.iterdir()] == ["vault.sh"]
     assert watcher.output.stat().st_mode & 0o777 == 0o600
 
 
