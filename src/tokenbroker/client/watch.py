@@ -125,9 +125,11 @@ async def _until_stopped(work: Awaitable[_T], stop: asyncio.Event) -> _T | _Stop
         await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
     finally:
         stopped.cancel()
-        if stop.is_set() and not task.done():
+        if stop.is_set():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Awaited, so whatever it ended with (cancelled, or a failure it met at the same
+            # moment) is retrieved and not reported as lost.
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
     return STOPPED if stop.is_set() else task.result()
 
