@@ -262,3 +262,19 @@ async def test_a_loopback_credential_is_applied_when_private_backends_are_allowe
         assert stored.settings["address"] == "http://127.0.0.1:8200"
     finally:
         await store.close()
+
+
+async def test_loading_refuses_a_handed_out_token_on_another_mint_audience_naming_both(
+    store: Store,
+) -> None:
+    minted = [
+        {"organization": "acme", "name": "minted-vault", "type": "vault_oidc", "token": "mint",
+         "audience": "vault", "settings": dict(VAULT_SETTINGS)},
+        {"organization": "acme", "name": "runner-token", "type": "oidc_token", "token": "mint",
+         "audience": "vault"},
+    ]  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, _config(credentials=minted, assignments=[]))
+    text = "\n".join(caught.value.problems)
+    assert "runner-token" in text
+    assert "minted-vault" in text

@@ -89,8 +89,8 @@ class BackendFactory(Protocol):
 class OutboundClaimsProvider(Protocol):
     """A backend that adds claims to the tokens the broker mints for it (e.g. AWS session tags)."""
 
-    def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
-        """Extra claims for a minted outbound token."""
+    def outbound_claims(self, identity: Identity, job: str) -> Mapping[str, object]:
+        """Extra claims for a minted outbound token (``job``: the platform's job id)."""
         ...
 
 

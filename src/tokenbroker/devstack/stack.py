@@ -234,16 +234,15 @@ def build_settings(
         return {"address": openbao_address, "role": VAULT_ROLE, "auth_path": path}
 
     def credentials(seed: DevSeed) -> list[dict[str, object]]:
+        # Each credential's type is its seed's (seeds.CREDENTIALS).
         every: dict[str, dict[str, object]] = {
-            "dev-vault": {"type": "vault_oidc", "settings": vault(seed.vault_auth_path)},
+            "dev-vault": {"settings": vault(seed.vault_auth_path)},
             "dev-vault-mint": {
-                "type": "vault_oidc",
                 "token": "mint",
                 "audience": VAULT_MINT_AUDIENCE,
                 "settings": vault(MINT_AUTH_PATH),
             },
             "dev-aws": {
-                "type": "aws_oidc",
                 # Minted, so the token carries the identity as AWS session tags.
                 "token": "mint",
                 "audience": AWS_AUDIENCE,
@@ -255,7 +254,6 @@ def build_settings(
                 },
             },
             "dev-gcp": {
-                "type": "gcp_oidc",
                 "settings": {
                     "audience": GCP_PROVIDER,
                     "service_account": GCP_SERVICE_ACCOUNT,
@@ -264,7 +262,6 @@ def build_settings(
                 },
             },
             "dev-azure": {
-                "type": "azure_oidc",
                 # Minted for Entra's default audience; the app trusts the broker as issuer.
                 "token": "mint",
                 "settings": {
@@ -275,15 +272,19 @@ def build_settings(
                     "ca_cert": entra_ca_pem,
                 },
             },
-            "dev-oidc": {"type": "oidc_token", "token": "mint", "audience": OIDC_AUDIENCE},
+            "dev-oidc": {"token": "mint", "audience": OIDC_AUDIENCE},
             DENIED_CREDENTIAL: {
-                "type": "vault_oidc",
                 "settings": vault(seed.vault_auth_path),
                 "bound_claims": {"environmentId": PROD_ENVIRONMENT_ID},
             },
         }
         return [
-            {"organization": seed.organization, "name": name, **every[name]}
+            {
+                "organization": seed.organization,
+                "name": name,
+                "type": CREDENTIALS[name],
+                **every[name],
+            }
             for name in seed.credentials
         ]
 

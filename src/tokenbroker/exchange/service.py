@@ -328,6 +328,35 @@ class ExchangeService:
             raise
         return await self._end_leases(leases, by="runner", reason="revoked by the job", run=run)
 
+    async def orphaned(self, result: ExchangeResult, *, request_id: str) -> None:
+        """A credential issued for a runner that went away before the answer: end its lease."""
+        await self._end_orphan(result.lease_id, result.credential, result.issued, request_id)
+
+    async def _end_orphan(
+        self, lease_id: str, credential: Credential, issued: IssuedCredential, request_id: str
+    ) -> None:
+        # Revoked with what the backend answered (the lease may hold nothing sealed yet).
+        try:
+            at_backend = await self._revoke_at_backend(credential.type, issued, credential.settings)
+        except BrokerError as exc:
+            log.error(
+                "could not revoke an orphaned credential",
+                extra={"type": credential.type, "reason": exc.reason},
+            )
+            at_backend = False
+        lease = await self._store.leases.get(lease_id)
+        ended = await self._store.leases.end(
+            lease_id,
+            state="revoked",
+            now=self._now(),
+            by="broker",
+            reason="the answer never reached the runner",
+        )
+        if lease is not None and ended:
+            run = _Run(ExchangeRequest("", None, request_id), "")
+            reason = "orphan_revoked" if at_backend else "orphan_not_revocable"
+            await self._audit(run, "success", reason, kind="revocation", lease=lease)
+
     async def revoke_lease(self, lease: Lease, *, by: str, request_id: str) -> RevokedCredentials:
         """An administrator's revocation of one lease."""
         run = _Run(ExchangeRequest("", None, request_id), "")
@@ -406,6 +435,8 @@ class ExchangeService:
                 "project": identity.project,
                 "environment": identity.environment,
                 "subject": identity.subject,
+                "job": self._job(validated, run.fingerprint),
+                **({"details": dict(identity.details)} if identity.details else {}),
             },
         )
         with run.check("rate_limit"):
@@ -528,9 +559,9 @@ class ExchangeService:
             revocable=decided.traits.revocable,
         )
 
-        async def call_backend() -> IssuedCredential:
+        async def call_backend(lease_id: str) -> IssuedCredential:
             backend = self._backend(credential)
-            outbound = self._outbound(run, decided).value
+            outbound = self._outbound(run, decided, lease_id).value
             backend_started = time.perf_counter()
             try:
                 issued = await backend.exchange(decided.identity, outbound, decided.settings)
@@ -554,7 +585,12 @@ class ExchangeService:
                 )
             return issued
 
-        issue, reused = await self._reuse.get_or_issue(key, credential, facts, call_backend)
+        async def orphaned(lease_id: str, issued: IssuedCredential) -> None:
+            await self._end_orphan(lease_id, credential, issued, run.request.request_id)
+
+        issue, reused = await self._reuse.get_or_issue(
+            key, credential, facts, call_backend, orphaned
+        )
         run.issue = issue
         if reused:
             self._metrics.issued_cache_hits.inc()
@@ -660,8 +696,9 @@ class ExchangeService:
         self._versions[credential.id] = (credential, version)
         return version
 
-    def _outbound(self, run: _Run, decided: _Decided) -> OutboundToken:
-        """The token the backend is sent: the platform's own, or one the broker mints."""
+    def _outbound(self, run: _Run, decided: _Decided, lease_id: str | None = None) -> OutboundToken:
+        """The token the backend is sent: the platform's own, or one the broker mints (naming
+        the credential, the job and the lease it is minted under)."""
         credential = decided.credential
         if credential.token == "passthrough":
             exp = decided.validated.claims.get("exp")
@@ -673,6 +710,10 @@ class ExchangeService:
         backend = self._backend(credential)
         # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
         expires = int(self._clock.now()) + self._signing.token_lifetime_seconds
+        job = self._job(decided.validated, run.fingerprint)
+        context = {"credential": credential.name, "job": job}
+        if lease_id is not None:
+            context["lease"] = lease_id
         value = mint_for_identity(
             self._keyring,
             decided.identity,
@@ -680,10 +721,10 @@ class ExchangeService:
             audience=audience,
             lifetime_seconds=self._signing.token_lifetime_seconds,
             clock=self._clock,
-            extra_claims=dict(backend.outbound_claims(decided.identity))
+            extra_claims=dict(backend.outbound_claims(decided.identity, job))
             if isinstance(backend, OutboundClaimsProvider)
             else None,
-            credential=credential.name,
+            context=context,
         )
         return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
 

@@ -5,6 +5,8 @@ Each rule is one pure function, so the three places can never disagree about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -36,3 +38,33 @@ def token_mode_problems(
     if traits is not None and traits.mint_only and token == "passthrough":
         problems.append(("token", f"{traits.type_name} credentials need token = 'mint'"))
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class MintedAudience:
+    """A mint credential's audience, and whether its minted token is handed to the runner."""
+
+    organization: str
+    name: str
+    audience: str
+    handed_out: bool
+
+
+def audience_conflicts(candidate: MintedAudience, others: Iterable[MintedAudience]) -> list[str]:
+    """Why ``candidate`` may not mint for its audience, naming each credential it clashes with.
+
+    A minted token handed to a runner (``oidc_token``) is accepted by every backend that trusts
+    its audience: if another mint credential minted for the same audience, the runner could
+    take the handed-out token there and skip that credential's own checks.
+    """
+    clashes = []
+    for other in others:
+        if (other.organization, other.name) == (candidate.organization, candidate.name):
+            continue
+        if other.audience == candidate.audience and (candidate.handed_out or other.handed_out):
+            clashes.append(
+                f"{candidate.audience!r} of credential {candidate.name!r} is also the audience "
+                f"of mint credential {other.name!r} of organization {other.organization!r}; a "
+                "token handed to runners needs an audience of its own"
+            )
+    return clashes

@@ -76,6 +76,9 @@ async def exchange(request: web.Request) -> web.Response:
         if isinstance(result.body, str):
             return _no_store(result.body, "text/plain", expires_at=result.expires_at)
         return _no_store(json.dumps(result.body), "application/json", expires_at=result.expires_at)
+    if not result.reused and _runner_gone(request):
+        # Issued while the runner hung up: nobody holds it, so it is revoked where it can be.
+        await service.orphaned(result, request_id=request_id_var.get())
     content_type, body = render(
         fmt,
         result.credential.name,
@@ -86,6 +89,11 @@ async def exchange(request: web.Request) -> web.Response:
     return _no_store(
         body, content_type, lease_id=result.lease_id, expires_at=result.issued.expires_at
     )
+
+
+def _runner_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _no_store(
