@@ -44,6 +44,8 @@ EXERCISED_BY = {
     'export ENV0_OIDC_TOKEN="$(': "test_the_local_stack_runner_block_runs_as_printed",
     "vault auth enable -path=jwt jwt": "test_the_vault_block_configures_openbao_with_bao",
     "# AWS CLI v1 fetches": "test_the_aws_iam_block_runs_with_the_aws_cli_v1_against_moto",
+    "tokenbroker exchange --credential prod-vault --format shell": "tests/cli/"
+    "test_exchange_watch.py::test_watch_keeps_the_file_valid_rereads_the_token_file_and_revokes_at_sigterm",
 }
 
 

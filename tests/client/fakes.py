@@ -18,7 +18,9 @@ from pytest_aiohttp import AiohttpServer
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.backends.registry import backend_class
 from tokenbroker.client.discovery import GENERIC_VARIABLE, PLATFORM_VARIABLES
+from tokenbroker.clock import isoformat_utc
 from tokenbroker.output import parse_format, render
+from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 
 # Shaped like a JWT so any leak would be caught by the same patterns as a real one.
 PLATFORM_TOKEN = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJydW5uZXItc2VjcmV0In0.c2lnbmF0dXJlLXNlY3JldA"
@@ -55,13 +57,16 @@ def clear_client_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @dataclass(frozen=True)
 class Scripted:
-    """One answer: ``status`` with a JSON ``body`` (or text), ``headers``; or drop / hang."""
+    """One answer: ``status`` with a JSON ``body`` (or text), ``headers``; or drop / hang; or
+    the stand-in's own success."""
 
     status: int = 200
     body: object = None
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False
     hang: bool = False
+    # Answer as the stand-in does when nothing is scripted (its ``success``).
+    succeed: bool = False
 
 
 def refusal(
@@ -85,6 +90,7 @@ class Recorded:
     authorization: str | None
     query: dict[str, str]
     body: bytes
+    path: str = ""
 
 
 @dataclass
@@ -105,11 +111,14 @@ class StandIn:
         """Record the request, then play the next scripted answer."""
         self.requests.append(
             Recorded(
-                request.headers.get("Authorization"), dict(request.query), await request.read()
+                request.headers.get("Authorization"),
+                dict(request.query),
+                await request.read(),
+                request.path,
             )
         )
         answer = self.script.pop(0) if self.script else None
-        if answer is None:
+        if answer is None or answer.succeed:
             return self.success(request)
         if answer.drop:
             # Close the socket without a word: the client sees a dropped connection.
@@ -128,28 +137,62 @@ class StandIn:
 
 
 class BrokerStandIn(StandIn):
-    """``POST /v1/exchange`` answering like the broker, with AWS values in any format."""
+    """``POST /v1/exchange`` answering like the broker, with AWS values in any format, each
+    under a new lease (named in the headers; in the body too when ``lease_in_body``) that
+    expires in ``lifetime_seconds``; ``POST /v1/leases/revoke`` lists them as not revocable."""
+
+    lifetime_seconds: float = 3600.0
+    lease_in_body: bool = False
 
     def success(self, request: web.Request) -> web.Response:
         """The credential in the requested format, as the broker renders it; or a dry run."""
+        if request.path == "/v1/leases/revoke":
+            leases = [
+                {"id": lease_of(index), "credential": "prod-aws", "type": "aws_oidc"}
+                for index, recorded in enumerate(self.requests)
+                if recorded.path == "/v1/exchange"
+            ]
+            return web.json_response({"revoked": [], "not_revocable": leases})
         if request.query.get("dry_run") == "true":
             return web.json_response({"allowed": True, "checks": []})
         fmt = request.query.get("format", "json")
         if fmt.startswith("gcp-"):
             return web.json_response({"format": fmt})
         issued = IssuedCredential(
-            values=AWS_VALUES, expires_at=datetime.now(UTC) + timedelta(hours=1)
+            values=AWS_VALUES,
+            expires_at=datetime.now(UTC) + timedelta(seconds=self.lifetime_seconds),
         )
+        lease = lease_of(len(self.requests) - 1)
         content_type, body = render(
-            parse_format(fmt), "prod-aws", backend_class("aws_oidc"), issued
+            parse_format(fmt),
+            "prod-aws",
+            backend_class("aws_oidc"),
+            issued,
+            lease=lease if self.lease_in_body else None,
         )
-        return web.Response(text=body, content_type=content_type)
+        headers = {LEASE_ID_HEADER: lease, EXPIRES_AT_HEADER: isoformat_utc(issued.expires_at)}
+        return web.Response(text=body, content_type=content_type, headers=headers)
+
+    def exchanges(self) -> list[Recorded]:
+        """The recorded requests of ``POST /v1/exchange``."""
+        return [recorded for recorded in self.requests if recorded.path == "/v1/exchange"]
 
     def app(self) -> web.Application:
         """The stand-in's application."""
         app = web.Application()
         app.router.add_post("/v1/exchange", self.handle)
+        app.router.add_post("/v1/leases/revoke", self.handle)
         return app
+
+    def credential_requested(self, index: int = -1) -> object:
+        """The ``credential`` of a recorded request's body (None without a body)."""
+        raw = self.requests[index].body
+        return json.loads(raw)["credential"] if raw else None
+
+
+def lease_of(request_index: int) -> str:
+    """The lease the broker stand-in issues for its request number ``request_index``."""
+    return f"lse_standin{request_index:04d}"
 
     def credential_requested(self, index: int = -1) -> object:
         """The ``credential`` of a recorded request's body (None without a body)."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import hvac
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
@@ -28,6 +28,7 @@ from tokenbroker.config import parse_settings
 from tokenbroker.identity.models import Identity
 from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.issuer.minting import mint_for_identity
+from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
@@ -43,13 +44,6 @@ MINT_AUDIENCE = "vault-via-broker"
 CREDENTIAL_BOUND_ROLE = "credential-bound"
 
 pytestmark = pytest.mark.openbao
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -302,6 +296,27 @@ async def test_env_and_shell_formats_carry_the_vault_values(broker: Broker) -> N
     assert f"export VAULT_TOKEN='{env_values['VAULT_TOKEN']}'" in shell.splitlines()
     lease = env_values["TOKENBROKER_LEASE_ID"]
     assert f"export TOKENBROKER_LEASE_ID='{lease}'" in shell.splitlines()
+
+
+async def test_every_format_names_its_lease_and_expiry_in_headers(broker: Broker) -> None:
+    token = broker.token()
+    answer = await broker.exchange(token, "prod-vault")
+    body = await answer.json()
+    assert answer.headers[LEASE_ID_HEADER] == body["lease"]["id"]
+    assert answer.headers[EXPIRES_AT_HEADER] == body["expires_at"]
+    # A retry in the reuse window: the same lease, so the same headers, in a format whose
+    # body (env lines) has no expiry at all.
+    env = await broker.exchange(token, "prod-vault", query="?format=env")
+    assert env.headers[LEASE_ID_HEADER] == body["lease"]["id"]
+    assert env.headers[EXPIRES_AT_HEADER] == body["expires_at"]
+    assert f"TOKENBROKER_LEASE_ID={body['lease']['id']}" in (await env.text()).splitlines()
+
+
+async def test_a_dry_run_names_no_lease(broker: Broker) -> None:
+    answer = await broker.exchange(broker.token(), "prod-vault", query="?dry_run=true")
+    assert answer.status == 200
+    assert LEASE_ID_HEADER not in answer.headers
+    assert EXPIRES_AT_HEADER not in answer.headers
 
 
 async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Broker) -> None:

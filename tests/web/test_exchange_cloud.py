@@ -16,6 +16,7 @@ import shlex
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,12 +24,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from bench.procs import free_port
 from google.auth import pluggable
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from pytest_aiohttp import AiohttpClient
-from tests.support.aws import FakeSts, MotoServer, StsReply, free_port
+from tests.support.aws import FakeSts, MotoServer, StsReply
 from tests.support.gcp import (
     POOL,
     SERVICE_ACCOUNT,
@@ -44,6 +46,7 @@ from tokenbroker.config import parse_settings
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, WorkloadIdentityProvider
 from tokenbroker.identity.profiles.circleci import CLAIM_PREFIX as CIRCLECI_CLAIM
 from tokenbroker.policy.models import AuditEvent
+from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
@@ -636,6 +639,22 @@ async def test_gcp_executable_in_mint_holds_a_broker_token_for_the_provider(
     assert document["expiration_time"] == claims["exp"]
     [event] = await broker.audit("gcp-minted")
     assert (event.outcome, event.reason) == ("success", "outbound_token")
+
+
+async def test_a_runner_document_names_its_tokens_expiry_and_no_lease_in_headers(
+    broker: Broker,
+) -> None:
+    # The executable response carries a token (it expires); the configuration only settings.
+    token = broker.token("gitpod")
+    executable = await broker.exchange(token, "gcp-minted", query="?format=gcp-executable")
+    document = await executable.json()
+    expires_at = datetime.fromisoformat(executable.headers[EXPIRES_AT_HEADER])
+    assert expires_at.timestamp() == document["expiration_time"]
+    assert LEASE_ID_HEADER not in executable.headers
+    config = await broker.exchange(token, "gcp-minted", query="?format=gcp-external-account")
+    assert config.status == 200, await config.text()
+    assert EXPIRES_AT_HEADER not in config.headers
+    assert LEASE_ID_HEADER not in config.headers
 
 
 async def test_gcp_executable_never_calls_google(broker: Broker) -> None:

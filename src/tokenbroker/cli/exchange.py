@@ -20,7 +20,8 @@ from tokenbroker.client.exchange import (
     ExchangeOptions,
     run_exchange,
 )
-from tokenbroker.client.failures import ClientFailure
+from tokenbroker.client.failures import EXIT_USAGE, ClientFailure
+from tokenbroker.client.watch import watch_until_signalled
 from tokenbroker.clock import SystemClock
 
 _EPILOG = """\
@@ -35,6 +36,12 @@ exit codes:
 
 as an AWS credential_process (only the JSON goes to stdout):
   credential_process = tokenbroker exchange --credential prod-aws --format aws-credential-process
+
+--watch --output FILE keeps FILE valid for a long job: it exchanges again at two thirds of the
+credential's lifetime (reading the platform token afresh), replaces FILE atomically, and on
+SIGTERM or SIGINT revokes the job's leases (unless --keep) and exits 0. A refused refresh ends
+it with that refusal's code, FILE left valid until it expires:
+  tokenbroker exchange --credential prod-vault --format env --output vault.env --watch &
 """
 EXIT_CODES_HELP = _EPILOG.format(
     discovery=textwrap.fill(
@@ -95,6 +102,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--ca-cert", type=Path, metavar="FILE", help="CA bundle for a broker behind a private CA"
     )
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep --output FILE valid until SIGTERM/SIGINT, re-exchanging before it expires",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="with --watch: on exit, leave the job's leases to expire instead of revoking them",
+    )
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(handler=run)
 
@@ -123,8 +140,18 @@ def run(args: argparse.Namespace) -> int:
         audience=args.audience,
         timeout=args.timeout,
         ca_cert=args.ca_cert,
+        keep=args.keep,
     )
+    if args.keep and not args.watch:
+        raise CliError("--keep only applies to --watch", EXIT_USAGE)
+    if args.watch and (args.dry_run or args.append_env):
+        raise CliError(
+            "--watch keeps an --output FILE current; it cannot be a dry run nor --append-env",
+            EXIT_USAGE,
+        )
     try:
+        if args.watch:
+            return asyncio.run(watch_until_signalled(options, os.environ, real_runtime(args.quiet)))
         # google-auth reads an executable's stdout and stderr as one stream: a progress line
         # would break the JSON it expects, so that format is always quiet.
         quiet = args.quiet or args.fmt == "gcp-executable"

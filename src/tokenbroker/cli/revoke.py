@@ -16,6 +16,7 @@ from tokenbroker.client.exchange import (
     BROKER_URL_VARIABLE,
     ClientRuntime,
     ExchangeOptions,
+    revocation_lines,
     revoke_at_broker,
 )
 from tokenbroker.client.failures import ClientFailure, UsageFailure
@@ -77,12 +78,8 @@ async def _tell_broker(args: argparse.Namespace, runtime: ClientRuntime) -> bool
         broker_url=args.broker, token_env=args.token_env, token_file=args.token_file
     )
     answer = await revoke_at_broker(options, os.environ, runtime)
-    for key, told in (("revoked", "the broker revoked"), ("not_revocable", "left to expire:")):
-        leases = answer.get(key)
-        for lease in leases if isinstance(leases, list) else []:
-            if isinstance(lease, dict):
-                name, lease_id = lease.get("credential"), lease.get("id")
-                print(f"tokenbroker: {told} {name} (lease {lease_id})", file=sys.stderr)
+    for line in revocation_lines(answer):
+        print(f"tokenbroker: {line}", file=sys.stderr)
     return True
 
 

@@ -7,10 +7,12 @@ others can read, not even for an instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shlex
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +80,24 @@ def write_private(path: Path, data: str, *, append: bool) -> None:
     fd = os.open(path, flags, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(data)
+
+
+def replace_private(path: Path, data: str) -> None:
+    """Replace ``path`` with ``data`` at once: a reader sees the old content or the new, never
+    a part nor an empty file (``exchange --watch`` rewrites a file a job keeps reading).
+
+    The new content goes to a 0600 file beside ``path`` (a rename is atomic only within one
+    file system), renamed over it. No fsync: a credential file need not survive a crash.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(data)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
 def _ends_without_newline(path: Path) -> bool:

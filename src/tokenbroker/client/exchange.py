@@ -37,6 +37,7 @@ from tokenbroker.client.discovery import (
 from tokenbroker.client.envfiles import (
     AppendTarget,
     find_append_target,
+    replace_private,
     resolve_format,
     write_private,
 )
@@ -46,7 +47,13 @@ from tokenbroker.client.failures import (
     Unavailable,
     UsageFailure,
 )
-from tokenbroker.client.retry import Deadline, Notify, is_retryable_status, send_with_retries
+from tokenbroker.client.retry import (
+    Deadline,
+    HttpReply,
+    Notify,
+    is_retryable_status,
+    send_with_retries,
+)
 from tokenbroker.client.trace import render_trace
 from tokenbroker.clock import Clock
 from tokenbroker.retry import Sleep
@@ -70,6 +77,8 @@ class ExchangeOptions:
     audience: str | None = None
     timeout: float = DEFAULT_TIMEOUT_SECONDS
     ca_cert: Path | None = None
+    # --watch only: leave the job's leases to expire on exit instead of revoking them.
+    keep: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +145,30 @@ async def read_platform_token(
     raise token_request_failure(reply, source)
 
 
+def write_credential_file(
+    path: Path, body: str, *, append: bool = False, replace: bool = False
+) -> None:
+    """Write the broker's answer to ``path`` (0600): in place, appended, or replaced at once
+    (``replace``, for a file a job keeps reading); a failure is a ``UsageFailure``."""
+    try:
+        if replace:
+            replace_private(path, body)
+        else:
+            write_private(path, body, append=append)
+    except OSError as exc:
+        raise UsageFailure(
+            f"cannot write the credential to {path} ({exc.strerror or type(exc).__name__})"
+        ) from None
+
+
+def credential_text(reply: HttpReply) -> str:
+    """The body of a successful answer, as text."""
+    try:
+        return reply.body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Unavailable("the broker's answer is not UTF-8 text") from None
+
+
 def _write_credential(
     body: str,
     fmt: str,
@@ -149,18 +182,49 @@ def _write_credential(
         return
     path = target.path if target is not None else options.output
     assert path is not None
-    try:
-        # A file gets the answer exactly as the broker sent it: a bare token (a federated
-        # token file, read without stripping) must not gain a newline its reader sends along.
-        write_private(path, body, append=target is not None)
-    except OSError as exc:
-        raise UsageFailure(
-            f"cannot write the credential to {path} ({exc.strerror or type(exc).__name__})"
-        ) from None
+    # A file gets the answer exactly as the broker sent it: a bare token (a federated
+    # token file, read without stripping) must not gain a newline its reader sends along.
+    write_credential_file(path, body, append=target is not None)
     if target is not None:
         runtime.notify(f"appended the credential to ${target.variable} ({fmt} lines)")
     else:
         runtime.notify(f"wrote the credential to {path} ({fmt})")
+
+
+async def ask_broker(
+    http: aiohttp.ClientSession,
+    url: str,
+    source: TokenSource,
+    options: ExchangeOptions,
+    env: Mapping[str, str],
+    runtime: ClientRuntime,
+    *,
+    query: dict[str, str],
+) -> HttpReply:
+    """Read the platform token from ``source`` afresh, then POST the exchange (with retries).
+
+    Returns the broker's last answer, whatever its status; the deadline is ``--timeout``.
+    """
+    deadline = Deadline(runtime.clock, options.timeout)
+    token = await read_platform_token(
+        source, env, http=http, audience=options.audience, deadline=deadline, runtime=runtime
+    )
+    runtime.notify(f"using the platform token from {token.source}")
+    return await send_with_retries(
+        broker_attempt(
+            http,
+            url,
+            token.value,
+            body={"credential": options.credential} if options.credential else None,
+            query=query,
+        ),
+        what="the broker",
+        deadline=deadline,
+        clock=runtime.clock,
+        rng=runtime.rng,
+        sleep=runtime.sleep,
+        notify=runtime.notify,
+    )
 
 
 async def revoke_at_broker(
@@ -199,37 +263,43 @@ async def revoke_at_broker(
     return answer
 
 
+def revocation_lines(answer: Mapping[str, object]) -> list[str]:
+    """What the broker's answer to a revocation says it did, one line per lease."""
+    lines = []
+    for key, told in (("revoked", "the broker revoked"), ("not_revocable", "left to expire:")):
+        leases = answer.get(key)
+        for lease in leases if isinstance(leases, list) else []:
+            if isinstance(lease, dict):
+                name, lease_id = lease.get("credential"), lease.get("id")
+                lines.append(f"{told} {name} (lease {lease_id})")
+    return lines
+
+
+def check_timeout(options: ExchangeOptions) -> None:
+    """``--timeout`` is a positive, finite number of seconds."""
+    if not 0 < options.timeout < math.inf:
+        raise UsageFailure("--timeout must be a positive number of seconds")
+
+
 async def run_exchange(
     options: ExchangeOptions, env: Mapping[str, str], runtime: ClientRuntime
 ) -> int:
     """Do one exchange; return the exit code, or raise a ``ClientFailure`` with its own."""
     url = exchange_url(broker_url_from(options, env))
-    if not 0 < options.timeout < math.inf:
-        raise UsageFailure("--timeout must be a positive number of seconds")
+    check_timeout(options)
     target = find_append_target(env) if options.append_env and not options.dry_run else None
     fmt = resolve_format(options.fmt, target)
     source = choose_token_source(env, token_env=options.token_env, token_file=options.token_file)
-    deadline = Deadline(runtime.clock, options.timeout)
     connector = aiohttp.TCPConnector(ssl=ssl_context(options.ca_cert))
     async with aiohttp.ClientSession(connector=connector) as http:
-        token = await read_platform_token(
-            source, env, http=http, audience=options.audience, deadline=deadline, runtime=runtime
-        )
-        runtime.notify(f"using the platform token from {token.source}")
-        reply = await send_with_retries(
-            broker_attempt(
-                http,
-                url,
-                token.value,
-                body={"credential": options.credential} if options.credential else None,
-                query=exchange_query(fmt, dry_run=options.dry_run),
-            ),
-            what="the broker",
-            deadline=deadline,
-            clock=runtime.clock,
-            rng=runtime.rng,
-            sleep=runtime.sleep,
-            notify=runtime.notify,
+        reply = await ask_broker(
+            http,
+            url,
+            source,
+            options,
+            env,
+            runtime,
+            query=exchange_query(fmt, dry_run=options.dry_run),
         )
     if reply.status != 200:
         raise failure_for_reply(reply)
@@ -238,9 +308,5 @@ async def run_exchange(
         runtime.stdout.write(render_trace(trace))
         runtime.stdout.flush()
         return EXIT_OK if trace.get("allowed") is True else EXIT_DENIED
-    try:
-        body = reply.body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise Unavailable("the broker's answer is not UTF-8 text") from None
-    _write_credential(body, fmt, options, target, runtime)
+    _write_credential(credential_text(reply), fmt, options, target, runtime)
     return EXIT_OK

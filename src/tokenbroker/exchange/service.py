@@ -123,6 +123,8 @@ class RunnerDocument:
     credential: Credential
     # A JSON object, or plain text (a bare token).
     body: dict[str, object] | str = field(repr=False)
+    # The expiry of the token the document carries; None when it carries none (settings only).
+    expires_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -611,7 +613,8 @@ class ExchangeService:
         )
         # Says what left the broker: the settings alone, or also a token for the backend.
         reason = "outbound_token" if outbound is not None else "resolved"
-        return RunnerDocument(decided.credential, body), reason
+        expires_at = outbound.expires_at if outbound is not None else None
+        return RunnerDocument(decided.credential, body, expires_at), reason
 
     async def _undo_issue(self, result: ExchangeResult) -> None:
         """The decision could not be audited: what it issued is revoked and never handed out."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from aiohttp import web
 
 from tokenbroker.backends.registry import backend_class
+from tokenbroker.clock import isoformat_utc
 from tokenbroker.errors import InvalidToken
 from tokenbroker.exchange.service import ExchangeRequest, RunnerDocument
 from tokenbroker.logs import request_id_var
@@ -14,8 +16,10 @@ from tokenbroker.output import (
     parse_format,
     render,
 )
+from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.web import keys
 from tokenbroker.web.bearer import bearer_token
+from tokenbroker.web.client_limit import limits_clients
 from tokenbroker.web.parsing import MalformedRequest, is_utf8_text, loads_json, query_bool
 from tokenbroker.web.refused import audits_refusals
 
@@ -71,8 +75,8 @@ async def exchange(request: web.Request) -> web.Response:
     result = await service.exchange(exchange_request)
     if isinstance(result, RunnerDocument):
         if isinstance(result.body, str):
-            return _no_store(result.body, "text/plain")
-        return _no_store(json.dumps(result.body), "application/json")
+            return _no_store(result.body, "text/plain", expires_at=result.expires_at)
+        return _no_store(json.dumps(result.body), "application/json", expires_at=result.expires_at)
     if not result.reused and _runner_gone(request):
         # Issued while the runner hung up: nobody holds it, so it is revoked where it can be.
         await service.orphaned(result, request_id=request_id_var.get())
@@ -83,7 +87,9 @@ async def exchange(request: web.Request) -> web.Response:
         result.issued,
         lease=result.lease_id,
     )
-    return _no_store(body, content_type)
+    return _no_store(
+        body, content_type, lease_id=result.lease_id, expires_at=result.issued.expires_at
+    )
 
 
 def _runner_gone(request: web.Request) -> bool:
@@ -91,14 +97,27 @@ def _runner_gone(request: web.Request) -> bool:
     return transport is None or transport.is_closing()
 
 
-def _no_store(body: str, content_type: str) -> web.Response:
-    return web.Response(
-        text=body,
-        content_type=content_type,
-        headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
-    )
+def _no_store(
+    body: str,
+    content_type: str,
+    *,
+    lease_id: str | None = None,
+    expires_at: datetime | None = None,
+) -> web.Response:
+    """The answer, never cached, naming its lease and expiry in headers whatever its format.
+
+    Headers, not the body: each format's body is a shape other tools read (AWS's
+    credential_process JSON, env lines, a bare token), so a client keeping a credential fresh
+    (``exchange --watch``) learns when to ask again without parsing or rendering formats.
+    """
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+    if lease_id is not None:
+        headers[LEASE_ID_HEADER] = lease_id
+    if expires_at is not None:
+        headers[EXPIRES_AT_HEADER] = isoformat_utc(expires_at)
+    return web.Response(text=body, content_type=content_type, headers=headers)
 
 
 def add_routes(app: web.Application) -> None:
     """Register the exchange route."""
-    app.router.add_post("/v1/exchange", audits_refusals(exchange))
+    app.router.add_post("/v1/exchange", limits_clients(audits_refusals(exchange)))

@@ -19,6 +19,7 @@ from tokenbroker import __version__
 from tokenbroker.backends import registry
 from tokenbroker.config.models import NAME_REGEX
 from tokenbroker.output import known_formats
+from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.store.validation import (
     MAX_AUDIENCE,
     MAX_BOUND_CLAIMS,
@@ -322,6 +323,18 @@ def _exchange_operation() -> Operation:
                 "text/plain": {"schema": {"type": "string"}},
                 "text/x-shellscript": {"schema": {"type": "string"}},
             },
+            "headers": {
+                LEASE_ID_HEADER: {
+                    "description": "the lease of the issued credential, in every format (absent "
+                    "for a dry run and for a document the runner's tools exchange themselves)",
+                    "schema": {"type": "string", "pattern": "^lse_"},
+                },
+                EXPIRES_AT_HEADER: {
+                    "description": "when the answer stops being valid (RFC 3339, UTC): the "
+                    "credential's expiry, or that of the token a runner document carries",
+                    "schema": {"type": "string", "format": "date-time"},
+                },
+            },
         }
     }
     return {
@@ -428,6 +441,7 @@ def _revoke_operation() -> Operation:
             401,
             404,
             413,
+            429,
             503,
         ),
     }
