@@ -69,6 +69,7 @@ REDIS_DB = 11
 BURST = 40
 REFILL_PER_SECOND = 10
 REDIS_TIMEOUT_MS = 1000
+PER_CLIENT_PER_MINUTE = 60_000
 LOAD_ORGANIZATIONS = 8
 LOAD_PAIRS_PER_SECOND = 20
 LOAD_MAX_SECONDS = 90
@@ -273,6 +274,11 @@ def fleet(
                 # the limiter let exchanges through unlimited (on_redis_error = "allow"): 71
                 # of a burst of 40. The test is of the shared bucket, not of that fallback.
                 "redis_timeout_ms": REDIS_TIMEOUT_MS,
+                # Behind HAProxy every request comes from HAProxy's address: the per-address
+                # limit (each worker's own, before validation) counts the whole load as one
+                # client, and at its default of 10 a second refused the rolling restart's load.
+                "per_client_per_minute": PER_CLIENT_PER_MINUTE,
+                "per_client_burst": PER_CLIENT_PER_MINUTE // 60,
             },
             "admin": {"tokens": [admin_token_digest(admin_token)]},
             # OpenBao and the issuer listen on loopback.
