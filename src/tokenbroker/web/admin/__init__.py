@@ -9,12 +9,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from tokenbroker.config.models import Settings
-from tokenbroker.web.admin.auth import admin_auth_middleware
+from tokenbroker.web.admin.auth import AdminTokens, admin_auth_middleware
 from tokenbroker.web.admin.routes import routes
 
 
 def create_admin_app(settings: Settings) -> web.Application:
     """Build the admin sub-app; mount it with ``app.add_subapp("/v1/admin", ...)``."""
-    app = web.Application(middlewares=[admin_auth_middleware(settings.admin.tokens)])
+    app = web.Application(
+        middlewares=[admin_auth_middleware(AdminTokens.from_settings(settings.admin))]
+    )
     app.add_routes(routes)
     return app
