@@ -367,47 +367,69 @@ class AdminActions:
 
     # -- the audit of a change --------------------------------------------------------------
 
-    async def audit_refusal(self, reason: str, detail: Mapping[str, object]) -> None:
-        """Audit something refused to an admin (a failed console sign-in), logged at INFO."""
-        await self._audit(reason, detail, outcome="denied")
-
     async def _audit(
         self,
         reason: str,
         detail: Mapping[str, object],
         *,
-        outcome: Outcome = "success",
         organization: str | None = None,
         project: str | None = None,
         credential: Credential | None = None,
         credential_name: str | None = None,
     ) -> None:
-        event = AuditEvent(
-            time=datetime.fromtimestamp(self._clock.now(), UTC),
-            request_id=request_id_var.get(),
-            outcome=outcome,
+        await record_admin_event(
+            self._store,
+            self._clock,
+            actor=self.principal.name,
             reason=reason,
+            detail=detail,
+            client_address=self._client_address,
             latency_ms=(time.perf_counter() - self._started) * 1000.0,
             organization=organization,
             project=project,
             credential=credential.name if credential is not None else credential_name,
             credential_type=credential.type if credential is not None else None,
-            client_address=self._client_address,
-            kind="admin",
-            actor=self.principal.name,
-            detail=dict(detail),
         )
-        log.info(
-            "admin %s by %s",
-            reason,
-            self.principal.name,
-            extra={
-                "actor": self.principal.name,
-                "organization": organization,
-                "detail": dict(detail),
-            },
-        )
-        await self._store.audit.record(event)
+
+
+async def record_admin_event(
+    store: Store,
+    clock: Clock,
+    *,
+    actor: str | None,
+    reason: str,
+    detail: Mapping[str, object],
+    client_address: str | None,
+    outcome: Outcome = "success",
+    latency_ms: float = 0.0,
+    organization: str | None = None,
+    project: str | None = None,
+    credential: str | None = None,
+    credential_type: str | None = None,
+) -> None:
+    """Audit one admin event (``kind = "admin"``) and log it at INFO; never a value changed."""
+    event = AuditEvent(
+        time=datetime.fromtimestamp(clock.now(), UTC),
+        request_id=request_id_var.get(),
+        outcome=outcome,
+        reason=reason,
+        latency_ms=latency_ms,
+        organization=organization,
+        project=project,
+        credential=credential,
+        credential_type=credential_type,
+        client_address=client_address,
+        kind="admin",
+        actor=actor,
+        detail=dict(detail),
+    )
+    log.info(
+        "admin %s by %s",
+        reason,
+        actor or "an unknown admin",
+        extra={"actor": actor, "organization": organization, "detail": dict(detail)},
+    )
+    await store.audit.record(event)
 
 
 def admin_actions(request: web.Request, principal: AdminPrincipal | None = None) -> AdminActions:

@@ -71,6 +71,13 @@ class AdminTokens:
         ]
         return cls(entries)
 
+    def by_name(self, name: str) -> AdminPrincipal | None:
+        """The principal of that name (a console session remembers the name only)."""
+        for _, who in self._entries:
+            if who.name == name:
+                return who
+        return None
+
     def find(self, token: str) -> AdminPrincipal | None:
         """The principal of the token, or None; every digest is compared, in constant time,
         so the time taken does not say which one matched."""
