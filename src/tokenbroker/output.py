@@ -50,17 +50,24 @@ def parse_format(value: str | None) -> str:
     return value
 
 
+# The variable env and shell output name the lease in, for `tokenbroker revoke --lease`.
+LEASE_VARIABLE = "TOKENBROKER_LEASE_ID"
+
+
 def render_json(
-    credential: str, credential_type: str, issued: IssuedCredential
+    credential: str, credential_type: str, issued: IssuedCredential, lease: str | None = None
 ) -> dict[str, object]:
-    """The ``format=json`` document of DESIGN.md."""
-    return {
+    """The ``format=json`` document of DESIGN.md, naming the lease it was issued under."""
+    document: dict[str, object] = {
         "credential": credential,
         "type": credential_type,
         "expires_at": isoformat_utc(issued.expires_at),
         "values": dict(issued.values),
         "metadata": dict(issued.metadata),
     }
+    if lease is not None:
+        document["lease"] = {"id": lease, "expires_at": isoformat_utc(issued.expires_at)}
+    return document
 
 
 def render_env(values: Mapping[str, str]) -> str:
@@ -91,18 +98,25 @@ def render_shell(values: Mapping[str, str]) -> str:
 
 
 def render(
-    fmt: str, credential: str, backend: BackendFactory, issued: IssuedCredential
+    fmt: str,
+    credential: str,
+    backend: BackendFactory,
+    issued: IssuedCredential,
+    lease: str | None = None,
 ) -> tuple[str, str]:
     """Render an issued credential in ``fmt``; return (content type, body).
 
-    The common formats are rendered here; any other is the backend's own (``render_format``).
+    The common formats are rendered here, naming the lease; any other is the backend's own
+    (``render_format``), in the shape its client reads.
     """
+    values = {**issued.values, LEASE_VARIABLE: lease} if lease is not None else issued.values
     if fmt == "env":
-        return "text/plain", render_env(issued.values)
+        return "text/plain", render_env(values)
     if fmt == "shell":
-        return "text/x-shellscript", render_shell(issued.values)
+        return "text/x-shellscript", render_shell(values)
     if fmt == "json":
-        return "application/json", json.dumps(render_json(credential, backend.type_name, issued))
+        document = render_json(credential, backend.type_name, issued, lease)
+        return "application/json", json.dumps(document)
     if isinstance(backend, FormatRenderer):
         return backend.render_format(fmt, issued)
     raise InvalidRequest(

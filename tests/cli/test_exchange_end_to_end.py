@@ -447,7 +447,8 @@ async def test_revoke_then_exchange_again_gets_a_new_working_vault_token(
         capsys, "revoke", "--broker", broker.url, "--token-file", token_path
     )
     assert code == 0, err
-    assert "the broker revoked prod-vault" in err
+    lease = json.loads(out)["lease"]["id"]
+    assert f"the broker revoked prod-vault (lease {lease})" in err
     assert not vault_token_is_alive(broker.openbao, first)
     code, out, err = await tokenbroker(capsys, *exchange)
     assert code == 0, err

@@ -18,13 +18,16 @@ import tokenbroker
 
 SOURCE_ROOT = Path(tokenbroker.__file__).parent
 
-# The server's own packages and modules, and the libraries only the server needs.
+# The server's own packages and modules, and the libraries only the server needs. Of identity/
+# only the validator and the JWKS cache are the server's: the platform profiles and the Identity
+# they read are pure (standard library only), and the runner shares them to find its token.
 SERVER_MODULES = (
     "tokenbroker.backends",
     "tokenbroker.store",
     "tokenbroker.web",
     "tokenbroker.exchange",
-    "tokenbroker.identity",
+    "tokenbroker.identity.validator",
+    "tokenbroker.identity.jwks",
     "tokenbroker.issuer",
     "tokenbroker.devstack",
     "tokenbroker.metrics",

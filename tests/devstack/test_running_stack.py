@@ -118,3 +118,58 @@ def test_admin_cli_without_a_running_dev_stack_says_so(tmp_path: Path) -> None:
     run = tokenbroker("admin", "--dev-stack", str(tmp_path), "orgs", "list")
     assert run.returncode == 1
     assert "no dev stack is running there" in run.stderr
+
+
+def test_a_job_end_revoke_revokes_vault_and_never_hands_out_aws_or_gcp_again(
+    running_dev_stack: DevStackState,
+) -> None:
+    (seed,) = [seed for seed in SEEDS if seed.profile == "env0"]
+    token = platform_token(running_dev_stack, seed)
+    names = ("dev-vault", "dev-aws", "dev-gcp")
+    first = {name: exchange(running_dev_stack, token, name) for name in names}
+    run = tokenbroker(
+        "revoke", "--broker", running_dev_stack.broker_url,
+        env={"TOKENBROKER_PLATFORM_TOKEN": token},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "the broker revoked dev-vault" in run.stderr
+    assert "left to expire: dev-aws" in run.stderr
+    assert "left to expire: dev-gcp" in run.stderr
+    vault = first["dev-vault"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        hvac.Client(url=vault["VAULT_ADDR"], token=vault["VAULT_TOKEN"]).lookup_token()
+    again = {name: exchange(running_dev_stack, token, name) for name in names}
+    assert again["dev-vault"]["VAULT_TOKEN"] != vault["VAULT_TOKEN"]
+    assert again["dev-aws"]["AWS_ACCESS_KEY_ID"] != first["dev-aws"]["AWS_ACCESS_KEY_ID"]
+    gcp_token = "GOOGLE_OAUTH_ACCESS_TOKEN"
+    assert again["dev-gcp"][gcp_token] != first["dev-gcp"][gcp_token]
+
+
+def test_an_admin_lists_a_jobs_lease_and_revokes_it_at_vault(
+    running_dev_stack: DevStackState,
+) -> None:
+    (seed,) = [seed for seed in SEEDS if seed.profile == "github"]
+    run = tokenbroker(
+        "exchange", "--broker", running_dev_stack.broker_url, "--credential", "dev-vault",
+        "--format", "json", "-q", env={"TOKENBROKER_PLATFORM_TOKEN": platform_token(
+            running_dev_stack, seed)},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    issued = json.loads(run.stdout)
+    lease = issued["lease"]["id"]
+
+    def admin(*argv: str) -> str:
+        done = tokenbroker("admin", "--dev-stack", running_dev_stack.data_dir, *argv)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    listed = json.loads(admin("leases", "list", "--org", seed.organization, "--json"))
+    (row,) = [row for row in listed["leases"] if row["id"] == lease]
+    assert (row["state"], row["credential"], row["type"]) == ("active", "dev-vault", "vault_oidc")
+    assert "sealed" not in row
+    assert f"revoked dev-vault (lease {lease})" in admin("leases", "revoke", lease)
+    values = issued["values"]
+    with pytest.raises(hvac.exceptions.Forbidden):
+        hvac.Client(url=values["VAULT_ADDR"], token=values["VAULT_TOKEN"]).lookup_token()
+    listed = json.loads(admin("leases", "list", "--state", "revoked", "--json"))
+    assert lease in [row["id"] for row in listed["leases"]]

@@ -1,31 +1,47 @@
-"""The reuse window: idempotent retries and coalescing of identical requests."""
+"""The reuse window held by leases: retries, coalescing, and two brokers on one store.
+
+Each test runs on SQLite and on PostgreSQL (tests/store/conftest.py's ``store_url``). Two
+``Store`` objects opened on one database stand for two brokers of a fleet: nothing but the
+database connects them.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
+from tests.store.conftest import store, store_url  # noqa: F401 (fixtures)
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.clock import FrozenClock
-from tokenbroker.exchange.reuse import InMemoryReuseWindow, Issue, ReuseKey
-from tokenbroker.policy.models import Credential
+from tokenbroker.errors import TemporarilyUnavailable
+from tokenbroker.exchange.reuse import Issue, LeaseFacts, ReuseKey, ReuseWindow
+from tokenbroker.policy.models import AuditEvent, Credential
+from tokenbroker.store import Store
 
 NOW = 1_800_000_000.0
 KEY = ReuseKey("sha256:a", 1, "v1")
-CREDENTIAL = Credential(1, "acme", "prod-vault", "vault_oidc", "passthrough", None, {})
-
-
-def issued(lifetime: float, key: ReuseKey = KEY) -> Issue:
-    return Issue(
-        key,
-        CREDENTIAL,
-        IssuedCredential(values={"T": "x"}, expires_at=datetime.fromtimestamp(NOW + lifetime, UTC)),
-    )
+CREDENTIAL = Credential(
+    1, "acme", "prod-vault", "vault_oidc", "passthrough", None, {"address": "https://v"}
+)
+FACTS = LeaseFacts(
+    organization="acme",
+    project="p",
+    issuer="dev-env0",
+    subject="sub",
+    job="job-1",
+    request_id="req",
+    revocable=True,
+)
+SECRET = "s.very-secret-vault-token"
 
 
 class CountingIssuer:
+    """A backend stand-in that counts its calls and can be held until released."""
+
     def __init__(self, lifetime: float = 3600) -> None:
         self.calls = 0
         self.lifetime = lifetime
@@ -33,130 +49,193 @@ class CountingIssuer:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def __call__(self) -> Issue:
+    async def __call__(self) -> IssuedCredential:
         self.calls += 1
         self.started.set()
         await self.release.wait()
-        return issued(self.lifetime)
+        return IssuedCredential(
+            values={"VAULT_TOKEN": f"{SECRET}-{self.calls}"},
+            expires_at=datetime.fromtimestamp(NOW + self.lifetime, UTC),
+            revocation_handle=f"{SECRET}-{self.calls}",
+        )
 
 
-async def test_a_retry_with_the_same_token_reuses_the_issued_credential() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW))
-    issue = CountingIssuer()
-    first, reused_first = await cache.get_or_issue(KEY, NOW + 3600, issue)
-    second, reused_second = await cache.get_or_issue(KEY, NOW + 3600, issue)
-    assert issue.calls == 1
-    assert second is first
+@dataclass
+class Broker:
+    """One broker's store and reuse window."""
+
+    store: Store
+    window: ReuseWindow
+
+
+def broker(store: Store, clock: FrozenClock, **options: float) -> Broker:  # noqa: F811
+    return Broker(store, ReuseWindow(store.leases, clock, encryption_key="k" * 32, **options))
+
+
+async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tuple[Issue, bool]:
+    """Get or issue, and activate a fresh issue as the service does with its audit event."""
+    result, reused = await on.window.get_or_issue(key, CREDENTIAL, FACTS, issuer)
+    if result.fresh:
+        activation = on.window.activation(result, NOW + 86400)
+        event = AuditEvent(
+            time=datetime.fromtimestamp(NOW, UTC),
+            request_id="req",
+            outcome="success",
+            reason="issued",
+            latency_ms=1.0,
+            lease_id=result.lease_id,
+        )
+        await on.store.leases.activate(
+            result.lease_id,
+            expires_at=activation.expires_at,
+            reuse_until=activation.reuse_until,
+            sealed=activation.sealed,
+            sealed_until=activation.sealed_until,
+            event=event,
+        )
+    return result, reused
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock(NOW)
+
+
+@pytest.fixture
+def reuse(store: Store, clock: FrozenClock) -> Broker:  # noqa: F811
+    return broker(store, clock)
+
+
+@pytest.fixture
+async def second_broker(store_url: str, store: Store) -> AsyncIterator[Store]:  # noqa: F811
+    """Another broker's store on the same database (already migrated by ``store``)."""
+    other = await Store.open(store_url)
+    yield other
+    await other.close()
+
+
+async def test_a_retry_with_the_same_token_gets_the_same_credential(
+    reuse: Broker,
+) -> None:
+    issuer = CountingIssuer()
+    first, reused_first = await issue(reuse, issuer)
+    second, reused_second = await issue(reuse, issuer)
+    assert issuer.calls == 1
+    assert second.issued.values == first.issued.values
+    assert second.lease_id == first.lease_id
     assert (reused_first, reused_second) == (False, True)
 
 
-async def test_different_tokens_never_share() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW))
-    issue = CountingIssuer()
-    await cache.get_or_issue(KEY, NOW + 3600, issue)
-    await cache.get_or_issue(ReuseKey("sha256:b", 1, "v1"), NOW + 3600, issue)
-    assert issue.calls == 2
+async def test_different_tokens_and_changed_credentials_never_share(reuse: Broker) -> None:
+    issuer = CountingIssuer()
+    await issue(reuse, issuer)
+    await issue(reuse, issuer, ReuseKey("sha256:b", 1, "v1"))
+    await issue(reuse, issuer, ReuseKey("sha256:a", 1, "v2"))
+    assert issuer.calls == 3
 
 
-async def test_a_changed_credential_does_not_reuse() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW))
-    issue = CountingIssuer()
-    await cache.get_or_issue(KEY, NOW + 3600, issue)
-    await cache.get_or_issue(ReuseKey("sha256:a", 1, "v2"), NOW + 3600, issue)
-    assert issue.calls == 2
+async def test_a_repeat_after_the_reuse_window_is_a_new_issue(
+    store: Store,  # noqa: F811
+    clock: FrozenClock,
+) -> None:
+    reuse = broker(store, clock, reuse_seconds=60)
+    issuer = CountingIssuer()
+    first, _ = await issue(reuse, issuer)
+    clock.advance(59)
+    assert (await issue(reuse, issuer))[0].lease_id == first.lease_id
+    clock.advance(2)
+    later, reused = await issue(reuse, issuer)
+    assert (later.lease_id != first.lease_id, reused, issuer.calls) == (True, False, 2)
 
 
-async def test_concurrent_identical_requests_share_one_backend_call() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW))
-    issue = CountingIssuer()
-    issue.release.clear()
-    tasks = [asyncio.create_task(cache.get_or_issue(KEY, NOW + 3600, issue)) for _ in range(5)]
-    await issue.started.wait()
-    issue.release.set()
+async def test_concurrent_identical_requests_share_one_backend_call(reuse: Broker) -> None:
+    issuer = CountingIssuer()
+    issuer.release.clear()
+    tasks = [asyncio.create_task(issue(reuse, issuer)) for _ in range(5)]
+    await issuer.started.wait()
+    issuer.release.set()
     results = await asyncio.gather(*tasks)
-    assert issue.calls == 1
-    assert len({id(credential) for credential, _ in results}) == 1
+    assert issuer.calls == 1
+    assert len({result.lease_id for result, _ in results}) == 1
     assert sorted(reused for _, reused in results) == [False, True, True, True, True]
 
 
-async def test_a_failure_is_shared_by_waiters_and_not_remembered() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW))
-    attempts = 0
-
-    async def failing() -> Issue:
-        nonlocal attempts
-        attempts += 1
+async def test_a_failed_issue_lets_the_slot_go(reuse: Broker, store: Store) -> None:  # noqa: F811
+    async def failing() -> IssuedCredential:
         raise RuntimeError("backend down")
 
     with pytest.raises(RuntimeError):
-        await cache.get_or_issue(KEY, NOW + 3600, failing)
-    issue = CountingIssuer()
-    await cache.get_or_issue(KEY, NOW + 3600, issue)
-    assert (attempts, issue.calls) == (1, 1)
+        await reuse.window.get_or_issue(KEY, CREDENTIAL, FACTS, failing)
+    issuer = CountingIssuer()
+    _, reused = await issue(reuse, issuer)
+    assert (issuer.calls, reused) == (1, False)
+    states = sorted(lease.state for lease in await store.leases.listing(filters={}))
+    assert states == ["active", "failed"]
 
 
-async def test_reuse_stops_before_the_credential_expires() -> None:
-    clock = FrozenClock(NOW)
-    cache = InMemoryReuseWindow(clock, reuse_seconds=7200, margin_seconds=60)
-    issue = CountingIssuer(lifetime=3600)
-    await cache.get_or_issue(KEY, NOW + 86400, issue)
-    clock.advance(3600 - 61)
-    await cache.get_or_issue(KEY, NOW + 86400, issue)
-    assert issue.calls == 1
-    clock.advance(2)
-    await cache.get_or_issue(KEY, NOW + 86400, issue)
-    assert issue.calls == 2
+async def test_a_revoked_lease_is_never_handed_out_again(
+    reuse: Broker,
+    store: Store,  # noqa: F811
+) -> None:
+    issuer = CountingIssuer()
+    first, _ = await issue(reuse, issuer)
+    assert await store.leases.end(
+        first.lease_id, state="revoked", now=datetime.fromtimestamp(NOW, UTC), by="test"
+    )
+    again, reused = await issue(reuse, issuer)
+    assert (again.lease_id != first.lease_id, reused, issuer.calls) == (True, False, 2)
 
 
-async def test_reuse_never_outlives_the_platform_token() -> None:
-    clock = FrozenClock(NOW)
-    cache = InMemoryReuseWindow(clock)
-    issue = CountingIssuer(lifetime=3600)
-    await cache.get_or_issue(KEY, NOW + 100, issue)
-    clock.advance(101)
-    await cache.get_or_issue(KEY, NOW + 100, issue)
-    assert issue.calls == 2
+async def test_a_retry_on_another_broker_gets_the_first_brokers_credential(
+    reuse: Broker, second_broker: Store, clock: FrozenClock
+) -> None:
+    issuer = CountingIssuer()
+    first, _ = await issue(reuse, issuer)
+    other = broker(second_broker, clock)
+    retried, reused = await issue(other, issuer)
+    assert (reused, issuer.calls) == (True, 1)
+    assert retried.issued.values == first.issued.values
 
 
-async def test_the_cache_is_bounded() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW), max_entries=3)
-    issue = CountingIssuer()
-    for n in range(5):
-        await cache.get_or_issue(ReuseKey(f"sha256:{n}", 1, "v"), NOW + 3600, issue)
-    assert len(cache) == 3
+async def test_identical_requests_split_over_two_brokers_make_one_backend_call(
+    reuse: Broker, second_broker: Store, clock: FrozenClock
+) -> None:
+    other = broker(second_broker, clock)
+    issuer = CountingIssuer()
+    issuer.release.clear()
+    tasks = [asyncio.create_task(issue(broker, issuer)) for broker in [reuse, other] * 10]
+    await issuer.started.wait()
+    issuer.release.set()
+    results = await asyncio.gather(*tasks)
+    assert issuer.calls == 1
+    assert len({result.issued.values["VAULT_TOKEN"] for result, _ in results}) == 1
 
 
-async def test_a_repeat_after_the_reuse_window_gets_a_new_credential() -> None:
-    clock = FrozenClock(NOW)
-    cache = InMemoryReuseWindow(clock, reuse_seconds=60)
-    issue = CountingIssuer(lifetime=3600)
-    first, _ = await cache.get_or_issue(KEY, NOW + 86400, issue)
-    clock.advance(59)
-    retry, reused = await cache.get_or_issue(KEY, NOW + 86400, issue)
-    assert (retry is first, reused, issue.calls) == (True, True, 1)
-    clock.advance(2)
-    later, reused_later = await cache.get_or_issue(KEY, NOW + 86400, issue)
-    assert (later is first, reused_later, issue.calls) == (False, False, 2)
+async def test_a_broker_gives_up_waiting_with_a_retryable_503(
+    store: Store,  # noqa: F811
+    second_broker: Store,
+    clock: FrozenClock,
+) -> None:
+    slow = broker(store, clock)
+    issuer = CountingIssuer()
+    issuer.release.clear()
+    holder = asyncio.create_task(issue(slow, issuer))
+    await issuer.started.wait()
+    impatient = broker(second_broker, clock, wait_seconds=0)
+    with pytest.raises(TemporarilyUnavailable) as caught:
+        await impatient.window.get_or_issue(KEY, CREDENTIAL, FACTS, issuer)
+    assert caught.value.reason == "issue_in_progress"
+    issuer.release.set()
+    await holder
+    assert issuer.calls == 1
 
 
-async def test_a_zero_window_never_reuses_but_still_coalesces() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW), reuse_seconds=0)
-    issue = CountingIssuer()
-    issue.release.clear()
-    tasks = [asyncio.create_task(cache.get_or_issue(KEY, NOW + 3600, issue)) for _ in range(3)]
-    await issue.started.wait()
-    issue.release.set()
-    await asyncio.gather(*tasks)
-    await cache.get_or_issue(KEY, NOW + 3600, issue)
-    assert issue.calls == 2
-
-
-async def test_a_forgotten_credential_is_never_handed_out_again() -> None:
-    cache = InMemoryReuseWindow(FrozenClock(NOW))
-    issue = CountingIssuer()
-    first, _ = await cache.get_or_issue(KEY, NOW + 3600, issue)
-    assert cache.held_for_token(KEY.token_fingerprint) == [first]
-    cache.forget(first)
-    second, reused = await cache.get_or_issue(KEY, NOW + 3600, issue)
-    assert (second is first, reused, issue.calls) == (False, False, 2)
-    assert cache.held_for_token(KEY.token_fingerprint) == [second]
+async def test_the_store_keeps_no_credential_in_plaintext(
+    reuse: Broker,
+    store: Store,  # noqa: F811
+) -> None:
+    await issue(reuse, CountingIssuer())
+    async with store.reading() as unit:
+        rows = await unit.connection.exec_driver_sql("SELECT * FROM leases")
+        dumped = repr(rows.all())
+    assert SECRET not in dumped

@@ -260,8 +260,11 @@ async def test_env_and_shell_formats_carry_the_vault_values(broker: Broker) -> N
     env = await (await broker.exchange(token, "prod-vault", query="?format=env")).text()
     shell = await (await broker.exchange(token, "prod-vault", query="?format=shell")).text()
     env_values = dict(line.split("=", 1) for line in env.splitlines())
-    assert set(env_values) == {"VAULT_ADDR", "VAULT_TOKEN"}
+    assert set(env_values) == {"VAULT_ADDR", "VAULT_TOKEN", "TOKENBROKER_LEASE_ID"}
+    assert env_values["TOKENBROKER_LEASE_ID"].startswith("lse_")
     assert f"export VAULT_TOKEN='{env_values['VAULT_TOKEN']}'" in shell.splitlines()
+    lease = env_values["TOKENBROKER_LEASE_ID"]
+    assert f"export TOKENBROKER_LEASE_ID='{lease}'" in shell.splitlines()
 
 
 async def test_a_retry_with_the_same_token_gets_the_same_vault_token(broker: Broker) -> None:
@@ -628,10 +631,11 @@ async def test_a_credential_revoked_through_the_broker_is_never_handed_out_again
     revoked = await broker.client.post(
         "/v1/leases/revoke", json={"job": True}, headers={"Authorization": f"Bearer {token}"}
     )
-    assert (revoked.status, await revoked.json()) == (
-        200,
-        {"revoked": ["prod-vault"], "not_revocable": []},
-    )
+    answer = await revoked.json()
+    assert (revoked.status, answer["not_revocable"]) == (200, [])
+    assert answer["revoked"] == [
+        {"id": first["lease"]["id"], "credential": "prod-vault", "type": "vault_oidc"}
+    ]
     old = first["values"]["VAULT_TOKEN"]
     with pytest.raises(hvac.exceptions.Forbidden):
         broker.openbao.client(token=old).auth.token.lookup_self()

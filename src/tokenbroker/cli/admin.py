@@ -196,6 +196,28 @@ def render_audit(body: JsonObject | None) -> str:
     return table
 
 
+def render_leases(body: JsonObject | None) -> str:
+    """A page of leases; the cursor of the next page, if any, on the last line."""
+    columns = ("id", "state", "organization", "project", "credential", "type", "job", "expires_at")
+    rows = [tuple(lease.get(column) for column in columns) for lease in _items(body, "leases")]
+    table = format_table(tuple(c.upper().replace("_", " ") for c in columns), rows)
+    cursor = (body or {}).get("next")
+    if cursor is not None:
+        table += f"\n(more: repeat with --before {_cell(cursor)})"
+    return table
+
+
+def render_revoked(body: JsonObject | None) -> str:
+    """What a revocation did, a line a lease."""
+    lines = []
+    for key, told in (("revoked", "revoked"), ("not_revocable", "ended, left to expire:")):
+        leases = (body or {}).get(key)
+        for lease in leases if isinstance(leases, list) else []:
+            if isinstance(lease, dict):
+                lines.append(f"{told} {lease.get('credential')} (lease {lease.get('id')})")
+    return "\n".join(lines) or "nothing was active"
+
+
 def _said(message: str) -> Renderer:
     def render(body: JsonObject | None) -> str:
         return message
@@ -267,6 +289,22 @@ def _orgs_call(args: argparse.Namespace) -> ApiCall:
     return ApiCall("DELETE", path, _said(f"deleted organization {args.name}"))
 
 
+def _leases_call(args: argparse.Namespace) -> ApiCall:
+    if args.leases_action == "revoke":
+        return ApiCall("POST", ("leases", args.id, "revoke"), render_revoked)
+    filters = {
+        "organization": args.org,
+        "project": args.project,
+        "credential": args.credential,
+        "state": args.state,
+        "job": args.job,
+        "limit": None if args.limit is None else str(args.limit),
+        "before": args.before,
+    }
+    query = {key: value for key, value in filters.items() if value is not None}
+    return ApiCall("GET", ("leases",), render_leases, query=query)
+
+
 def _credentials_call(args: argparse.Namespace) -> ApiCall:
     action: str = args.credentials_action
     base = ("organizations", args.org, "credentials")
@@ -333,6 +371,8 @@ def build_call(args: argparse.Namespace) -> ApiCall:
         return ApiCall(
             "GET", ("organizations", args.org, "assignments"), render_assignments, query=query
         )
+    if command == "leases":
+        return _leases_call(args)
     filters = {
         "organization": args.org,
         "project": args.project,
@@ -635,6 +675,21 @@ def _register_tokens(commands: _SubParsers) -> None:
     )
 
 
+def _register_leases(commands: _SubParsers) -> None:
+    leases = commands.add_parser("leases", help="issued credentials: list, revoke")
+    actions = leases.add_subparsers(dest="leases_action", metavar="ACTION", required=True)
+    listing = _command(actions, "list", "list leases, newest first")
+    listing.add_argument("--org")
+    listing.add_argument("--project")
+    listing.add_argument("--credential")
+    listing.add_argument("--state", choices=("pending", "active", "revoked", "expired", "failed"))
+    listing.add_argument("--job")
+    listing.add_argument("--limit", type=int, help="leases per page (default 100)")
+    listing.add_argument("--before", metavar="ID", help="the page's cursor")
+    revoke = _command(actions, "revoke", "revoke a lease (at its backend where it can be)")
+    revoke.add_argument("id")
+
+
 def register(subparsers: _SubParsers) -> None:
     """Add the ``admin`` verb."""
     parser = subparsers.add_parser(
@@ -649,4 +704,5 @@ def register(subparsers: _SubParsers) -> None:
     _register_assignments(commands)
     _register_audit(commands)
     _register_tokens(commands)
+    _register_leases(commands)
     parser.set_defaults(handler=run)

@@ -78,9 +78,11 @@ async def _tell_broker(args: argparse.Namespace, runtime: ClientRuntime) -> bool
     )
     answer = await revoke_at_broker(options, os.environ, runtime)
     for key, told in (("revoked", "the broker revoked"), ("not_revocable", "left to expire:")):
-        names = answer.get(key)
-        for name in names if isinstance(names, list) else []:
-            print(f"tokenbroker: {told} {name}", file=sys.stderr)
+        leases = answer.get(key)
+        for lease in leases if isinstance(leases, list) else []:
+            if isinstance(lease, dict):
+                name, lease_id = lease.get("credential"), lease.get("id")
+                print(f"tokenbroker: {told} {name} (lease {lease_id})", file=sys.stderr)
     return True
 
 

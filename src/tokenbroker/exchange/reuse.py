@@ -1,23 +1,33 @@
-"""The reuse window: a retry of the same request gets the same credential, for a short while.
+"""The reuse window, held by leases: a retry of the same request gets the same credential.
 
-A runner that retries after a dropped connection gets the credential it was already issued,
-and concurrent identical requests share one backend call. A request is "the same" when the
-platform token (its SHA-256), the credential and the credential's version are; it is a retry
-only inside ``reuse_seconds`` of the issue, never past the credential's or the token's expiry,
-and never once the credential was revoked. Entries live in this process's memory.
+A request is "the same" when the platform token (its SHA-256), the credential and the
+credential's version are. Its lease claims the request's slot before the backend is called,
+so of the brokers sharing a store that get it at once, one calls the backend and the others
+wait for its lease, then hand out the credential sealed in it. Inside one process, identical
+requests share the caller's call without asking the store. A retry is one only inside
+``reuse_seconds`` of the issue, never close to the credential's expiry nor past the platform
+token's, and never once the lease was revoked.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Protocol
+import json
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.clock import Clock
+from tokenbroker.errors import TemporarilyUnavailable
+from tokenbroker.issuer.sealing import SealError, seal, unseal
 from tokenbroker.policy.models import Credential
+from tokenbroker.store.leases import Claimed, Lease, Leases
+
+# Waiting on another broker's issue: a first look soon, then less often, within the deadline.
+_FIRST_POLL_SECONDS = 0.02
+_MAX_POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,125 +38,236 @@ class ReuseKey:
     credential_id: int
     credential_version: str
 
+    @property
+    def slot(self) -> str:
+        """The key as the lease table's unique reuse slot."""
+        return f"{self.token_fingerprint}|{self.credential_id}|{self.credential_version}"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseFacts:
+    """What a lease records about the request, besides its key and credential."""
+
+    organization: str
+    project: str | None
+    issuer: str
+    subject: str
+    job: str
+    request_id: str
+    revocable: bool
+
 
 @dataclass(frozen=True, slots=True)
 class Issue:
-    """A credential issued for one request key, with the credential it was issued from."""
+    """A credential issued for one request key, under its lease.
+
+    ``fresh``: issued for this very request, so its lease is still pending until the audit
+    event of the issue commits it (``ReuseWindow.activation``).
+    """
 
     key: ReuseKey
     credential: Credential
-    issued: IssuedCredential
+    issued: IssuedCredential = field(repr=False)
+    lease_id: str
+    fresh: bool
 
 
-class ReuseWindow(Protocol):
-    """Where the exchange asks for a retry's credential: the one interface a store backs."""
+@dataclass(frozen=True, slots=True)
+class Activation:
+    """What a fresh issue's lease becomes active with, in its audit event's transaction."""
 
-    async def get_or_issue(
-        self,
-        key: ReuseKey,
-        token_expires_at: float,
-        issue: Callable[[], Awaitable[Issue]],
-    ) -> tuple[Issue, bool]:
-        """(credential, reused): the one issued inside the window, a shared call, or a new one."""
-        ...
-
-    def forget(self, issue: Issue) -> None:
-        """Never hand ``issue`` out again (revoked, or its issue could not be recorded)."""
-        ...
-
-    def held_for_token(self, token_fingerprint: str) -> list[Issue]:
-        """What the window still holds for one platform token."""
-        ...
+    expires_at: datetime
+    reuse_until: datetime
+    sealed: str = field(repr=False)
+    sealed_until: datetime
 
 
-@dataclass(slots=True)
-class _Entry:
-    issue: Issue
-    reuse_until: float
-
-
-class InMemoryReuseWindow:
-    """A bounded LRU of issued credentials plus the calls in flight, in this process."""
+class ReuseWindow:
+    """The reuse window over the store's leases, and the in-process calls in flight."""
 
     def __init__(
         self,
+        leases: Leases,
         clock: Clock,
         *,
+        encryption_key: str,
         reuse_seconds: float = 60,
-        max_entries: int = 10_000,
+        wait_seconds: float = 30,
         margin_seconds: int = 60,
     ) -> None:
+        self._leases = leases
         self._clock = clock
+        self._key = encryption_key
         self._reuse_seconds = reuse_seconds
-        self._max_entries = max_entries
+        # A broker waits this long for another's issue; a pending lease older than twice it
+        # belongs to a broker that died mid-issue, and its slot is let go.
+        self._wait_seconds = wait_seconds
         self._margin = margin_seconds
-        self._entries: OrderedDict[ReuseKey, _Entry] = OrderedDict()
         self._in_flight: dict[ReuseKey, asyncio.Future[Issue]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     async def get_or_issue(
         self,
         key: ReuseKey,
-        token_expires_at: float,
-        issue: Callable[[], Awaitable[Issue]],
+        credential: Credential,
+        facts: LeaseFacts,
+        issue: Callable[[], Awaitable[IssuedCredential]],
     ) -> tuple[Issue, bool]:
-        """Return (credential, reused): one inside its window, a shared in-flight one, or new."""
-        now = self._clock.now()
-        entry = self._entries.get(key)
-        if entry is not None:
-            if entry.reuse_until > now:
-                self._entries.move_to_end(key)
-                return entry.issue, True
-            del self._entries[key]
+        """(issue, reused): the credential issued inside the window, or a new one."""
         pending = self._in_flight.get(key)
         if pending is not None:
             # shield: a waiter that is cancelled must not cancel the shared call.
-            return await asyncio.shield(pending), True
+            shared = await asyncio.shield(pending)
+            return Issue(key, credential, shared.issued, shared.lease_id, fresh=False), True
         future: asyncio.Future[Issue] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            issued = await issue()
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            # The failure is delivered to waiters; mark it retrieved for the lone caller case.
-            future.exception()
+            result, reused = await self._claim_or_wait(key, credential, facts, issue)
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                future.cancel()
+            else:
+                future.set_exception(exc)
+                # The failure is delivered to waiters; mark it retrieved for the lone caller.
+                future.exception()
             raise
         finally:
             del self._in_flight[key]
-        future.set_result(issued)
-        self._remember(key, issued, token_expires_at, now)
-        return issued, False
+        future.set_result(result)
+        return result, reused
 
-    def forget(self, issue: Issue) -> None:
-        """Drop ``issue`` from the window (only that one, not a newer issue for its key)."""
-        entry = self._entries.get(issue.key)
-        if entry is not None and entry.issue is issue:
-            del self._entries[issue.key]
-
-    def held_for_token(self, token_fingerprint: str) -> list[Issue]:
-        """Every credential still inside its window for this platform token."""
+    def activation(self, issue: Issue, token_expires_at: float) -> Activation:
+        """How long the fresh ``issue`` may be handed to retries, and its sealed material."""
         now = self._clock.now()
-        return [
-            entry.issue
-            for key, entry in self._entries.items()
-            if key.token_fingerprint == token_fingerprint and entry.reuse_until > now
-        ]
-
-    def _remember(self, key: ReuseKey, issue: Issue, token_expires_at: float, now: float) -> None:
         credential_until = issue.issued.expires_at.timestamp()
-        lifetime = credential_until - now
-        # A retry comes within seconds: past the window it is a new request. Never hand a
-        # credential out close to its expiry, nor past the platform token's own expiry.
-        margin = min(self._margin, max(lifetime * 0.1, 0))
-        reuse_until = min(now + self._reuse_seconds, credential_until - margin, token_expires_at)
-        if reuse_until <= now:
-            return
-        self._entries[key] = _Entry(issue, reuse_until)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+        margin = min(self._margin, max((credential_until - now) * 0.1, 0))
+        reuse_until = max(
+            now, min(now + self._reuse_seconds, credential_until - margin, token_expires_at)
+        )
+        return Activation(
+            expires_at=issue.issued.expires_at,
+            reuse_until=_at(reuse_until),
+            sealed=seal(
+                _sealed_bytes(issue.issued, issue.credential.settings),
+                self._key,
+                associated_data=issue.lease_id.encode(),
+            ),
+            # The handle revokes it until it expires; otherwise it only re-delivers, in the window.
+            sealed_until=issue.issued.expires_at
+            if issue.issued.revocation_handle
+            else _at(reuse_until),
+        )
+
+    def unsealed(self, lease: Lease) -> SealedCredential | None:
+        """The credential sealed in a lease (and its settings), None when it holds none."""
+        if lease.sealed is None:
+            return None
+        try:
+            # Bound to its lease: sealed material copied onto another row does not unseal.
+            plaintext = unseal(lease.sealed, self._key, associated_data=lease.id.encode())
+        except SealError:
+            return None
+        return _sealed_from(plaintext)
+
+    async def _claim_or_wait(
+        self,
+        key: ReuseKey,
+        credential: Credential,
+        facts: LeaseFacts,
+        issue: Callable[[], Awaitable[IssuedCredential]],
+    ) -> tuple[Issue, bool]:
+        deadline = self._clock.now() + self._wait_seconds
+        poll = _FIRST_POLL_SECONDS
+        while True:
+            pending = self._pending_lease(key, credential, facts)
+            claim = await self._leases.claim(
+                pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds
+            )
+            if isinstance(claim, Claimed):
+                try:
+                    issued = await issue()
+                except BaseException:
+                    # shield: the lease is let go even when the caller is cancelled.
+                    await asyncio.shield(self._leases.fail(pending.id))
+                    raise
+                return Issue(key, credential, issued, pending.id, fresh=True), False
+            holder = claim.lease
+            if (
+                holder.state == "active"
+                and holder.reuse_until is not None
+                and holder.reuse_until.timestamp() > self._clock.now()
+            ):
+                held = self.unsealed(holder)
+                if held is not None:
+                    return Issue(key, credential, held.issued, holder.id, fresh=False), True
+            if self._clock.now() >= deadline:
+                raise TemporarilyUnavailable(
+                    "issue_in_progress",
+                    "another broker is issuing this credential for the same token; retry",
+                    retry_after=1,
+                )
+            # Another broker of the fleet is issuing it: look again shortly. The store has no
+            # portable way to wake a waiter (SQLite has none), so the wait polls, bounded.
+            await asyncio.sleep(poll)
+            poll = min(poll * 2, _MAX_POLL_SECONDS)
+
+    def _pending_lease(self, key: ReuseKey, credential: Credential, facts: LeaseFacts) -> Lease:
+        now = self._clock.now()
+        return Lease(
+            id=new_lease_id(now),
+            organization=facts.organization,
+            project=facts.project,
+            credential=credential.name,
+            credential_id=credential.id,
+            credential_version=key.credential_version,
+            credential_type=credential.type,
+            issuer=facts.issuer,
+            subject=facts.subject[:1024],
+            job=facts.job[:256],
+            state="pending",
+            issued_at=_at(now),
+            request_id=facts.request_id,
+            token_fingerprint=key.token_fingerprint,
+            reuse_slot=key.slot,
+        )
+
+
+def new_lease_id(now: float) -> str:
+    """``lse_`` + the time in milliseconds (so ids sort by issue) + 80 random bits."""
+    return f"lse_{int(now * 1000):012x}{secrets.token_hex(10)}"
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedCredential:
+    """What a lease keeps sealed: the credential, and the settings it was issued with (its
+    backend revokes it with those, whatever the credential says now)."""
+
+    issued: IssuedCredential = field(repr=False)
+    settings: Mapping[str, object]
+
+
+def _sealed_bytes(issued: IssuedCredential, settings: Mapping[str, object]) -> bytes:
+    return json.dumps(
+        {
+            "values": dict(issued.values),
+            "expires_at": issued.expires_at.timestamp(),
+            "metadata": dict(issued.metadata),
+            "revocation_handle": issued.revocation_handle,
+            "settings": dict(settings),
+        },
+        default=str,
+    ).encode()
+
+
+def _sealed_from(plaintext: bytes) -> SealedCredential:
+    data = json.loads(plaintext)
+    issued = IssuedCredential(
+        values=data["values"],
+        expires_at=_at(float(data["expires_at"])),
+        metadata=data["metadata"],
+        revocation_handle=data["revocation_handle"],
+    )
+    return SealedCredential(issued, data["settings"])

@@ -10,11 +10,12 @@ a request and gets back a result or a BrokerError.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,14 +45,15 @@ from tokenbroker.errors import (
     AccessDenied,
     BrokerError,
     InvalidRequest,
+    NotFound,
     RateLimited,
     TemporarilyUnavailable,
     UpstreamError,
 )
-from tokenbroker.exchange.reuse import Issue, ReuseKey, ReuseWindow
+from tokenbroker.exchange.reuse import Issue, LeaseFacts, ReuseKey, ReuseWindow
 from tokenbroker.identity.fingerprint import token_fingerprint
 from tokenbroker.identity.models import Identity
-from tokenbroker.identity.profiles import identify
+from tokenbroker.identity.profiles import identify, job_id
 from tokenbroker.identity.validator import TokenValidator, ValidatedToken
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.issuer.minting import mint_for_identity
@@ -62,6 +64,7 @@ from tokenbroker.policy.models import AuditEvent, Credential, Organization, Outc
 from tokenbroker.policy.rules import token_mode_problems
 from tokenbroker.ratelimit import RateLimiter, bucket_key, retry_after_seconds
 from tokenbroker.store import Store
+from tokenbroker.store.leases import Lease
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,11 @@ class ExchangeResult:
         """What the backend issued."""
         return self.issue.issued
 
+    @property
+    def lease_id(self) -> str:
+        """The lease the credential was issued under."""
+        return self.issue.lease_id
+
 
 @dataclass(frozen=True, slots=True)
 class RunnerDocument:
@@ -117,10 +125,12 @@ class RunnerDocument:
 
 @dataclass(frozen=True, slots=True)
 class RevokedCredentials:
-    """What a runner's revocation did: revoked at the backend, or left to expire."""
+    """What a revocation did: leases revoked at the backend, and leases whose credential can
+    only expire (ended all the same: never handed out again). Each as ``{id, credential, type}``.
+    """
 
-    revoked: list[str]
-    not_revocable: list[str]
+    revoked: list[dict[str, str]]
+    not_revocable: list[dict[str, str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +188,9 @@ class _Run:
     identity: Identity | None = None
     organization: Organization | None = None
     credential: Credential | None = None
+    # The issue this run made or reused, for its audit event (and a fresh one's lease).
+    issue: Issue | None = None
+    token_expires_at: float = 0.0
 
     @contextmanager
     def check(self, name: str, details: Mapping[str, object] | None = None) -> Iterator[None]:
@@ -277,30 +290,69 @@ class ExchangeService:
             return DecisionTrace(False, run.steps, error=exc, credential=run.credential)
         return DecisionTrace(True, run.steps, credential=run.credential)
 
-    async def revoke_for_token(
-        self, token: str, request_id: str, client_address: str | None
+    async def revoke_for_job(
+        self,
+        token: str,
+        request_id: str,
+        client_address: str | None,
+        *,
+        lease_id: str | None = None,
     ) -> RevokedCredentials:
-        """Revoke what the reuse window holds for this platform token; never hand it out again.
+        """Revoke the leases of the job the platform token belongs to (or one of them).
 
-        Revocable credentials are revoked at their backend; the others are only forgotten
-        (they expire). Each is audited as a ``revoked`` decision.
+        Revocable credentials are revoked at their backend; every lease is marked revoked, so
+        none is handed out again. A lease of another job, or none, is a 404.
         """
         request = ExchangeRequest(token, None, request_id, client_address)
         run = _Run(request, token_fingerprint(token))
         try:
-            run.validated = await self._validator.validate_platform_token(token)
+            run.validated = validated = await self._validator.validate_platform_token(token)
+            run.identity = identity = identify(validated.issuer, validated.claims)
+            run.organization, _ = await self._store.policy.find_organization_assignments(
+                validated.issuer.name, identity.org, identity.project
+            )
+            if run.organization is None:
+                raise NotFound("lease_not_found", "no lease of this job was found")
+            job = self._job(validated, run.fingerprint)
+            leases = await self._store.leases.of_job(run.organization.name, job)
+            if lease_id is not None:
+                leases = [lease for lease in leases if lease.id == lease_id]
+                if not leases:
+                    raise NotFound("lease_not_found", f"no active lease {lease_id!r} of this job")
         except BrokerError as exc:
             await self._audit(run, "error" if exc.status >= 500 else "denied", exc.reason)
             raise
-        revoked: list[str] = []
-        not_revocable: list[str] = []
-        for issue in self._reuse.held_for_token(run.fingerprint):
-            self._reuse.forget(issue)
-            if await self._revoke(issue):
-                revoked.append(issue.credential.name)
-            else:
-                not_revocable.append(issue.credential.name)
-        await self._audit(run, "success", "revoked", revoked=revoked)
+        return await self._end_leases(leases, by="runner", reason="revoked by the job", run=run)
+
+    async def revoke_lease(self, lease: Lease, *, by: str, request_id: str) -> RevokedCredentials:
+        """An administrator's revocation of one lease."""
+        run = _Run(ExchangeRequest("", None, request_id), "")
+        return await self._end_leases([lease], by=by, reason="revoked by an administrator", run=run)
+
+    async def _end_leases(
+        self, leases: Sequence[Lease], *, by: str, reason: str, run: _Run
+    ) -> RevokedCredentials:
+        revoked: list[dict[str, str]] = []
+        not_revocable: list[dict[str, str]] = []
+        for lease in leases:
+            sealed = self._reuse.unsealed(lease)
+            at_backend = sealed is not None and await self._revoke_at_backend(
+                lease.credential_type, sealed.issued, sealed.settings
+            )
+            ended = await self._store.leases.end(
+                lease.id, state="revoked", now=self._now(), by=by, reason=reason
+            )
+            if not ended:
+                continue
+            named = {"id": lease.id, "credential": lease.credential, "type": lease.credential_type}
+            (revoked if at_backend else not_revocable).append(named)
+            await self._audit(
+                run,
+                "success",
+                "revoked" if at_backend else "revoked_not_revocable",
+                kind="revocation",
+                lease=lease,
+            )
         return RevokedCredentials(revoked, not_revocable)
 
     async def _run(
@@ -423,9 +475,19 @@ class ExchangeService:
         credential = decided.credential
         key = ReuseKey(run.fingerprint, credential.id, decided.version)
         token_exp = decided.validated.claims.get("exp")
-        token_expires_at = float(token_exp) if isinstance(token_exp, int | float) else 0.0
+        run.token_expires_at = float(token_exp) if isinstance(token_exp, int | float) else 0.0
+        assert run.organization is not None
+        facts = LeaseFacts(
+            organization=run.organization.name,
+            project=decided.identity.project,
+            issuer=decided.validated.issuer.name,
+            subject=decided.identity.subject,
+            job=self._job(decided.validated, run.fingerprint),
+            request_id=run.request.request_id,
+            revocable=decided.traits.revocable,
+        )
 
-        async def call_backend() -> Issue:
+        async def call_backend() -> IssuedCredential:
             backend = self._backend(credential)
             outbound = self._outbound(run, decided).value
             backend_started = time.perf_counter()
@@ -449,9 +511,10 @@ class ExchangeService:
                 self._metrics.child(self._metrics.backend_seconds, credential.type).observe(
                     time.perf_counter() - backend_started
                 )
-            return Issue(key, credential, issued)
+            return issued
 
-        issue, reused = await self._reuse.get_or_issue(key, token_expires_at, call_backend)
+        issue, reused = await self._reuse.get_or_issue(key, credential, facts, call_backend)
+        run.issue = issue
         if reused:
             self._metrics.issued_cache_hits.inc()
         else:
@@ -476,26 +539,42 @@ class ExchangeService:
         return RunnerDocument(decided.credential, body), reason
 
     async def _undo_issue(self, result: ExchangeResult) -> None:
-        """The decision could not be audited: what it issued is never handed out, and revoked."""
+        """The decision could not be audited: what it issued is revoked and never handed out."""
         if result.reused:
             # Handed out, and audited, by the request it was issued for.
             return
-        self._reuse.forget(result.issue)
+        await asyncio.shield(self._store.leases.fail(result.lease_id))
         try:
-            await self._revoke(result.issue)
+            await self._revoke_at_backend(
+                result.credential.type, result.issued, result.credential.settings
+            )
         except BrokerError as exc:
             log.error(
                 "could not revoke a credential whose issue was not audited",
                 extra={"type": result.credential.type, "reason": exc.reason},
             )
 
-    async def _revoke(self, issue: Issue) -> bool:
+    async def _revoke_at_backend(
+        self, type_name: str, issued: IssuedCredential, settings: Mapping[str, object]
+    ) -> bool:
         """Revoke at the backend where its type allows it; False when it can only expire."""
-        backend = self._backend(issue.credential)
+        try:
+            backend = self._backends.get(type_name)
+            model = backend_class(type_name).settings_model
+        except (UnknownCredentialType, BackendUnavailable):
+            return False
         if not isinstance(backend, RevocableBackend):
             return False
-        await backend.revoke(issue.issued, self._settings(issue.credential))
+        try:
+            parsed = model.model_validate(dict(settings))
+        except ValidationError:
+            return False
+        await backend.revoke(issued, parsed)
         return True
+
+    def _job(self, validated: ValidatedToken, fingerprint: str) -> str:
+        # The platform's own job id where its tokens carry one; otherwise the token's.
+        return job_id(validated.issuer, validated.claims) or fingerprint
 
     def _backend(self, credential: Credential) -> Backend:
         try:
@@ -566,11 +645,22 @@ class ExchangeService:
         return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
 
     async def _audit(
-        self, run: _Run, outcome: Outcome, reason: str, *, revoked: list[str] | None = None
+        self,
+        run: _Run,
+        outcome: Outcome,
+        reason: str,
+        *,
+        kind: str = "exchange",
+        lease: Lease | None = None,
     ) -> None:
-        """Commit the run's one audit event; when that fails, the decision is a 503."""
+        """Commit the run's one audit event; when that fails, the decision is a 503.
+
+        A fresh issue's event commits with its lease, in one transaction: no lease is active
+        without the event of its issue, and no success is recorded without its lease.
+        """
         identity = run.identity
         request = run.request
+        issue = run.issue if outcome == "success" else None
         event = AuditEvent(
             time=datetime.fromtimestamp(self._clock.now(), UTC),
             request_id=request.request_id,
@@ -578,16 +668,39 @@ class ExchangeService:
             reason=reason,
             latency_ms=round((time.perf_counter() - run.started) * 1000, 3),
             issuer=run.validated.issuer.name if run.validated else None,
-            organization=run.organization.name if run.organization else None,
-            project=identity.project if identity else None,
+            organization=(
+                lease.organization if lease else run.organization.name if run.organization else None
+            ),
+            project=lease.project if lease else identity.project if identity else None,
             subject=identity.subject if identity else None,
-            credential=run.credential.name if run.credential else request.credential,
-            credential_type=run.credential.type if run.credential else None,
-            token_fingerprint=run.fingerprint,
+            credential=(
+                lease.credential
+                if lease
+                else run.credential.name
+                if run.credential
+                else request.credential
+            ),
+            credential_type=(
+                lease.credential_type if lease else run.credential.type if run.credential else None
+            ),
+            token_fingerprint=run.fingerprint or None,
             client_address=request.client_address,
+            kind=kind,
+            lease_id=lease.id if lease else issue.lease_id if issue else None,
         )
         try:
-            await self._store.audit.record(event)
+            if issue is not None and issue.fresh:
+                activation = self._reuse.activation(issue, run.token_expires_at)
+                await self._store.leases.activate(
+                    issue.lease_id,
+                    expires_at=activation.expires_at,
+                    reuse_until=activation.reuse_until,
+                    sealed=activation.sealed,
+                    sealed_until=activation.sealed_until,
+                    event=event,
+                )
+            else:
+                await self._store.audit.record(event)
         except Exception as exc:
             log.error(
                 "audit event could not be written; the decision issues nothing",
@@ -617,9 +730,12 @@ class ExchangeService:
                 "organization": event.organization,
                 "project": event.project,
                 "token_fingerprint": run.fingerprint,
-                **({"revoked": revoked} if revoked is not None else {}),
+                "lease_id": event.lease_id,
             },
         )
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.now(), UTC)
 
     def _count(self, run: _Run, outcome: str) -> None:
         credential_type = run.credential.type if run.credential else "unknown"

@@ -142,7 +142,7 @@ class AuditLog:
 
     async def _insert(self, events: Sequence[AuditEvent]) -> None:
         self.writes += 1
-        rows = [_row(event) for event in events]
+        rows = [audit_row(event) for event in events]
         # Not write_connection(): a single statement needs no BEGIN IMMEDIATE to be atomic. On
         # SQLite it commits on its own; the commit ends PostgreSQL's implicit transaction.
         async with self._engine.connect() as conn:
@@ -150,7 +150,8 @@ class AuditLog:
             await conn.commit()
 
 
-def _row(event: AuditEvent) -> dict[str, object]:
+def audit_row(event: AuditEvent) -> dict[str, object]:
+    """The row of an event: text fitted to its column (NUL replaced, surrogates escaped)."""
     row: dict[str, object] = {}
     for name in _COLUMNS:
         value = getattr(event, name)

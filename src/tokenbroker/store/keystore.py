@@ -50,7 +50,7 @@ async def open_key_store(settings: Settings, store: Store) -> KeyStore:
     store generates one into the data directory on first start. Keys of the older file store
     are imported into an empty store, so an existing install keeps its kid.
     """
-    key_store = DbKeyStore(store, await _encryption_key(settings, store))
+    key_store = DbKeyStore(store, await store_encryption_key(settings, store))
     await _import_file_keys(key_store, FileKeyStore(settings.server.data_dir / LEGACY_KEYS_DIRNAME))
     return key_store
 
@@ -146,7 +146,8 @@ def _bound_to(kid: str) -> bytes:
     return f"tokenbroker/signing_keys/{kid}".encode()
 
 
-async def _encryption_key(settings: Settings, store: Store) -> str:
+async def store_encryption_key(settings: Settings, store: Store) -> str:
+    """``store.encryption_key``, or the embedded store's generated one (made on first use)."""
     configured = settings.store.encryption_key
     if configured is not None and configured.get_secret_value():
         return configured.get_secret_value()

@@ -1,7 +1,8 @@
 """``Store``: the broker's database behind one object that owns the engine and its lifecycle.
 
 Its aggregates each live in their own module with their own SQL: ``store.policy``
-(policy.py), ``store.audit`` (audit.py) and ``store.keys`` (signing_keys.py). A call on them
+(policy.py), ``store.audit`` (audit.py), ``store.leases`` (leases.py) and ``store.keys``
+(signing_keys.py). A call on them
 is its own transaction; :meth:`Store.transaction` gives the same aggregates on one connection.
 """
 
@@ -16,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbroker.store import engine as engines
 from tokenbroker.store.audit import AuditLog
 from tokenbroker.store.engine import Connections
+from tokenbroker.store.leases import Leases
 from tokenbroker.store.policy import Policy, bump_revision
 from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.store.signing_keys import SigningKeys
@@ -69,6 +71,8 @@ class Store:
         """The issuer's signing keys, sealed (keystore.py unseals them)."""
         self.audit = AuditLog(engine)
         """The audit trail: appended by group commit, read newest first."""
+        self.leases = Leases(engine)
+        """Every credential issued, from its claim to its end."""
 
     @classmethod
     async def open(

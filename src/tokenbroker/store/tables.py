@@ -204,8 +204,12 @@ leases = Table(
     Column("request_id", String(128), nullable=False),
     Column("token_fingerprint", String(128), nullable=False),
     Column("sealed", Text(), nullable=True),
+    # The sweeper drops the sealed material then: the credential's expiry where it can be
+    # revoked (the handle is needed until then), the end of the reuse window otherwise.
+    Column("sealed_until", UtcDateTime(), nullable=True),
     UniqueConstraint("reuse_slot"),
     Index(None, "job"),
     Index(None, "state", "expires_at"),
+    Index(None, "sealed_until"),
     Index(None, "organization", "issued_at"),
 )

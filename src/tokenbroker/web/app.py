@@ -7,9 +7,11 @@ import contextlib
 import errno
 import functools
 import ipaddress
+import logging
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import aiohttp
 from aiohappyeyeballs import AddrInfoType
@@ -21,7 +23,7 @@ from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
 from tokenbroker.config.urls import PRIVATE_ADDRESS_HINT, is_private_address
-from tokenbroker.exchange.reuse import InMemoryReuseWindow
+from tokenbroker.exchange.reuse import ReuseWindow
 from tokenbroker.exchange.service import ExchangeService
 from tokenbroker.identity.jwks import JwksCache
 from tokenbroker.identity.validator import TokenValidator
@@ -30,13 +32,15 @@ from tokenbroker.metrics import Metrics
 from tokenbroker.ratelimit import open_rate_limiter
 from tokenbroker.store import Store
 from tokenbroker.store.declarative import apply_declarative
-from tokenbroker.store.keystore import open_key_store
+from tokenbroker.store.keystore import open_key_store, store_encryption_key
 from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
 from tokenbroker.web.errors import request_context_middleware
 from tokenbroker.web.routes import exchange, health, leases, metrics, oauth, openapi, wellknown
 from tokenbroker.web.serving import SERVING_STATE, ServingState, serving_state_middleware
+
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
@@ -193,11 +197,34 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         issuer_url=settings.server.issuer_url,
         signing=settings.signing,
-        reuse=InMemoryReuseWindow(clock, reuse_seconds=settings.exchange.reuse_seconds),
+        reuse=ReuseWindow(
+            app[keys.STORE].leases,
+            clock,
+            encryption_key=await store_encryption_key(settings, app[keys.STORE]),
+            reuse_seconds=settings.exchange.reuse_seconds,
+            wait_seconds=settings.server.client_timeout_seconds * 2,
+        ),
         rate_limit=settings.rate_limit,
         rate_limiter=rate_limiter,
     )
+    sweeper = asyncio.create_task(_sweep_leases(app[keys.STORE], clock))
     yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
     await backends.close()
     if rate_limiter is not None:
         await rate_limiter.close()
+
+
+# Expired leases are marked, and sealed material past its time dropped, this often.
+_SWEEP_SECONDS = 60.0
+
+
+async def _sweep_leases(store: Store, clock: Clock) -> None:
+    while True:
+        try:
+            await store.leases.sweep(datetime.fromtimestamp(clock.now(), UTC))
+        except Exception as exc:  # a failed sweep is retried; it must not end the task
+            log.warning("lease sweep failed", extra={"exception": type(exc).__name__})
+        await asyncio.sleep(_SWEEP_SECONDS)

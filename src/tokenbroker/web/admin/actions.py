@@ -22,6 +22,7 @@ from aiohttp import web
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import Settings
 from tokenbroker.errors import NotFound
+from tokenbroker.exchange.service import ExchangeService, RevokedCredentials
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.issuer.keys import SigningKey
 from tokenbroker.logs import request_id_var
@@ -34,10 +35,11 @@ from tokenbroker.policy.models import (
     Outcome,
 )
 from tokenbroker.store import UNSET, Store, Unset
+from tokenbroker.store.leases import Lease
 from tokenbroker.store.validation import warn_on_settings
 from tokenbroker.web import keys
 from tokenbroker.web.admin.auth import ADMIN_PRINCIPAL, AdminPrincipal
-from tokenbroker.web.admin.schemas import AuditQuery, merge_patch, unprocessable
+from tokenbroker.web.admin.schemas import AuditQuery, LeaseQuery, merge_patch, unprocessable
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,14 @@ class AuditPage:
 
     events: list[AuditEvent]
     next: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeasePage:
+    """A page of leases, newest first, and the ``before`` of the next page (if any)."""
+
+    leases: list[Lease]
+    next: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +90,7 @@ class AdminActions:
         settings: Settings,
         clock: Clock,
         keyring: KeyRing | None = None,
+        service: ExchangeService | None = None,
         client_address: str | None = None,
     ) -> None:
         self.principal = principal
@@ -87,6 +98,7 @@ class AdminActions:
         self._settings = settings
         self._clock = clock
         self._keyring = keyring
+        self._service = service
         self._client_address = client_address
         self._started = time.perf_counter()
 
@@ -341,6 +353,56 @@ class AdminActions:
             raise NotFound("audit_event_not_found", f"no audit event {event_id}")
         return found[0]
 
+    # -- leases -----------------------------------------------------------------------------
+
+    async def leases(self, query: LeaseQuery) -> LeasePage:
+        """A page of the leases this admin may see, newest first."""
+        if query.organization is not None:
+            self._require_scope(query.organization)
+        scope = self.principal.organizations
+        found = await self._store.leases.listing(
+            filters={
+                "organization": query.organization,
+                "project": query.project,
+                "credential": query.credential,
+                "state": query.state,
+                "job": query.job,
+            },
+            organizations=None if scope is None else sorted(scope),
+            limit=query.limit + 1,
+            before=query.before,
+        )
+        page = found[: query.limit]
+        more = len(found) > query.limit
+        return LeasePage(page, page[-1].id if more and page else None)
+
+    async def revoke_lease(self, lease_id: str) -> RevokedCredentials:
+        """Revoke an active lease at its backend where its type allows it."""
+        lease = await self._store.leases.get(lease_id)
+        if (
+            lease is None
+            or lease.state not in ("active", "pending")
+            or not self.principal.may_see(lease.organization)
+        ):
+            raise NotFound("lease_not_found", "no active lease of that id")
+        if self._service is None:
+            raise NotFound("lease_not_found", "no active lease of that id")
+        result = await self._service.revoke_lease(
+            lease, by=self.principal.name, request_id=request_id_var.get()
+        )
+        await self._audit(
+            "lease_revoked",
+            {
+                "object": "lease",
+                "name": lease.id,
+                "at_backend": any(r["id"] == lease.id for r in result.revoked),
+            },
+            organization=lease.organization,
+            project=lease.project,
+            credential_name=lease.credential,
+        )
+        return result
+
     # -- signing keys -----------------------------------------------------------------------
 
     def signing_keys(self) -> Sequence[SigningKey]:
@@ -441,5 +503,6 @@ def admin_actions(request: web.Request, principal: AdminPrincipal | None = None)
         settings=app[keys.SETTINGS],
         clock=app[keys.CLOCK],
         keyring=app.get(keys.KEYRING),
+        service=app.get(keys.SERVICE),
         client_address=request.remote,
     )

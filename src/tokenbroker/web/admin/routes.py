@@ -15,6 +15,7 @@ from tokenbroker.web.admin.schemas import (
     AuditQuery,
     CredentialCreate,
     CredentialUpdate,
+    LeaseQuery,
     OrganizationCreate,
     OrganizationUpdate,
     parse_body,
@@ -198,3 +199,23 @@ async def list_audit(request: web.Request) -> web.Response:
     return web.json_response(
         {"events": [audit_event_view(e) for e in page.events], "next": page.next}
     )
+
+
+# Leases.
+
+
+@routes.get("/leases")
+async def list_leases(request: web.Request) -> web.Response:
+    """Leases, newest first (filters organization, project, credential, state, job); ``next``
+    is the ``before`` of the following page."""
+    page = await admin_actions(request).leases(parse_query(request, LeaseQuery))
+    return web.json_response(
+        {"leases": [lease.as_public() for lease in page.leases], "next": page.next}
+    )
+
+
+@routes.post("/leases/{id}/revoke")
+async def revoke_lease(request: web.Request) -> web.Response:
+    """Revoke one lease at its backend where its type allows it; it is never handed out again."""
+    result = await admin_actions(request).revoke_lease(request.match_info["id"])
+    return web.json_response({"revoked": result.revoked, "not_revocable": result.not_revocable})

@@ -108,6 +108,21 @@ class AuditQuery(BaseModel):
     before: int | None = Field(default=None, ge=1)
 
 
+class LeaseQuery(BaseModel):
+    """``GET /leases`` query parameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    organization: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    project: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    credential: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    state: Literal["pending", "active", "revoked", "expired", "failed"] | None = None
+    job: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    # Below the store's page cap, so one extra row can be fetched to see whether more exist.
+    limit: int = Field(default=100, ge=1, le=500)
+    before: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+
 class AssignmentQuery(BaseModel):
     """``GET /organizations/{org}/assignments`` query parameters."""
 

@@ -72,7 +72,11 @@ async def exchange(request: web.Request) -> web.Response:
     if isinstance(result, RunnerDocument):
         return _no_store(json.dumps(result.body), "application/json")
     content_type, body = render(
-        fmt, result.credential.name, backend_class(result.credential.type), result.issued
+        fmt,
+        result.credential.name,
+        backend_class(result.credential.type),
+        result.issued,
+        lease=result.lease_id,
     )
     return _no_store(body, content_type)
 

@@ -216,6 +216,13 @@ def openapi_document() -> dict[str, object]:
             "get": _admin("Every assignment of an organization", 404),
         },
         "/v1/admin/audit": {"get": _admin("Audit events, newest first, paginated", 422)},
+        "/v1/admin/leases": {"get": _admin("Leases, newest first, filtered, paginated", 422)},
+        "/v1/admin/leases/{id}/revoke": {
+            "post": {
+                **_admin("Revoke one lease (at its backend where its type allows it)", 404),
+                "parameters": _path_params("id"),
+            }
+        },
     }
     return {
         "openapi": "3.1.0",

@@ -52,11 +52,13 @@ def upgrade() -> None:
         sa.Column("request_id", sa.String(128), nullable=False),
         sa.Column("token_fingerprint", sa.String(128), nullable=False),
         sa.Column("sealed", sa.Text(), nullable=True),
+        sa.Column("sealed_until", UtcDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("id", name="pk_leases"),
         sa.UniqueConstraint("reuse_slot", name="uq_leases_reuse_slot"),
     )
     op.create_index("ix_leases_job", "leases", ["job"])
     op.create_index("ix_leases_state_expires_at", "leases", ["state", "expires_at"])
+    op.create_index("ix_leases_sealed_until", "leases", ["sealed_until"])
     op.create_index("ix_leases_organization_issued_at", "leases", ["organization", "issued_at"])
 
 

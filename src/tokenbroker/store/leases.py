@@ -1,0 +1,294 @@
+"""The lease aggregate: one row per credential the broker issues, from its claim to its end.
+
+A lease is claimed ``pending`` before the backend is called, under a unique ``reuse_slot``
+(the request's token fingerprint, credential and credential version): of the brokers of a
+fleet that get the same request at once, one inserts the row and calls the backend, the
+others find the row and wait for it. It becomes ``active`` in the same transaction as the
+audit event of its issue, and ends ``revoked`` or ``expired``; an issue that failed ends
+``failed``. The slot is let go when the reuse window closes, so the next identical request
+is a new issue. Sealed material (what revokes or re-delivers the credential) is never
+plaintext here: callers seal it, bound to the lease id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import ColumnElement, Row, and_, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokenbroker.errors import UnprocessableEntity
+from tokenbroker.policy.models import AuditEvent
+from tokenbroker.store.audit import audit_row
+from tokenbroker.store.engine import write_connection
+from tokenbroker.store.tables import audit_events, leases
+
+LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
+LEASE_STATES: tuple[LeaseState, ...] = ("pending", "active", "revoked", "expired", "failed")
+MAX_LEASE_PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A lease row. ``sealed`` is ciphertext (issuer/sealing.py), never a credential."""
+
+    id: str
+    organization: str
+    project: str | None
+    credential: str
+    credential_id: int
+    credential_version: str
+    credential_type: str
+    issuer: str
+    subject: str
+    job: str
+    state: LeaseState
+    issued_at: datetime
+    request_id: str
+    token_fingerprint: str
+    expires_at: datetime | None = None
+    reuse_until: datetime | None = None
+    reuse_slot: str | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+    sealed: str | None = None
+    sealed_until: datetime | None = None
+
+    def as_public(self) -> dict[str, object]:
+        """The lease as the admin API shows it: everything but the slot and the sealed data."""
+        return {
+            "id": self.id,
+            "organization": self.organization,
+            "project": self.project,
+            "credential": self.credential,
+            "credential_version": self.credential_version,
+            "type": self.credential_type,
+            "issuer": self.issuer,
+            "subject": self.subject,
+            "job": self.job,
+            "state": self.state,
+            "issued_at": _iso(self.issued_at),
+            "expires_at": _iso(self.expires_at),
+            "revoked_at": _iso(self.revoked_at),
+            "revoked_by": self.revoked_by,
+            "revoke_reason": self.revoke_reason,
+            "request_id": self.request_id,
+            "token_fingerprint": self.token_fingerprint,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """The slot was free: this caller issues, under the pending lease ``lease``."""
+
+    lease: Lease
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """Another request holds the slot: its lease, pending or active."""
+
+    lease: Lease
+
+
+class Leases:
+    """Leases in the store; every method is its own transaction."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def claim(self, pending: Lease, now: datetime, *, stale_after: float) -> Claimed | Held:
+        """Insert ``pending`` under its slot, or answer the lease that holds the slot.
+
+        A slot whose window closed, whose lease ended, or whose pending lease is older than
+        ``stale_after`` seconds (its broker died mid-issue) is let go first.
+        """
+        slot = pending.reuse_slot
+        assert slot is not None
+        stale = now - timedelta(seconds=stale_after)
+        async with write_connection(self._engine) as conn:
+            await conn.execute(
+                update(leases)
+                .where(leases.c.reuse_slot == slot, leases.c.state == "pending")
+                .where(leases.c.issued_at < stale)
+                .values(state="failed", reuse_slot=None, sealed=None)
+            )
+            await conn.execute(
+                update(leases)
+                .where(leases.c.reuse_slot == slot)
+                .where(
+                    or_(
+                        leases.c.state.in_(("revoked", "expired", "failed")),
+                        and_(leases.c.state == "active", leases.c.reuse_until <= now),
+                    )
+                )
+                .values(reuse_slot=None)
+            )
+        try:
+            async with write_connection(self._engine) as conn:
+                await conn.execute(insert(leases).values(_values(pending)))
+            return Claimed(pending)
+        except IntegrityError:
+            holder = await self.by_slot(slot)
+            if holder is None:
+                # The holder let go between the insert and this read: try once more.
+                return await self.claim(pending, now, stale_after=stale_after)
+            return Held(holder)
+
+    async def activate(
+        self,
+        lease_id: str,
+        *,
+        expires_at: datetime,
+        reuse_until: datetime,
+        sealed: str,
+        sealed_until: datetime,
+        event: AuditEvent,
+    ) -> None:
+        """Mark the pending lease issued and commit the audit event of its issue with it."""
+        async with write_connection(self._engine) as conn:
+            await conn.execute(
+                update(leases)
+                .where(leases.c.id == lease_id, leases.c.state == "pending")
+                .values(
+                    state="active",
+                    expires_at=expires_at,
+                    reuse_until=reuse_until,
+                    sealed=sealed,
+                    sealed_until=sealed_until,
+                )
+            )
+            await conn.execute(insert(audit_events).values([audit_row(event)]))
+
+    async def fail(self, lease_id: str) -> None:
+        """The issue did not happen (the backend refused, or it cannot be recorded)."""
+        async with write_connection(self._engine) as conn:
+            await conn.execute(
+                update(leases)
+                .where(leases.c.id == lease_id, leases.c.state == "pending")
+                .values(state="failed", reuse_slot=None, sealed=None)
+            )
+
+    async def end(
+        self,
+        lease_id: str,
+        *,
+        state: Literal["revoked", "expired"],
+        now: datetime,
+        by: str | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        """End an active (or pending) lease and drop its sealed material; False if it had ended."""
+        values: dict[str, object] = {"state": state, "reuse_slot": None, "sealed": None}
+        if state == "revoked":
+            values.update(revoked_at=now, revoked_by=by, revoke_reason=reason)
+        async with write_connection(self._engine) as conn:
+            result = await conn.execute(
+                update(leases)
+                .where(leases.c.id == lease_id, leases.c.state.in_(("active", "pending")))
+                .values(**values)
+            )
+        return bool(result.rowcount)
+
+    async def get(self, lease_id: str) -> Lease | None:
+        """One lease by id."""
+        return await self._one(leases.c.id == lease_id)
+
+    async def by_slot(self, slot: str) -> Lease | None:
+        """The lease holding a reuse slot."""
+        return await self._one(leases.c.reuse_slot == slot)
+
+    async def of_job(self, organization: str, job: str) -> list[Lease]:
+        """Every active lease of one job of an organization."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(leases)
+                .where(
+                    leases.c.organization == organization,
+                    leases.c.job == job,
+                    leases.c.state == "active",
+                )
+                .order_by(leases.c.issued_at)
+            )
+            return [_lease(row) for row in rows]
+
+    async def listing(
+        self,
+        *,
+        filters: Mapping[str, str | None],
+        organizations: Sequence[str] | None = None,
+        limit: int = 100,
+        before: str | None = None,
+    ) -> list[Lease]:
+        """Leases matching every filter (organization, project, credential, state, job), newest
+        first; ``organizations`` bounds what a scoped admin sees; ``before`` pages."""
+        if isinstance(limit, bool) or not 1 <= limit <= MAX_LEASE_PAGE:
+            raise UnprocessableEntity(
+                "invalid_lease_query",
+                "lease query does not validate: limit",
+                details={"fields": [{"field": "limit", "message": f"must be 1-{MAX_LEASE_PAGE}"}]},
+            )
+        state = filters.get("state")
+        if state is not None and state not in LEASE_STATES:
+            raise UnprocessableEntity(
+                "invalid_lease_query",
+                "lease query does not validate: state",
+                details={
+                    "fields": [
+                        {"field": "state", "message": f"must be one of {', '.join(LEASE_STATES)}"}
+                    ]
+                },
+            )
+        conditions = [
+            leases.c[name] == value for name, value in filters.items() if value is not None
+        ]
+        if organizations is not None:
+            conditions.append(leases.c.organization.in_(list(organizations)))
+        if before is not None:
+            conditions.append(leases.c.id < before)
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(leases)
+                .where(and_(True, *conditions))
+                .order_by(leases.c.id.desc())
+                .limit(limit)
+            )
+            return [_lease(row) for row in rows]
+
+    async def sweep(self, now: datetime) -> int:
+        """Mark leases past their expiry expired and drop sealed material past its time."""
+        async with write_connection(self._engine) as conn:
+            expired = await conn.execute(
+                update(leases)
+                .where(leases.c.state == "active", leases.c.expires_at <= now)
+                .values(state="expired", reuse_slot=None, sealed=None)
+            )
+            await conn.execute(
+                update(leases)
+                .where(leases.c.sealed.is_not(None), leases.c.sealed_until <= now)
+                .values(sealed=None)
+            )
+        return int(expired.rowcount)
+
+    async def _one(self, condition: ColumnElement[bool]) -> Lease | None:
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(leases).where(condition))).first()
+        return None if row is None else _lease(row)
+
+
+def _values(lease: Lease) -> dict[str, object]:
+    return {column.name: getattr(lease, column.name) for column in leases.columns}
+
+
+def _lease(row: Row[tuple[object, ...]]) -> Lease:
+    m = row._mapping
+    return Lease(**{column.name: m[column.name] for column in leases.columns})
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
