@@ -79,18 +79,38 @@ def _filters_form(
         return "; ".join(m for f, m in problems if f == name) or None
 
     fields = [
-        Field("outcome", "Outcome", kind="select", value=raw.get("outcome", ""),
-              options=[("", "any"), ("success", "success"), ("denied", "denied"),
-                       ("error", "error")], error=error("outcome")),
-        Field("organization", "Organization", kind="select", value=raw.get("organization", ""),
-              options=[("", "any"), *((o, o) for o in orgs)], error=error("organization")),
+        Field(
+            "outcome",
+            "Outcome",
+            kind="select",
+            value=raw.get("outcome", ""),
+            options=[("", "any"), ("success", "success"), ("denied", "denied"), ("error", "error")],
+            error=error("outcome"),
+        ),
+        Field(
+            "organization",
+            "Organization",
+            kind="select",
+            value=raw.get("organization", ""),
+            options=[("", "any"), *((o, o) for o in orgs)],
+            error=error("organization"),
+        ),
         Field("project", "Project", value=raw.get("project"), error=error("project")),
-        Field("credential", "Credential", value=raw.get("credential"),
-              error=error("credential")),
-        Field("since", "Since (UTC)", kind="datetime-local", value=raw.get("since"),
-              error=error("since")),
-        Field("until", "Until (UTC)", kind="datetime-local", value=raw.get("until"),
-              error=error("until")),
+        Field("credential", "Credential", value=raw.get("credential"), error=error("credential")),
+        Field(
+            "since",
+            "Since (UTC)",
+            kind="datetime-local",
+            value=raw.get("since"),
+            error=error("since"),
+        ),
+        Field(
+            "until",
+            "Until (UTC)",
+            kind="datetime-local",
+            value=raw.get("until"),
+            error=error("until"),
+        ),
     ]
     return render(
         '<form method="get" action="{action}" class="filters" role="search" '
@@ -113,8 +133,14 @@ async def audit(request: web.Request) -> web.Response:
         (
             render('<time datetime="{iso}">{t}</time>', iso=e.time.isoformat(), t=when(e.time)),
             badge(e.outcome, _TONES.get(e.outcome, "muted")),
-            join([code(e.reason), render(' <span class="kind">{k}</span>', k=e.kind)
-                  if e.kind != "exchange" else ""]),
+            join(
+                [
+                    code(e.reason),
+                    render(' <span class="kind">{k}</span>', k=e.kind)
+                    if e.kind != "exchange"
+                    else "",
+                ]
+            ),
             e.organization or "",
             code(e.project) if e.project else "",
             e.credential or "",
@@ -137,10 +163,22 @@ async def audit(request: web.Request) -> web.Response:
         pager.append(link(url("audit", before=page_of.next, **kept), "Older events"))
     body = join(
         [
-            section("Filters", join([error_summary(problems, set(_FILTERS)),
-                                     _filters_form(raw, orgs, problems)])),
-            section("Events", join([listing, render('<nav class="pager" aria-label="Pages">'
-                                                   "{links}</nav>", links=join(pager, " "))])),
+            section(
+                "Filters",
+                join([error_summary(problems, set(_FILTERS)), _filters_form(raw, orgs, problems)]),
+            ),
+            section(
+                "Events",
+                join(
+                    [
+                        listing,
+                        render(
+                            '<nav class="pager" aria-label="Pages">{links}</nav>',
+                            links=join(pager, " "),
+                        ),
+                    ]
+                ),
+            ),
         ]
     )
     return page("Audit", body, viewer=viewer(request), section="audit")
@@ -203,8 +241,10 @@ def _step(step: TraceStep) -> Markup:
 def render_trace(trace: DecisionTrace) -> Markup:
     """The dry run's checks in order, each passed or failed with expected and actual values."""
     verdict = (
-        render('<p class="verdict ok">Allowed: the exchange would issue {c}.</p>',
-               c=code(trace.credential.name) if trace.credential else "a credential")
+        render(
+            '<p class="verdict ok">Allowed: the exchange would issue {c}.</p>',
+            c=code(trace.credential.name) if trace.credential else "a credential",
+        )
         if trace.allowed
         else render(
             '<p class="verdict bad">Refused: {error} <code>{reason}</code></p>',
@@ -219,11 +259,21 @@ def render_trace(trace: DecisionTrace) -> Markup:
 
 def _explain_form(request: web.Request, credential: str | None = None) -> Markup:
     fields = [
-        Field("token", "Platform token", kind="textarea", required=True, autocomplete="off",
-              hint="The runner's OIDC token (a JWT). It is checked as an exchange would check "
-              "it, with no credential issued, then dropped: never logged or stored."),
-        Field("credential", "Credential", value=credential,
-              hint="The credential the runner asks for; empty when its project has one."),
+        Field(
+            "token",
+            "Platform token",
+            kind="textarea",
+            required=True,
+            autocomplete="off",
+            hint="The runner's OIDC token (a JWT). It is checked as an exchange would check "
+            "it, with no credential issued, then dropped: never logged or stored.",
+        ),
+        Field(
+            "credential",
+            "Credential",
+            value=credential,
+            hint="The credential the runner asks for; empty when its project has one.",
+        ),
     ]
     return render(
         '<form method="post" action="{action}">{csrf}{fields}<div class="actions">'
@@ -234,32 +284,57 @@ def _explain_form(request: web.Request, credential: str | None = None) -> Markup
     )
 
 
-def _event_checks(event: AuditEvent, assigned: bool | None, bound: Mapping[str, object]
-                  ) -> Markup:
+def _event_checks(event: AuditEvent, assigned: bool | None, bound: Mapping[str, object]) -> Markup:
     steps = [
-        TraceStep("token", event.issuer is not None,
-                  f"issued by {event.issuer!r}" if event.issuer else "the token was not valid",
-                  {"reason": event.reason} if event.issuer is None else {}),
-        TraceStep("organization", event.organization is not None,
-                  f"organization {event.organization!r}" if event.organization
-                  else "no organization was found"),
+        TraceStep(
+            "token",
+            event.issuer is not None,
+            f"issued by {event.issuer!r}" if event.issuer else "the token was not valid",
+            {"reason": event.reason} if event.issuer is None else {},
+        ),
+        TraceStep(
+            "organization",
+            event.organization is not None,
+            f"organization {event.organization!r}"
+            if event.organization
+            else "no organization was found",
+        ),
     ]
     if event.credential is not None and event.project is not None and assigned is not None:
         steps.append(
-            TraceStep("assignment (now)", assigned,
-                      f"credential {event.credential!r} is {'' if assigned else 'not '}assigned "
-                      f"to project {event.project!r} today")
+            TraceStep(
+                "assignment (now)",
+                assigned,
+                f"credential {event.credential!r} is {'' if assigned else 'not '}assigned "
+                f"to project {event.project!r} today",
+            )
         )
     if bound:
         steps.append(
-            TraceStep("bound_claims (now)", True,
-                      "what the credential expects today; the token's own values were not "
-                      "kept: paste it (or a new token of the same job) to compare",
-                      {"claims": [{"claim": k, "expected": v if isinstance(v, list) else [v],
-                                   "actual": None, "matched": True}
-                                  for k, v in bound.items()]})
+            TraceStep(
+                "bound_claims (now)",
+                True,
+                "what the credential expects today; the token's own values were not "
+                "kept: paste it (or a new token of the same job) to compare",
+                {
+                    "claims": [
+                        {
+                            "claim": k,
+                            "expected": v if isinstance(v, list) else [v],
+                            "actual": None,
+                            "matched": True,
+                        }
+                        for k, v in bound.items()
+                    ]
+                },
+            )
         )
     return render('<ol class="checks">{s}</ol>', s=join(_step(s) for s in steps))
+
+
+def _changed_fields(event: AuditEvent) -> str | None:
+    fields = (event.detail or {}).get("fields")
+    return ", ".join(str(f) for f in fields) if isinstance(fields, list) and fields else None
 
 
 async def _event_explanation(admin: AdminActions, event: AuditEvent) -> Markup:
@@ -284,8 +359,7 @@ async def _event_explanation(admin: AdminActions, event: AuditEvent) -> Markup:
         ("Credential", event.credential),
         ("Subject", code(event.subject) if event.subject else None),
         ("Admin", event.actor),
-        ("What changed", ", ".join(map(str, (event.detail or {}).get("fields", []) or []))
-         if event.detail else None),
+        ("What changed", _changed_fields(event)),
         ("Request id", code(event.request_id)),
         ("Token fingerprint", code(event.token_fingerprint) if event.token_fingerprint else None),
     ]
@@ -341,8 +415,9 @@ async def explain(request: web.Request) -> web.Response:
                 section("Explain a token", _explain_form(request, credential)),
             ]
         )
-        return page("Explain a decision", body, viewer=viewer(request), section="explain",
-                    status=422)
+        return page(
+            "Explain a decision", body, viewer=viewer(request), section="explain", status=422
+        )
     service = request.config_dict[keys.SERVICE]
     trace = await service.explain(
         ExchangeRequest(token, credential, request_id_var.get(), request.remote)
@@ -380,6 +455,3 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/audit", audit)
     app.router.add_get("/explain", explain_form)
     app.router.add_post("/explain", explain)
-
-
-__all__ = ["add_routes", "render_trace", "when", "datetime"]

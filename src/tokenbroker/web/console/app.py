@@ -12,6 +12,7 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from multidict import MultiDict
 
 from tokenbroker.config.models import Settings
 from tokenbroker.errors import BrokerError
@@ -52,8 +53,14 @@ def _secure(request: web.Request) -> bool:
     return bool(public_url and public_url.startswith("https://"))
 
 
-def _cookie(response: web.StreamResponse, request: web.Request, name: str, value: str, *,
-            max_age: int | None = None) -> None:
+def _cookie(
+    response: web.StreamResponse,
+    request: web.Request,
+    name: str,
+    value: str,
+    *,
+    max_age: int | None = None,
+) -> None:
     response.set_cookie(
         name,
         value,
@@ -131,7 +138,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
                 "This form has no valid CSRF token, so nothing was done. Reload the page and "
                 "submit it again.",
             )
-        request[FORM] = submitted  # type: ignore[assignment]
+        # Text fields only: the console has no file upload.
+        request[FORM] = MultiDict((k, v) for k, v in submitted.items() if isinstance(v, str))
     return await handler(request)
 
 
@@ -192,8 +200,10 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
     submitted = await request.post()
     if not same_secret(_text(submitted.get("csrf")), request.cookies.get(SIGN_IN_COOKIE, "")):
         return error_page(
-            request, 403, "Refused", "The sign-in form expired or was not this console's. "
-            "Open the sign-in page again."
+            request,
+            403,
+            "Refused",
+            "The sign-in form expired or was not this console's. Open the sign-in page again.",
         )
     app = request.config_dict
     address = request.remote or "unknown"
@@ -222,7 +232,9 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
             client_address=request.remote,
             outcome="denied",
         )
-        return _sign_in_page(request, status=401, error="That is not an admin token of this broker.")
+        return _sign_in_page(
+            request, status=401, error="That is not an admin token of this broker."
+        )
     cookie, _ = app[keys.CONSOLE_SESSIONS].start(principal.name)
     await record_admin_event(
         app[keys.STORE],

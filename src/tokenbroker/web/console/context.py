@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from multidict import MultiDictProxy
+from multidict import MultiDict
 
 from tokenbroker.web.admin.actions import AdminActions, admin_actions
 from tokenbroker.web.console.layout import Viewer
 from tokenbroker.web.console.sessions import ConsoleSession
 
 VIEWER = web.RequestKey("console_viewer", Viewer)
-FORM = web.RequestKey("console_form", MultiDictProxy[str])
+FORM: web.RequestKey[MultiDict[str]] = web.RequestKey("console_form")
 SESSION = web.RequestKey("console_session", ConsoleSession)
 SESSION_COOKIE = "tokenbroker_console"
 SIGN_IN_COOKIE = "tokenbroker_console_sign_in"
@@ -21,7 +21,7 @@ def viewer(request: web.Request) -> Viewer:
     return request[VIEWER]
 
 
-def form(request: web.Request) -> MultiDictProxy[str]:
+def form(request: web.Request) -> MultiDict[str]:
     """The submitted form of a POST, read (and its CSRF token checked) by the middleware."""
     return request[FORM]
 

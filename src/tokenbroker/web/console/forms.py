@@ -144,7 +144,9 @@ def setting_hint(spec: SettingSpec) -> str:
     if spec.minimum is not None and spec.maximum is not None:
         parts.append(f"{spec.minimum:g} to {spec.maximum:g}")
     if spec.default not in (None, [], "") and spec.kind != "boolean":
-        shown = ", ".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
+        shown = (
+            ", ".join(map(str, spec.default)) if isinstance(spec.default, list) else spec.default
+        )
         parts.append(f"default {shown}")
     if spec.sensitive:
         parts.append("never shown; leave empty to keep the current value")

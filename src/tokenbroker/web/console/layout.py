@@ -60,7 +60,7 @@ def _nav(viewer: Viewer, section: str) -> Markup:
         current = "page" if key == section else None
         items.append(
             render(
-                "<li><a href=\"{href}\"{attrs}>{label}</a></li>",
+                '<li><a href="{href}"{attrs}>{label}</a></li>',
                 href=url(key),
                 attrs=attributes(aria_current=current),
                 label=label,
@@ -93,7 +93,8 @@ def page(
 <nav aria-label="Console"><ul>{nav}</ul></nav>
 <div class="who"><span class="who-name" title="Scope: {scope}">{name}</span>
 <span class="who-scope">{scope}</span>
-<form method="post" action="{sign_out}">{csrf}<button type="submit" class="ghost">Sign out</button></form>
+<form method="post" action="{sign_out}">{csrf}
+<button type="submit" class="ghost">Sign out</button></form>
 </div></div></header>""",
             home=url("organizations"),
             nav=_nav(viewer, section),

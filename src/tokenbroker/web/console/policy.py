@@ -20,7 +20,6 @@ from tokenbroker.backends.registry import (
 )
 from tokenbroker.errors import BrokerError, Conflict, NotFound, UnprocessableEntity
 from tokenbroker.policy.models import Credential, Organization
-from tokenbroker.store import UNSET
 from tokenbroker.web.admin.actions import CredentialChange
 from tokenbroker.web.admin.views import public_settings
 from tokenbroker.web.console.context import actions, flash, form, redirect, viewer
@@ -37,8 +36,8 @@ from tokenbroker.web.console.html import Markup, join, render
 from tokenbroker.web.console.layout import (
     Field,
     code,
+    csrf_field,
     error_summary,
-    field_id,
     form_field,
     link,
     page,
@@ -46,7 +45,6 @@ from tokenbroker.web.console.layout import (
     section,
     table,
     url,
-    csrf_field,
 )
 
 Problems = list[tuple[str, str]]
@@ -59,7 +57,9 @@ def problems_of(exc: BrokerError) -> Problems:
     if isinstance(exc, UnprocessableEntity) and exc.details:
         fields = exc.details.get("fields")
         if isinstance(fields, list):
-            return [(str(f.get("field")), str(f.get("message"))) for f in fields if isinstance(f, dict)]
+            return [
+                (str(f.get("field")), str(f.get("message"))) for f in fields if isinstance(f, dict)
+            ]
     if isinstance(exc, Conflict) and "exists" in exc.reason:
         return [("name", exc.description)]
     return [("form", exc.description)]
@@ -100,18 +100,33 @@ def _organizations_page(
         empty="No organizations yet. Create the first one below.",
     )
     fields = [
-        Field("name", "Name", value=values.get("name"), required=True,
-              hint="Letters, digits, '_', '.', '-'; used in URLs and the audit trail.",
-              error=_error_for(problems, "name")),
-        Field("issuer", "Issuer", kind="select", value=values.get("issuer"), required=True,
-              options=[(i, i) for i in issuers],
-              hint="The configured [[issuers]] entry its runners' tokens come from.",
-              error=_error_for(problems, "issuer")),
-        Field("platform_org_id", "Platform org id", value=values.get("platform_org_id"),
-              required=True,
-              hint="The organization's id in the platform's tokens (env0 organizationId, "
-              "GitHub repository_owner_id, ...).",
-              error=_error_for(problems, "platform_org_id")),
+        Field(
+            "name",
+            "Name",
+            value=values.get("name"),
+            required=True,
+            hint="Letters, digits, '_', '.', '-'; used in URLs and the audit trail.",
+            error=_error_for(problems, "name"),
+        ),
+        Field(
+            "issuer",
+            "Issuer",
+            kind="select",
+            value=values.get("issuer"),
+            required=True,
+            options=[(i, i) for i in issuers],
+            hint="The configured [[issuers]] entry its runners' tokens come from.",
+            error=_error_for(problems, "issuer"),
+        ),
+        Field(
+            "platform_org_id",
+            "Platform org id",
+            value=values.get("platform_org_id"),
+            required=True,
+            hint="The organization's id in the platform's tokens (env0 organizationId, "
+            "GitHub repository_owner_id, ...).",
+            error=_error_for(problems, "platform_org_id"),
+        ),
     ]
     create = render(
         '<form method="post" action="{action}" class="grid-form">{errors}{csrf}{fields}'
@@ -123,8 +138,9 @@ def _organizations_page(
         fields=join(form_field(f) for f in fields),
     )
     body = join([section("All organizations", listing), section("New organization", create)])
-    return page("Organizations", body, viewer=viewer(request), section="organizations",
-                status=status)
+    return page(
+        "Organizations", body, viewer=viewer(request), section="organizations", status=status
+    )
 
 
 async def organizations(request: web.Request) -> web.Response:
@@ -144,8 +160,12 @@ async def create_organization(request: web.Request) -> web.Response:
         )
     except (UnprocessableEntity, Conflict, NotFound) as exc:
         return _organizations_page(
-            request, await admin.organizations(), admin.issuer_names(), problems_of(exc),
-            values, status=422 if not isinstance(exc, Conflict) else 409,
+            request,
+            await admin.organizations(),
+            admin.issuer_names(),
+            problems_of(exc),
+            values,
+            status=422 if not isinstance(exc, Conflict) else 409,
         )
     flash(request, f"Organization {org.name} created.")
     return redirect(url("organizations", org.name))
@@ -172,22 +192,37 @@ async def organization(request: web.Request) -> web.Response:
         projects = projects_of.get(cred.name, [])
         rows.append(
             (
-                link(url("organizations", name, "credentials", cred.name), cred.name,
-                     accessible_name=f"Edit credential {cred.name}"),
+                link(
+                    url("organizations", name, "credentials", cred.name),
+                    cred.name,
+                    accessible_name=f"Edit credential {cred.name}",
+                ),
                 code(cred.type),
                 render('<span class="mode">{m}</span>', m=cred.token),
                 join(
-                    (link(url("organizations", name, "projects", p), p,
-                          accessible_name=f"Project {p}") for p in projects),
+                    (
+                        link(
+                            url("organizations", name, "projects", p),
+                            p,
+                            accessible_name=f"Project {p}",
+                        )
+                        for p in projects
+                    ),
                     ", ",
                 )
                 or render('<span class="muted">none</span>'),
                 join(
                     [
-                        link(url("organizations", name, "credentials", cred.name), "Edit",
-                             accessible_name=f"Edit credential {cred.name}"),
-                        link(url("organizations", name, "credentials", cred.name, "delete"),
-                             "Delete", accessible_name=f"Delete credential {cred.name}"),
+                        link(
+                            url("organizations", name, "credentials", cred.name),
+                            "Edit",
+                            accessible_name=f"Edit credential {cred.name}",
+                        ),
+                        link(
+                            url("organizations", name, "credentials", cred.name, "delete"),
+                            "Delete",
+                            accessible_name=f"Delete credential {cred.name}",
+                        ),
                     ],
                     " · ",
                 ),
@@ -210,8 +245,12 @@ async def organization(request: web.Request) -> web.Response:
         render(
             '<ul class="chips">{items}</ul>',
             items=join(
-                render('<li>{a}</li>', a=link(url("organizations", name, "projects", p), p,
-                                               accessible_name=f"Project {p}"))
+                render(
+                    "<li>{a}</li>",
+                    a=link(
+                        url("organizations", name, "projects", p), p, accessible_name=f"Project {p}"
+                    ),
+                )
                 for p in projects
             ),
         )
@@ -223,9 +262,13 @@ async def organization(request: web.Request) -> web.Response:
         '<button type="submit">Open project</button></form>',
         action=url("organizations", name, "project"),
         field=form_field(
-            Field("project", "Project id", required=True,
-                  hint="The project id in the platform's tokens (env0 projectId, GitHub "
-                  "repository_id, ...).")
+            Field(
+                "project",
+                "Project id",
+                required=True,
+                hint="The project id in the platform's tokens (env0 projectId, GitHub "
+                "repository_id, ...).",
+            )
         ),
     )
     about = render(
@@ -242,7 +285,10 @@ async def organization(request: web.Request) -> web.Response:
         ]
     )
     return page(
-        f"Organization {name}", body, viewer=viewer(request), section="organizations",
+        f"Organization {name}",
+        body,
+        viewer=viewer(request),
+        section="organizations",
         crumbs=[("Organizations", url("organizations"))],
     )
 
@@ -329,31 +375,49 @@ def _credential_form(
     )
 
     def value_of(name: str, fallback: object) -> object:
-        return submitted[name] if name in submitted else fallback
+        return submitted.get(name, fallback)
 
     head_fields: list[Field] = []
     if current is None:
         head_fields.append(
-            Field("name", "Name", value=submitted.get("name"), required=True,
-                  hint="What runners ask for ({\"credential\": name}); letters, digits, "
-                  "'_', '.', '-'.", error=_error_for(problems, "name"))
+            Field(
+                "name",
+                "Name",
+                value=submitted.get("name"),
+                required=True,
+                hint='What runners ask for ({"credential": name}); letters, digits, '
+                "'_', '.', '-'.",
+                error=_error_for(problems, "name"),
+            )
         )
-    token_value = value_of("token", current.token if current else ("mint" if mint_only else
-                                                                     "passthrough"))
-    head_fields.append(
-        Field("token", "Token mode", kind="select", value=token_value,
-              options=[("passthrough", "passthrough: the platform's own token"),
-                       ("mint", "mint: a token the broker signs")],
-              hint="This type only mints." if mint_only else
-              "passthrough sends the runner's platform token to the backend; mint sends a "
-              "short-lived token signed by this broker (set the audience).",
-              error=_error_for(problems, "token"))
+    token_value = value_of(
+        "token", current.token if current else ("mint" if mint_only else "passthrough")
     )
     head_fields.append(
-        Field("audience", "Audience", value=value_of("audience", current.audience if current
-                                                      else None),
-              hint="The minted token's aud (token mode mint).",
-              error=_error_for(problems, "audience"))
+        Field(
+            "token",
+            "Token mode",
+            kind="select",
+            value=token_value,
+            options=[
+                ("passthrough", "passthrough: the platform's own token"),
+                ("mint", "mint: a token the broker signs"),
+            ],
+            hint="This type only mints."
+            if mint_only
+            else "passthrough sends the runner's platform token to the backend; mint sends a "
+            "short-lived token signed by this broker (set the audience).",
+            error=_error_for(problems, "token"),
+        )
+    )
+    head_fields.append(
+        Field(
+            "audience",
+            "Audience",
+            value=value_of("audience", current.audience if current else None),
+            hint="The minted token's aud (token mode mint).",
+            error=_error_for(problems, "audience"),
+        )
     )
     setting_fields = []
     for spec in specs:
@@ -380,13 +444,15 @@ def _credential_form(
                 hint=setting_hint(spec) or None,
                 error=_error_for(problems, spec.form_name),
                 options=[("", "default")] + [(o, o) for o in spec.options] if spec.options else (),
-                placeholder=None if spec.default in (None, [], True, False) or spec.kind == "list"
+                placeholder=None
+                if spec.default in (None, [], True, False) or spec.kind == "list"
                 else str(spec.default),
                 autocomplete="off",
             )
         )
-    rows = claims if claims is not None else bound_claim_rows(current.bound_claims if current
-                                                               else {})
+    rows = (
+        claims if claims is not None else bound_claim_rows(current.bound_claims if current else {})
+    )
     known = {f.name for f in head_fields} | {f.name for f in setting_fields}
     known |= {f"bound_claims.{c}" for c, _ in rows}
     settings_block = (
@@ -423,8 +489,14 @@ them.</p>{settings}</section>
         cancel=url("organizations", org),
     )
     title = f"Credential {current.name}" if current is not None else f"New {type_name} credential"
-    return page(title, body, viewer=viewer(request), section="organizations",
-                crumbs=_org_crumbs(org), status=status)
+    return page(
+        title,
+        body,
+        viewer=viewer(request),
+        section="organizations",
+        crumbs=_org_crumbs(org),
+        status=status,
+    )
 
 
 async def new_credential(request: web.Request) -> web.Response:
@@ -466,8 +538,14 @@ async def create_credential(request: web.Request) -> web.Response:
         )
     except (UnprocessableEntity, Conflict) as exc:
         return _credential_form(
-            request, org=org, type_name=type_name, current=None, problems=problems_of(exc),
-            values=_submitted_values(request), claims=_submitted_claims(request), status=422,
+            request,
+            org=org,
+            type_name=type_name,
+            current=None,
+            problems=problems_of(exc),
+            values=_submitted_values(request),
+            claims=_submitted_claims(request),
+            status=422,
         )
     flash(request, f"Credential {name} created.")
     return redirect(url("organizations", org))
@@ -477,8 +555,7 @@ async def edit_credential(request: web.Request) -> web.Response:
     """The form of an existing credential, filled with what it has (never a secret)."""
     org, name = request.match_info["org"], request.match_info["name"]
     current = await actions(request).credential(org, name)
-    return _credential_form(request, org=org, type_name=current.type, current=current,
-                            problems=[])
+    return _credential_form(request, org=org, type_name=current.type, current=current, problems=[])
 
 
 async def update_credential(request: web.Request) -> web.Response:
@@ -500,9 +577,14 @@ async def update_credential(request: web.Request) -> web.Response:
         await admin.update_credential(org, name, change)
     except UnprocessableEntity as exc:
         return _credential_form(
-            request, org=org, type_name=current.type, current=current,
-            problems=problems_of(exc), values=_submitted_values(request),
-            claims=_submitted_claims(request), status=422,
+            request,
+            org=org,
+            type_name=current.type,
+            current=current,
+            problems=problems_of(exc),
+            values=_submitted_values(request),
+            claims=_submitted_claims(request),
+            status=422,
         )
     flash(request, f"Credential {name} saved.")
     return redirect(url("organizations", org))
@@ -526,8 +608,9 @@ async def confirm_delete_credential(request: web.Request) -> web.Response:
         "This cannot be undone",
         join(
             [
-                render("<p>Delete credential {n} of organization {o}?</p>", n=code(name),
-                       o=code(org)),
+                render(
+                    "<p>Delete credential {n} of organization {o}?</p>", n=code(name), o=code(org)
+                ),
                 effect,
                 render(
                     '<div class="actions">{button}<a class="button ghost" href="{back}">Cancel'
@@ -545,8 +628,13 @@ async def confirm_delete_credential(request: web.Request) -> web.Response:
         ),
         extra_class="danger-zone",
     )
-    return page(f"Delete credential {name}", body, viewer=viewer(request),
-                section="organizations", crumbs=_org_crumbs(org))
+    return page(
+        f"Delete credential {name}",
+        body,
+        viewer=viewer(request),
+        section="organizations",
+        crumbs=_org_crumbs(org),
+    )
 
 
 async def delete_credential(request: web.Request) -> web.Response:
@@ -570,8 +658,11 @@ async def project(request: web.Request) -> web.Response:
     me = viewer(request)
     rows = [
         (
-            link(url("organizations", org, "credentials", c.name), c.name,
-                 accessible_name=f"Edit credential {c.name}"),
+            link(
+                url("organizations", org, "credentials", c.name),
+                c.name,
+                accessible_name=f"Edit credential {c.name}",
+            ),
             code(c.type),
             c.token,
             post_button(
@@ -599,8 +690,12 @@ async def project(request: web.Request) -> web.Response:
             action=url("organizations", org, "projects", project_id, "assign"),
             csrf=csrf_field(me),
             field=form_field(
-                Field("credential", "Credential", kind="select",
-                      options=[(c.name, f"{c.name} ({c.type})") for c in available])
+                Field(
+                    "credential",
+                    "Credential",
+                    kind="select",
+                    options=[(c.name, f"{c.name} ({c.type})") for c in available],
+                )
             ),
         )
     else:
@@ -610,10 +705,10 @@ async def project(request: web.Request) -> web.Response:
             o=org,
             href=url("organizations", org),
         )
-    body = join([section("Assigned credentials", listing), section("Assign a credential",
-                                                                    assign)])
-    return page(f"Project {project_id}", body, viewer=me, section="organizations",
-                crumbs=_org_crumbs(org))
+    body = join([section("Assigned credentials", listing), section("Assign a credential", assign)])
+    return page(
+        f"Project {project_id}", body, viewer=me, section="organizations", crumbs=_org_crumbs(org)
+    )
 
 
 async def assign(request: web.Request) -> web.Response:
@@ -650,6 +745,3 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/organizations/{org}/projects/{project}", project)
     r.add_post("/organizations/{org}/projects/{project}/assign", assign)
     r.add_post("/organizations/{org}/projects/{project}/unassign", unassign)
-
-
-__all__ = ["add_routes", "field_id", "problems_of"]
