@@ -313,7 +313,8 @@ def test_tokens_hash_prints_a_new_token_once_with_its_sha256_form(
     second = capsys.readouterr().out
     lines = dict(line.split(":  ", 1) for line in first.splitlines() if ":  " in line)
     token, digest = lines["token"].strip(), lines["hash"].strip()
-    assert token.startswith(admin_cli.ADMIN_TOKEN_PREFIX) and len(token) > 40
+    assert token.startswith(admin_cli.ADMIN_TOKEN_PREFIX)
+    assert len(token) > 40
     assert digest == admin_token_digest(token)
     assert first.count(token) == 1
     assert token not in second

@@ -64,8 +64,10 @@ async def test_each_change_is_one_admin_event_naming_the_actor_and_the_fields(
         "type": "vault_oidc",
         "fields": ["token", "settings.address", "settings.role", "bound_claims.environmentId"],
     }
-    assert updated.detail is not None and updated.detail["fields"] == ["settings.namespace"]
-    assert assigned.project == "p1" and assigned.credential == "prod-vault"
+    assert updated.detail is not None
+    assert updated.detail["fields"] == ["settings.namespace"]
+    assert assigned.project == "p1"
+    assert assigned.credential == "prod-vault"
     for event in events:
         assert SECRET_ROLE not in repr(event)
         assert "team-a" not in repr(event)

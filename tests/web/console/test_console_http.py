@@ -9,14 +9,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
+from tests.web.admin.conftest import ADMIN_TOKEN, admin_settings_dict
 
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config import parse_settings
 from tokenbroker.web import keys
 from tokenbroker.web.admin.auth import admin_token_digest
 from tokenbroker.web.app import create_app
-
-from tests.web.admin.conftest import ADMIN_TOKEN, admin_settings_dict
 
 ACME_TOKEN = "console-acme-admin-token-0123456789"
 Client = TestClient[web.Request, web.Application]
@@ -99,7 +98,8 @@ async def test_the_session_cookie_is_httponly_strict_and_scoped_to_the_console(
     )
     attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
     assert {"httponly", "path", "samesite"} <= attributes
-    assert "Path=/console" in cookie and "SameSite=Strict" in cookie
+    assert "Path=/console" in cookie
+    assert "SameSite=Strict" in cookie
     assert "secure" not in attributes  # public_url is not https here
     assert ADMIN_TOKEN not in cookie
 
@@ -113,7 +113,8 @@ async def test_every_console_response_has_the_security_headers(client: Client) -
     ):
         response = await client.get(path, allow_redirects=False)
         csp = response.headers["Content-Security-Policy"]
-        assert "default-src 'self'" in csp and "script-src 'self'" in csp
+        assert "default-src 'self'" in csp
+        assert "script-src 'self'" in csp
         assert "'unsafe-inline'" not in csp
         assert response.headers["X-Frame-Options"] == "DENY"
         assert response.headers["Referrer-Policy"] == "no-referrer"
@@ -131,7 +132,9 @@ async def test_pages_have_no_inline_script_or_style(client: Client) -> None:
         "/console/leases",
     ):
         html = await (await client.get(path)).text()
-        assert "<script>" not in html and "style=" not in html and "<style" not in html
+        assert "<script>" not in html
+        assert "style=" not in html
+        assert "<style" not in html
         assert html.count("<h1>") == 1, path
 
 
@@ -210,7 +213,8 @@ async def test_sign_out_ends_the_session(client: Client) -> None:
 async def test_an_org_admin_sees_nothing_of_another_organization(client: Client) -> None:
     await sign_in(client, ACME_TOKEN)
     listing = await (await client.get("/console/organizations")).text()
-    assert "acme" in listing and "beta" not in listing
+    assert "acme" in listing
+    assert "beta" not in listing
     assert "Signing keys" not in listing
     for path in (
         "/console/organizations/beta",
