@@ -157,9 +157,7 @@ def setting_hint(spec: SettingSpec) -> str:
 
 def setting_value(spec: SettingSpec, current: Mapping[str, object] | None) -> object:
     """The value a control starts with: the current setting (never a sensitive one)."""
-    if spec.sensitive or current is None:
-        return None
-    value = current.get(spec.name)
+    value = None if spec.sensitive or current is None else current.get(spec.name)
     if spec.kind == "boolean":
         return value if isinstance(value, bool) else spec.default is True
     if isinstance(value, list):

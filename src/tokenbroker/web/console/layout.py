@@ -293,11 +293,12 @@ def form_field(f: Field) -> Markup:
         if f.error
         else Markup("")
     )
+    # The mark of a required field stays outside the label: the label is the field's name.
     label = render(
-        '<label for="{i}">{label}{req}</label>',
+        '<span class="label-row"><label for="{i}">{label}</label>{req}</span>',
         i=ident,
         label=f.label,
-        req=Markup(' <span class="req" aria-hidden="true">*</span>') if f.required else "",
+        req=Markup('<span class="req" aria-hidden="true">*</span>') if f.required else "",
     )
     kind_class = "check" if f.kind == "checkbox" else "field"
     if f.kind == "checkbox":
