@@ -69,7 +69,9 @@ def _query(raw: Mapping[str, str]) -> tuple[AuditQuery, list[tuple[str, str]]]:
 def _who(event: AuditEvent) -> Markup:
     if event.actor:
         return render('<span class="actor">{a}</span>', a=event.actor)
-    return code(event.subject) if event.subject else render('<span class="muted">-</span>')
+    if event.subject:
+        return code(event.subject, clip=True)
+    return render('<span class="muted">-</span>')
 
 
 def _filters_form(
@@ -142,7 +144,7 @@ async def audit(request: web.Request) -> web.Response:
                 ]
             ),
             e.organization or "",
-            code(e.project) if e.project else "",
+            code(e.project, clip=True) if e.project else "",
             e.credential or "",
             _who(e),
             link(url("explain", event=e.id), "Explain", accessible_name=f"Explain event {e.id}"),
@@ -195,7 +197,20 @@ def _value(value: object) -> Markup:
     return code(value)
 
 
-def _step(step: TraceStep) -> Markup:
+def _actual(check: Mapping[str, object]) -> Markup:
+    if "actual" not in check:
+        return render('<span class="muted">not kept</span>')
+    actual = check.get("actual")
+    return _value(None if repr(actual) == "MISSING" else actual)
+
+
+def _match(check: Mapping[str, object]) -> Markup:
+    if "matched" not in check:
+        return render('<span class="muted">-</span>')
+    return badge("yes", "ok") if check.get("matched") else badge("no", "bad")
+
+
+def _step(step: TraceStep, *, informative: bool = False) -> Markup:
     extra = dict(step.data)
     claims = extra.pop("claims", None)
     reason = extra.pop("reason", None)
@@ -209,8 +224,8 @@ def _step(step: TraceStep) -> Markup:
                     (
                         code(c.get("claim")),
                         _value(c.get("expected")),
-                        _value(None if repr(c.get("actual")) == "MISSING" else c.get("actual")),
-                        badge("yes", "ok") if c.get("matched") else badge("no", "bad"),
+                        _actual(c),
+                        _match(c),
                     )
                     for c in claims
                     if isinstance(c, dict)
@@ -226,11 +241,17 @@ def _step(step: TraceStep) -> Markup:
                 ),
             )
         )
+    if informative:
+        state, mark = "info", badge("today", "muted")
+    elif step.ok:
+        state, mark = "pass", badge("passed", "ok")
+    else:
+        state, mark = "fail", badge("failed", "bad")
     return render(
-        '<li class="check {state}"><div class="check-head">{mark}<span class="check-name">'
+        '<li class="step {state}"><div class="check-head">{mark}<span class="check-name">'
         "{name}</span>{reason}</div><p>{detail}</p>{details}</li>",
-        state="pass" if step.ok else "fail",
-        mark=badge("passed", "ok") if step.ok else badge("failed", "bad"),
+        state=state,
+        mark=mark,
         name=step.check,
         reason=render(' <code class="reason">{r}</code>', r=reason) if reason else "",
         detail=step.detail,
@@ -285,51 +306,61 @@ def _explain_form(request: web.Request, credential: str | None = None) -> Markup
 
 
 def _event_checks(event: AuditEvent, assigned: bool | None, bound: Mapping[str, object]) -> Markup:
-    steps = [
+    recorded = [
         TraceStep(
             "token",
             event.issuer is not None,
-            f"issued by {event.issuer!r}" if event.issuer else "the token was not valid",
-            {"reason": event.reason} if event.issuer is None else {},
+            f"valid, issued by {event.issuer!r}" if event.issuer else "the token was refused",
         ),
         TraceStep(
             "organization",
             event.organization is not None,
             f"organization {event.organization!r}"
             if event.organization
-            else "no organization was found",
+            else "no organization was identified",
+        ),
+        TraceStep(
+            "decision",
+            event.outcome == "success",
+            f"the broker answered {event.outcome}",
+            {"reason": event.reason},
         ),
     ]
+    today = []
     if event.credential is not None and event.project is not None and assigned is not None:
-        steps.append(
+        today.append(
             TraceStep(
-                "assignment (now)",
+                "assignment",
                 assigned,
                 f"credential {event.credential!r} is {'' if assigned else 'not '}assigned "
-                f"to project {event.project!r} today",
+                f"to project {event.project!r}",
             )
         )
     if bound:
-        steps.append(
+        today.append(
             TraceStep(
-                "bound_claims (now)",
+                "bound_claims",
                 True,
-                "what the credential expects today; the token's own values were not "
-                "kept: paste it (or a new token of the same job) to compare",
+                "what the credential expects; the token's own values were not kept: paste "
+                "the token (or a new one of the same job) below to compare",
                 {
                     "claims": [
-                        {
-                            "claim": k,
-                            "expected": v if isinstance(v, list) else [v],
-                            "actual": None,
-                            "matched": True,
-                        }
+                        {"claim": k, "expected": v if isinstance(v, list) else [v]}
                         for k, v in bound.items()
                     ]
                 },
             )
         )
-    return render('<ol class="checks">{s}</ol>', s=join(_step(s) for s in steps))
+    return join(
+        [
+            render("<h3>As recorded</h3>"),
+            render('<ol class="checks">{s}</ol>', s=join(_step(s) for s in recorded)),
+            render("<h3>The policy today</h3>") if today else Markup(""),
+            render('<ol class="checks">{s}</ol>', s=join(_step(s, informative=True) for s in today))
+            if today
+            else Markup(""),
+        ]
+    )
 
 
 def _changed_fields(event: AuditEvent) -> str | None:

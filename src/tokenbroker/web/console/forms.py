@@ -150,8 +150,6 @@ def setting_hint(spec: SettingSpec) -> str:
         parts.append(f"default {shown}")
     if spec.sensitive:
         parts.append("never shown; leave empty to keep the current value")
-    if not spec.required and spec.default is None and not parts:
-        parts.append("optional")
     return "; ".join(parts)
 
 

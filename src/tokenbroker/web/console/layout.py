@@ -85,7 +85,11 @@ def page(
     status: int = 200,
 ) -> web.Response:
     """A whole page: the header (navigation, who is signed in, sign out), one ``<h1>``."""
-    header = Markup("")
+    header = render(
+        '<header class="top"><div class="bar"><a class="brand" href="{home}">'
+        '<span class="mark" aria-hidden="true"></span>tokenbroker</a></div></header>',
+        home=url("sign-in"),
+    )
     if viewer is not None:
         header = render(
             """<header class="top"><div class="bar">
@@ -203,8 +207,11 @@ def link(href: str, label: object, *, accessible_name: str | None = None) -> Mar
     )
 
 
-def code(value: object) -> Markup:
-    """A value shown as code (names, ids, claims)."""
+def code(value: object, *, clip: bool = False) -> Markup:
+    """A value shown as code (names, ids, claims); ``clip`` shortens a long id on screen (the
+    whole value stays in the text and its title)."""
+    if clip:
+        return render('<code class="clip" title="{value}">{value}</code>', value=value)
     return render("<code>{value}</code>", value=value)
 
 
@@ -227,6 +234,7 @@ class Field:
     options: Sequence[tuple[str, str]] = ()
     placeholder: str | None = None
     autocomplete: str | None = None
+    wide: bool = False
 
 
 def field_id(name: str) -> str:
@@ -301,6 +309,8 @@ def form_field(f: Field) -> Markup:
         req=Markup('<span class="req" aria-hidden="true">*</span>') if f.required else "",
     )
     kind_class = "check" if f.kind == "checkbox" else "field"
+    if f.wide:
+        kind_class += " wide-field"
     if f.kind == "checkbox":
         return render(
             '<div class="{k}{inv}">{control}{label}{hint}{error}</div>',

@@ -111,17 +111,17 @@ async def leases(request: web.Request) -> web.Response:
         )
         rows.append(
             (
-                code(lease.id),
+                code(lease.id, clip=True),
                 badge(lease.state, _TONES.get(lease.state, "muted")),
                 lease.organization,
-                code(lease.project) if lease.project else "",
+                code(lease.project, clip=True) if lease.project else "",
                 join(
                     [
                         lease.credential,
                         render(' <span class="kind">{t}</span>', t=lease.credential_type),
                     ]
                 ),
-                code(lease.job),
+                code(lease.job, clip=True),
                 when(lease.issued_at),
                 when(lease.expires_at) if lease.expires_at else "",
                 revoke,

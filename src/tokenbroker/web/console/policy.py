@@ -32,7 +32,7 @@ from tokenbroker.web.console.forms import (
     setting_value,
     settings_from_form,
 )
-from tokenbroker.web.console.html import Markup, join, render
+from tokenbroker.web.console.html import Markup, attributes, join, render
 from tokenbroker.web.console.layout import (
     Field,
     code,
@@ -332,11 +332,13 @@ def _claim_rows(rows: Sequence[tuple[str, str]], problems: Problems) -> Markup:
             render(
                 """<div class="claim-row{inv}" data-claim-row>
 <div class="field"><label for="claim-{i}">Claim {i}</label>
-<input id="claim-{i}" name="claim" value="{claim}" spellcheck="false" autocomplete="off"
- placeholder="environmentId"></div>
+<input id="claim-{i}" name="claim" value="{claim}" spellcheck="false" autocomplete="off"{ph1}>
+</div>
 <div class="field"><label for="claim-value-{i}">Value {i}</label>
 <input id="claim-value-{i}" name="claim_value" value="{value}" spellcheck="false"
- autocomplete="off" placeholder="prod-*"{described}></div>{error}</div>""",
+ autocomplete="off"{ph2}{described}></div>{error}</div>""",
+                ph1=attributes(placeholder="environmentId" if index == 1 else None),
+                ph2=attributes(placeholder="prod-*" if index == 1 else None),
                 inv=" invalid" if error else "",
                 i=index,
                 claim=claim,
@@ -448,6 +450,7 @@ def _credential_form(
                 if spec.default in (None, [], True, False) or spec.kind == "list"
                 else str(spec.default),
                 autocomplete="off",
+                wide=kind == "textarea",
             )
         )
     rows = (
@@ -456,7 +459,7 @@ def _credential_form(
     known = {f.name for f in head_fields} | {f.name for f in setting_fields}
     known |= {f"bound_claims.{c}" for c, _ in rows}
     settings_block = (
-        join(form_field(f) for f in setting_fields)
+        render('<div class="fields-grid">{f}</div>', f=join(form_field(f) for f in setting_fields))
         if setting_fields
         else render('<p class="empty">This type has no settings of its own.</p>')
     )
@@ -471,10 +474,10 @@ def _credential_form(
 <section class="card"><h2>Credential</h2>
 <dl class="facts"><dt>Type</dt><dd>{type_code}</dd></dl>{head}</section>
 <section class="card"><h2>Settings of {type}</h2>
-<p class="hint">From the type's schema; checked by the broker exactly as the admin API checks
-them.</p>{settings}</section>
+<p class="hint lead">From the type's schema; checked by the broker exactly as the admin API
+checks them.</p>{settings}</section>
 <section class="card">{claims}</section>
-<div class="actions sticky"><button type="submit" class="primary">{submit}</button>
+<div class="actions"><button type="submit" class="primary">{submit}</button>
 <a class="button ghost" href="{cancel}">Cancel</a></div>
 </form>""",
         action=action,
@@ -664,7 +667,7 @@ async def project(request: web.Request) -> web.Response:
                 accessible_name=f"Edit credential {c.name}",
             ),
             code(c.type),
-            c.token,
+            render('<span class="mode">{m}</span>', m=c.token),
             post_button(
                 me,
                 url("organizations", org, "projects", project_id, "unassign"),
