@@ -37,6 +37,7 @@ from tokenbroker.web.console.sessions import (
     new_secret,
     same_secret,
 )
+from tokenbroker.web.parsing import read_form_fields
 
 log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -128,8 +129,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
     request[SESSION] = session
     request[VIEWER] = Viewer(principal, session.csrf, session.take_flash())
     if request.method == "POST":
-        submitted = await request.post()
-        if not same_secret(_text(submitted.get("csrf")), session.csrf):
+        submitted = MultiDict(await read_form_fields(request))
+        if not same_secret(submitted.get("csrf"), session.csrf):
             log.warning("console POST without its CSRF token refused", extra={"path": request.path})
             return error_page(
                 request,
@@ -138,13 +139,8 @@ async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse
                 "This form has no valid CSRF token, so nothing was done. Reload the page and "
                 "submit it again.",
             )
-        # Text fields only: the console has no file upload.
-        request[FORM] = MultiDict((k, v) for k, v in submitted.items() if isinstance(v, str))
+        request[FORM] = submitted
     return await handler(request)
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
 
 
 # -- sign in and out ------------------------------------------------------------------------
@@ -197,8 +193,8 @@ async def sign_in_form(request: web.Request) -> web.StreamResponse:
 
 async def sign_in(request: web.Request) -> web.StreamResponse:
     """Check the admin token; a session on success, an audited refusal otherwise."""
-    submitted = await request.post()
-    if not same_secret(_text(submitted.get("csrf")), request.cookies.get(SIGN_IN_COOKIE, "")):
+    submitted = MultiDict(await read_form_fields(request))
+    if not same_secret(submitted.get("csrf"), request.cookies.get(SIGN_IN_COOKIE, "")):
         return error_page(
             request,
             403,
@@ -219,7 +215,7 @@ async def sign_in(request: web.Request) -> web.StreamResponse:
         )
         response.headers["Retry-After"] = str(retry_after_seconds(wait))
         return response
-    token = _text(submitted.get("token")) or ""
+    token = submitted.get("token", "")
     principal = app[keys.ADMIN_TOKENS].find(token.strip()) if token.strip() else None
     if principal is None:
         throttle.failed(address)
