@@ -69,8 +69,8 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     oauth.add_routes(app)
     metrics.add_routes(app)
     openapi.add_routes(app)
-    app.add_subapp("/v1/admin", create_admin_app(settings))
     console_state(app, settings)
+    app.add_subapp("/v1/admin", create_admin_app(app[keys.ADMIN_TOKENS]))
     app.router.add_get("/console", console_root)
     app.add_subapp("/console", create_console_app(settings))
     return app

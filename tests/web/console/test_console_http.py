@@ -251,3 +251,120 @@ async def test_a_credential_form_shows_the_apis_errors_next_to_their_fields(
         assert f'id="f-{name}-error"' in html, name
     assert 'aria-invalid="true"' in html
     assert "a Vault role name is 1-256 letters" in html
+
+
+async def test_the_session_cookie_is_secure_when_the_broker_is_served_over_https(
+    aiohttp_client: AiohttpClient, tmp_path: Path
+) -> None:
+    raw = admin_settings_dict(tmp_path)
+    raw["server"] = {"data_dir": str(tmp_path), "public_url": "https://broker.example.com"}
+    client = await aiohttp_client(create_app(parse_settings(raw, {})))
+    form = await client.get("/console/sign-in")
+    sign_in_cookie = form.headers["Set-Cookie"]
+    assert "Secure" in sign_in_cookie
+    # The test client speaks http, so it keeps Secure cookies to itself: sent by hand here.
+    response = await client.post(
+        "/console/sign-in",
+        data={"csrf": csrf_of(await form.text()), "token": ADMIN_TOKEN},
+        headers={"Cookie": sign_in_cookie.split(";", 1)[0]},
+        allow_redirects=False,
+    )
+    cookie = next(
+        v for v in response.headers.getall("Set-Cookie") if v.startswith("tokenbroker_console=")
+    )
+    assert "Secure" in cookie
+
+
+async def test_a_credential_is_edited_from_its_current_values(
+    client: Client,
+) -> None:
+    csrf = await sign_in(client)
+    policy = client.server.app[keys.STORE].policy
+    await policy.create_credential(
+        "acme",
+        "v",
+        "vault_oidc",
+        settings={"address": "https://vault.example.com", "role": "ci", "namespace": "team-a"},
+        bound_claims={"environmentId": ["prod-*", "stage"], "apiKeyType": "oidc"},
+    )
+    form = await (await client.get("/console/organizations/acme/credentials/v")).text()
+    assert 'value="https://vault.example.com"' in form
+    assert 'value="team-a"' in form
+    assert form.count('name="claim" value="environmentId"') == 2
+    response = await client.post(
+        "/console/organizations/acme/credentials/v",
+        data=[
+            ("csrf", csrf),
+            ("token", "passthrough"),
+            ("audience", ""),
+            ("settings.address", "https://vault2.example.com"),
+            ("settings.role", "ci"),
+            ("settings.namespace", ""),
+            ("settings.tls_verify", "true"),
+            ("claim", "environmentId"),
+            ("claim_value", "prod-*"),
+            ("claim", ""),
+            ("claim_value", ""),
+        ],
+        allow_redirects=False,
+    )
+    assert response.status == 303, await response.text()
+    saved = await policy.get_credential("acme", "v")
+    assert saved.settings["address"] == "https://vault2.example.com"
+    assert saved.settings.get("namespace") is None  # emptied: back to its default
+    assert dict(saved.bound_claims) == {"environmentId": "prod-*"}
+    [event] = [
+        e
+        for e in await client.server.app[keys.STORE].audit.events()
+        if e.reason == "credential_updated"
+    ]
+    assert event.actor == "admin"
+    assert event.detail is not None
+    assert "bound_claims.apiKeyType" in event.detail["fields"]  # type: ignore[operator]
+
+
+async def test_deleting_a_credential_asks_first_naming_its_projects(client: Client) -> None:
+    csrf = await sign_in(client)
+    policy = client.server.app[keys.STORE].policy
+    await policy.create_credential(
+        "acme",
+        "v",
+        "vault_oidc",
+        settings={"address": "https://vault.example.com", "role": "ci"},
+    )
+    await policy.assign("acme", "project-one", "v")
+    await policy.assign("acme", "owner/repo", "v")
+    confirm = await (await client.get("/console/organizations/acme/credentials/v/delete")).text()
+    assert "project-one" in confirm
+    assert "owner/repo" in confirm
+    assert await policy.get_credential("acme", "v")  # asking deleted nothing
+    response = await client.post(
+        "/console/organizations/acme/credentials/v/delete",
+        data={"csrf": csrf},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    assert [c.name for c in await policy.list_credentials("acme")] == []
+
+
+async def test_a_project_id_with_a_slash_is_one_path_segment(client: Client) -> None:
+    csrf = await sign_in(client)
+    policy = client.server.app[keys.STORE].policy
+    await policy.create_credential(
+        "acme",
+        "v",
+        "vault_oidc",
+        settings={"address": "https://vault.example.com", "role": "ci"},
+    )
+    opened = await client.get(
+        "/console/organizations/acme/project?project=owner/repo", allow_redirects=False
+    )
+    assert opened.headers["Location"] == "/console/organizations/acme/projects/owner%2Frepo"
+    response = await client.post(
+        "/console/organizations/acme/projects/owner%2Frepo/assign",
+        data={"csrf": csrf, "credential": "v"},
+        allow_redirects=False,
+    )
+    assert response.status == 303
+    assigned = await policy.list_assignments("acme", "owner/repo")
+    assert [a.credential for a in assigned] == ["v"]
