@@ -47,6 +47,11 @@ def when(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def moment(value: datetime) -> Markup:
+    """A ``<time>`` element showing ``when``."""
+    return render('<time datetime="{iso}">{t}</time>', iso=value.isoformat(), t=when(value))
+
+
 def _as_utc(text: str) -> str:
     # A datetime-local input sends no zone; the console's times are UTC, and so are these.
     return f"{text}+00:00" if _LOCAL_TIME.match(text) else text
@@ -133,7 +138,7 @@ async def audit(request: web.Request) -> web.Response:
     orgs = [o.name for o in await admin.organizations()]
     rows = [
         (
-            render('<time datetime="{iso}">{t}</time>', iso=e.time.isoformat(), t=when(e.time)),
+            moment(e.time),
             badge(e.outcome, _TONES.get(e.outcome, "muted")),
             join(
                 [

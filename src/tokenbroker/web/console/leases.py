@@ -8,7 +8,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from tokenbroker.web.admin.schemas import LeaseQuery, validation_problems
-from tokenbroker.web.console.activity import when
+from tokenbroker.web.console.activity import moment
 from tokenbroker.web.console.context import actions, flash, form, redirect, viewer
 from tokenbroker.web.console.html import join, render
 from tokenbroker.web.console.layout import (
@@ -74,7 +74,7 @@ async def leases(request: web.Request) -> web.Response:
             "Job",
             value=raw.get("job"),
             error=error("job"),
-            hint="The platform's job id (env0 deploymentLogId, GitHub run id, ...).",
+            placeholder="deploymentLogId, run id, ...",
         ),
         Field(
             "state",
@@ -122,8 +122,8 @@ async def leases(request: web.Request) -> web.Response:
                     ]
                 ),
                 code(lease.job, clip=True),
-                when(lease.issued_at),
-                when(lease.expires_at) if lease.expires_at else "",
+                moment(lease.issued_at),
+                moment(lease.expires_at) if lease.expires_at else "",
                 revoke,
             )
         )
