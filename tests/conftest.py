@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.support.aws",
     "tests.support.platform",
     "tests.support.gcp",
+    "tests.support.entra",
     "tests.support.devstack",
     "tests.support.postgres",
     "tests.support.serve",

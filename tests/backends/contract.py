@@ -51,10 +51,17 @@ class ContractCase:
         return self.backend.settings_model.model_validate(dict(data or self.settings_data))
 
 
-def _secrets_of(credential: IssuedCredential, token: str) -> list[str]:
+def _secrets_of(
+    credential: IssuedCredential, token: str, settings_data: Mapping[str, object]
+) -> list[str]:
     values = [value for value in credential.values.values() if len(value) >= 8]
-    # Addresses are configuration, not secrets; everything else in values is.
-    return [token, *(v for v in values if not v.startswith(("http://", "https://")))]
+    # Addresses and values copied from the settings (a tenant or client id) are configuration,
+    # not secrets; everything else in values is.
+    configured = {str(value) for value in settings_data.values()}
+    return [
+        token,
+        *(v for v in values if not v.startswith(("http://", "https://")) and v not in configured),
+    ]
 
 
 def _assert_nowhere(secrets: list[str], texts: list[str]) -> None:
@@ -100,7 +107,7 @@ class BackendContract:
         )
         texts = [repr(credential), str(credential)]
         texts += [record.getMessage() for record in caplog.records]
-        _assert_nowhere(_secrets_of(credential, case.accepted_token), texts)
+        _assert_nowhere(_secrets_of(credential, case.accepted_token, case.settings_data), texts)
 
     async def test_a_refused_token_is_access_denied_without_echoing_it(
         self, contract_case: ContractCase, caplog: pytest.LogCaptureFixture

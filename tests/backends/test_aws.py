@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from tests.backends.contract import BackendContract, ContractCase
 from tests.support.aws import FakeSts, MotoServer, StsReply, free_port
 from tokenbroker.backends.aws import (
+    AWS_SOURCE_IDENTITY_CLAIM,
     AWS_TAGS_CLAIM,
     AwsOidcBackend,
     AwsOidcSettings,
@@ -469,7 +470,10 @@ def test_session_tag_values_fit_aws_charset_and_length(value: str) -> None:
 
 
 async def test_minted_tokens_get_the_session_tags_claim(backend: AwsOidcBackend) -> None:
-    assert backend.outbound_claims(IDENTITY) == {AWS_TAGS_CLAIM: aws_session_tags(IDENTITY)}
+    assert backend.outbound_claims(IDENTITY, "run 7/1") == {
+        AWS_TAGS_CLAIM: aws_session_tags(IDENTITY),
+        AWS_SOURCE_IDENTITY_CLAIM: "run-7-1",
+    }
 
 
 # --- the contract every backend passes ---------------------------------------------------------

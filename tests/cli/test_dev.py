@@ -60,7 +60,7 @@ def test_sigterm_stops_every_part_and_removes_the_state_file(
     process = start_dev(tmp_path, "--port", "0")
     dev_processes.append(process)
     lines = read_until(process, "ready; Ctrl-C stops everything")
-    assert [line[:5] for line in lines if line.startswith("[")] == [f"[{n}/7]" for n in range(1, 8)]
+    assert [line[:5] for line in lines if line.startswith("[")] == [f"[{n}/8]" for n in range(1, 9)]
     assert any(
         line.startswith('export ENV0_OIDC_TOKEN="$(tokenbroker token mint') for line in lines
     )
@@ -82,7 +82,7 @@ def test_ctrl_c_during_startup_stops_what_was_already_started(
 ) -> None:
     process = start_dev(tmp_path, "--port", "0")
     dev_processes.append(process)
-    read_until(process, "[1/7] OpenBao dev server")
+    read_until(process, "[1/8] OpenBao dev server")
     (openbao,) = [pid for pid in child_pids(process.pid) if "bao" in " ".join(command_line(pid))]
     rest = stop(process, signal.SIGINT)
     assert process.returncode == 0, rest

@@ -182,6 +182,8 @@ async def test_a_second_sigterm_cuts_the_drain_short_and_keeps_the_answered_audi
         answered = exchange(broker.url, issuer_process.mint(), "prod-vault")
         assert answered.status == 200, answered.body
         kept_alive = http.client.HTTPConnection("127.0.0.1", broker.port, timeout=10)
+        # Connected (and kept alive) before the signal closes the listener.
+        assert _readyz(kept_alive).status == 200
         held = _hold_an_exchange(pool, broker, issuer_process, held_vault)
 
         broker.server.signal(signal.SIGTERM)

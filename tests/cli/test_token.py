@@ -118,7 +118,7 @@ def test_decode_of_a_non_jwt_fails_with_one_line(capsys: pytest.CaptureFixture[s
 async def test_decode_verify_checks_the_signature_against_the_jwks(
     dev_issuer: ServedDevIssuer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    token = dev_issuer.mint("github", org="octo-org", project="octo-repo")
+    token = dev_issuer.mint("github", org="65", project="74")
     jwks_uri = dev_issuer.jwks_url("github")
     args = ["token", "decode", token, "--verify", "--jwks-uri", jwks_uri]
     assert await asyncio.to_thread(main, args) == 0

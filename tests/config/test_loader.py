@@ -10,6 +10,7 @@ import pytest
 
 from tokenbroker.config import load_settings, parse_settings
 from tokenbroker.errors import ConfigError
+from tokenbroker.identity.profiles import profile_option_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +30,14 @@ def problems_of(raw: dict[str, object], environ: dict[str, str] | None = None) -
 
 def test_the_example_config_is_valid() -> None:
     settings = load_settings(ROOT / "config.example.toml", {})
-    assert [issuer.name for issuer in settings.issuers] == ["env0", "circleci-acme", "gitlab"]
+    assert [issuer.name for issuer in settings.issuers] == [
+        "env0",
+        "circleci-acme",
+        "gitlab",
+        "buildkite",
+        "kubernetes-prod",
+    ]
+    assert [p for issuer in settings.issuers for p in profile_option_problems(issuer)] == []
     assert settings.credentials[0].settings["role"] == "env0-deployer"
 
 
@@ -88,19 +96,6 @@ def test_references_between_sections_must_resolve() -> None:
         "organizations[0].issuer: no issuer named 'github'",
         "assignments[0].credentials: no credential named 'nope' in organization 'acme'",
     ]
-
-
-def test_mint_credentials_need_an_audience() -> None:
-    problems = problems_of(
-        {
-            "issuers": [ISSUER],
-            "organizations": [{"name": "acme", "issuer": "env0", "platform_org_id": "1"}],
-            "credentials": [
-                {"organization": "acme", "name": "v", "type": "vault_oidc", "token": "mint"}
-            ],
-        }
-    )
-    assert problems == ["credentials[0]: audience is required when token is 'mint'"]
 
 
 def test_admin_tokens_must_be_hashed() -> None:

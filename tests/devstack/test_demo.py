@@ -68,6 +68,8 @@ def test_the_demo_exchanges_and_uses_every_credential_then_exits_zero(demo_run: 
         r"ok\s+vault\s+dev-vault-mint \(mint\): KV write \+ read",
         r"ok\s+aws\s+dev-aws: GetCallerIdentity -> arn:aws:sts::\d+:assumed-role/env0-deployer/",
         r"ok\s+gcp\s+dev-gcp: tokeninfo -> deployer@dev-project\.iam\.gserviceaccount\.com",
+        r"ok\s+azure\s+dev-azure: AZURE_ACCESS_TOKEN verified at Entra ID -> app [0-9a-f-]{36} ",
+        r"ok\s+azure\s+azure-identity: its own token from Entra ID -> app [0-9a-f-]{36} ",
         r"ok\s+denial\s+prod-vault: refused, bound_claims_mismatch, dry run explains it",
         r"ok\s+stopped tokenbroker dev \(pid \d+\) and OpenBao \(pid \d+\)",
     ):
@@ -117,7 +119,7 @@ def test_a_stack_that_fails_to_start_fails_the_demo_with_the_reason(tmp_path: Pa
     assert result.returncode == 1, result.stdout
     assert "demo FAILED" in result.stdout
     assert "starting the broker failed" in result.stdout
-    assert "[1/7] OpenBao dev server" in result.stdout
+    assert "[1/8] OpenBao dev server" in result.stdout
     assert_nothing_left(data_dir)
 
 

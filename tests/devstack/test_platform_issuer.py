@@ -99,13 +99,14 @@ def test_gitpod_tokens_have_a_project_environment_subject(tmp_path: Path) -> Non
     assert (claims["sub"], claims["org"], claims["aud"]) == ("org:o/prj:p/env:e", "o", "aud")
 
 
-def test_github_tokens_name_owner_and_repository(tmp_path: Path) -> None:
+def test_github_tokens_carry_the_owner_and_repository_ids_and_names(tmp_path: Path) -> None:
     issuer = DevPlatformIssuer(tmp_path)
-    claims = issuer.claims_for("github", org="octo-org", project="octo-repo", environment="prod")
-    assert claims["repository"] == "octo-org/octo-repo"
-    assert claims["repository_owner"] == "octo-org"
+    names = {"repository_owner": "octo-org", "repository": "octo-org/octo-repo"}
+    claims = issuer.claims_for("github", org="65", project="74", environment="prod", claims=names)
+    assert (claims["repository_owner_id"], claims["repository_id"]) == ("65", "74")
+    assert (claims["repository_owner"], claims["repository"]) == ("octo-org", "octo-org/octo-repo")
     assert claims["sub"] == "repo:octo-org/octo-repo:environment:prod"
-    without_env = issuer.claims_for("github", org="octo-org", project="octo-org/octo-repo")
+    without_env = issuer.claims_for("github", org="65", project="74", claims=names)
     assert without_env["sub"] == "repo:octo-org/octo-repo:ref:refs/heads/main"
     assert "environment" not in without_env
 
@@ -148,7 +149,7 @@ def test_claim_overrides_replace_and_none_removes(tmp_path: Path) -> None:
         ("env0", "org-1", "prj-1", "prj-1"),
         ("circleci", "0b1c-org", "p-1", "p-1"),
         ("gitpod", "org-g", "prj-g", "prj-g"),
-        ("github", "octo-org", "octo-repo", "octo-org/octo-repo"),
+        ("github", "65", "74", "74"),
         ("gitlab", "4211", "4212", "4212"),
     ],
 )

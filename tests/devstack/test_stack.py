@@ -17,6 +17,7 @@ from joserfc.jwk import KeySet
 from tests.support.processes import command_line
 from tokenbroker.cli.main import main as cli_main
 from tokenbroker.config import Settings
+from tokenbroker.devstack.entra import DevCertificateAuthority
 from tokenbroker.devstack.gcp_sts import GcpStsServer
 from tokenbroker.devstack.platform_issuer import DEV_PROFILES, DevPlatformIssuer
 from tokenbroker.devstack.seeds import (
@@ -71,7 +72,7 @@ def a_state(tmp_path: Path, **overrides: object) -> DevStackState:
 
 
 def test_a_base_port_gives_the_broker_it_and_the_other_parts_the_next_ones() -> None:
-    assert DevStackPorts.from_base(8400) == DevStackPorts(8400, 8401, 8402, 8403, 8404)
+    assert DevStackPorts.from_base(8400) == DevStackPorts(8400, 8401, 8402, 8403, 8404, 8406)
 
 
 def test_port_zero_lets_every_part_pick_a_free_port() -> None:
@@ -96,21 +97,28 @@ def dev_settings(tmp_path: Path) -> Settings:
         openbao_address="http://127.0.0.1:8404",
         moto_url="http://127.0.0.1:8403",
         gcp_sts_url="http://127.0.0.1:8402",
+        entra_url="https://127.0.0.1:8406",
+        entra_ca_pem=DevCertificateAuthority().ca_pem,
     )
 
 
 def test_the_broker_trusts_every_dev_issuer(tmp_path: Path) -> None:
     settings = dev_settings(tmp_path)
-    assert sorted(issuer.profile for issuer in settings.issuers) == [
-        "circleci",
-        "env0",
-        "github",
-        "gitlab",
-        "gitpod",
-    ]
+    assert sorted(issuer.profile for issuer in settings.issuers) == sorted(DEV_PROFILES)
     env0 = next(issuer for issuer in settings.issuers if issuer.profile == "env0")
     assert env0.issuer == "http://127.0.0.1:8401/env0"
     assert env0.required_claims == {"apiKeyType": "oidc"}
+
+
+def test_an_issuer_whose_profile_needs_options_gets_them_from_its_dev_shape(
+    tmp_path: Path,
+) -> None:
+    # A Kubernetes issuer names its cluster: the seeded organization's id.
+    settings = dev_settings(tmp_path)
+    (seed,) = [seed for seed in SEEDS if seed.profile == "kubernetes"]
+    (issuer,) = [issuer for issuer in settings.issuers if issuer.profile == "kubernetes"]
+    assert issuer.options == {"cluster": seed.platform_org_id}
+    assert issuer.issuer == f"http://127.0.0.1:8401/kubernetes/{seed.platform_org_id}"
 
 
 def test_the_env0_project_is_assigned_one_credential_of_each_type(tmp_path: Path) -> None:
@@ -120,6 +128,7 @@ def test_the_env0_project_is_assigned_one_credential_of_each_type(tmp_path: Path
         "vault_oidc",
         "aws_oidc",
         "gcp_oidc",
+        "azure_oidc",
         "oidc_token",
     }
     assert {c.name: c.type for c in env0} == dict(CREDENTIALS)
@@ -164,6 +173,8 @@ def test_the_admin_token_is_configured_by_its_digest_only(tmp_path: Path) -> Non
         openbao_address="http://127.0.0.1:8404",
         moto_url="http://127.0.0.1:8403",
         gcp_sts_url="http://127.0.0.1:8402",
+        entra_url="https://127.0.0.1:8406",
+        entra_ca_pem=DevCertificateAuthority().ca_pem,
         admin_token_digests=["sha256:" + "ab" * 32],
     )
     assert settings.admin.tokens == ["sha256:" + "ab" * 32]
@@ -300,7 +311,7 @@ async def test_the_stack_serves_exchanges_and_leaves_nothing_running(tmp_path: P
     progress: list[str] = []
     async with dev_stack(tmp_path / "dev", port=0, progress=progress.append) as state:
         assert read_state(tmp_path / "dev") == state
-        assert [line[:5] for line in progress] == [f"[{n}/7]" for n in range(1, 8)]
+        assert [line[:5] for line in progress] == [f"[{n}/8]" for n in range(1, 9)]
         assert "bao" in " ".join(command_line(state.openbao_pid))
         # The printed mint command, as a runner would run it.
         mint = next(line for line in runner_commands(state) if "token mint" in line)

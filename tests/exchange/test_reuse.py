@@ -39,6 +39,10 @@ FACTS = LeaseFacts(
 SECRET = "s.very-secret-vault-token"
 
 
+async def ignore_orphan(lease_id: str, issued: IssuedCredential) -> None:
+    """No caller of these tests is cancelled mid-issue."""
+
+
 class CountingIssuer:
     """A backend stand-in that counts its calls and can be held until released."""
 
@@ -49,7 +53,7 @@ class CountingIssuer:
         self.release = asyncio.Event()
         self.release.set()
 
-    async def __call__(self) -> IssuedCredential:
+    async def __call__(self, lease_id: str) -> IssuedCredential:
         self.calls += 1
         self.started.set()
         await self.release.wait()
@@ -74,7 +78,7 @@ def broker(store: Store, clock: FrozenClock, **options: float) -> Broker:  # noq
 
 async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tuple[Issue, bool]:
     """Get or issue, and activate a fresh issue as the service does with its audit event."""
-    result, reused = await on.window.get_or_issue(key, CREDENTIAL, FACTS, issuer)
+    result, reused = await on.window.get_or_issue(key, CREDENTIAL, FACTS, issuer, ignore_orphan)
     if result.fresh:
         activation = on.window.activation(result, NOW + 86400)
         event = AuditEvent(
@@ -161,11 +165,11 @@ async def test_concurrent_identical_requests_share_one_backend_call(reuse: Broke
 
 
 async def test_a_failed_issue_lets_the_slot_go(reuse: Broker, store: Store) -> None:  # noqa: F811
-    async def failing() -> IssuedCredential:
+    async def failing(lease_id: str) -> IssuedCredential:
         raise RuntimeError("backend down")
 
     with pytest.raises(RuntimeError):
-        await reuse.window.get_or_issue(KEY, CREDENTIAL, FACTS, failing)
+        await reuse.window.get_or_issue(KEY, CREDENTIAL, FACTS, failing, ignore_orphan)
     issuer = CountingIssuer()
     _, reused = await issue(reuse, issuer)
     assert (issuer.calls, reused) == (1, False)
@@ -223,7 +227,7 @@ async def test_a_broker_gives_up_waiting_with_a_retryable_503(
     await issuer.started.wait()
     impatient = broker(second_broker, clock, wait_seconds=0)
     with pytest.raises(TemporarilyUnavailable) as caught:
-        await impatient.window.get_or_issue(KEY, CREDENTIAL, FACTS, issuer)
+        await impatient.window.get_or_issue(KEY, CREDENTIAL, FACTS, issuer, ignore_orphan)
     assert caught.value.reason == "issue_in_progress"
     issuer.release.set()
     await holder

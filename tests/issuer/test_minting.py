@@ -266,7 +266,7 @@ async def test_extra_claims_are_added_but_cannot_override_registered_ones(
     assert claims["sub"] == "auth0|deployer"
 
 
-async def test_identity_token_names_the_credential_it_was_minted_for(
+async def test_identity_token_names_its_credential_job_and_lease(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
     claims = _decode(
@@ -277,10 +277,14 @@ async def test_identity_token_names_the_credential_it_was_minted_for(
             audience="vault",
             lifetime_seconds=900,
             clock=clock,
-            credential="prod-vault",
+            context={"credential": "prod-vault", "job": "run-7", "lease": "lse_1"},
         ),
         ring,
     ).claims
     tokenbroker = claims["tokenbroker"]
     assert isinstance(tokenbroker, dict)
-    assert tokenbroker["credential"] == "prod-vault"
+    assert (tokenbroker["credential"], tokenbroker["job"], tokenbroker["lease"]) == (
+        "prod-vault",
+        "run-7",
+        "lse_1",
+    )

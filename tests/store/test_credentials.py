@@ -253,3 +253,46 @@ async def test_a_mint_only_type_in_passthrough_is_a_422_on_token(
         )
     assert _fields(caught.value) == ["token"]
     assert await store.policy.list_credentials("acme") == []
+
+
+@pytest.mark.parametrize("handed_out_first", [True, False])
+async def test_a_handed_out_token_may_not_share_a_mint_audience_naming_both(
+    store: Store, acme: Organization, handed_out_first: bool
+) -> None:
+    await store.policy.create_organization("beta", "env0", "org-uuid-2")
+    vault = {"type": "vault_oidc", "token": "mint", "audience": "vault", "settings": VAULT_SETTINGS}
+    oidc = {"type": "oidc_token", "token": "mint", "audience": "vault", "settings": {}}
+    first, second = (("runner-token", oidc), ("prod-vault", vault))
+    if not handed_out_first:
+        first, second = second, first
+    await store.policy.create_credential("acme", first[0], **first[1])  # type: ignore[arg-type]
+    with pytest.raises(UnprocessableEntity) as caught:
+        await store.policy.create_credential("beta", second[0], **second[1])  # type: ignore[arg-type]
+    assert _fields(caught.value) == ["audience"]
+    assert f"mint credential {first[0]!r} of organization 'acme'" in str(caught.value.details)
+    assert await store.policy.list_credentials("beta") == []
+
+
+async def test_two_mint_credentials_that_hand_nothing_out_may_share_an_audience(
+    store: Store, acme: Organization
+) -> None:
+    for name in ("vault-a", "vault-b"):
+        await store.policy.create_credential(
+            "acme", name, "vault_oidc", token="mint", audience="vault", settings=VAULT_SETTINGS
+        )
+    assert [c.name for c in await store.policy.list_credentials("acme")] == ["vault-a", "vault-b"]
+
+
+async def test_moving_a_handed_out_token_onto_a_used_audience_is_refused(
+    store: Store, acme: Organization
+) -> None:
+    await store.policy.create_credential(
+        "acme", "prod-vault", "vault_oidc", token="mint", audience="vault", settings=VAULT_SETTINGS
+    )
+    await store.policy.create_credential(
+        "acme", "runner-token", "oidc_token", token="mint", audience="own", settings={}
+    )
+    with pytest.raises(UnprocessableEntity) as caught:
+        await store.policy.update_credential("acme", "runner-token", audience="vault")
+    assert _fields(caught.value) == ["audience"]
+    assert (await store.policy.get_credential("acme", "runner-token")).audience == "own"

@@ -145,6 +145,26 @@ async def test_invalid_credential_settings_name_the_entry_and_field_and_change_n
     assert await store.policy.list_organizations() == []
 
 
+async def test_a_mint_credential_without_an_audience_names_the_entry(store: Store) -> None:
+    # Config parsing does not know the type (its default mint audience); applying does.
+    config = _config(
+        credentials=[
+            {
+                "organization": "acme",
+                "name": "v",
+                "type": "vault_oidc",
+                "token": "mint",
+                "settings": dict(VAULT_SETTINGS),
+            }
+        ],
+        assignments=[],
+    )
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, config)
+    assert caught.value.problems == ["credentials[0].audience: is required when token is 'mint'"]
+    assert await store.policy.list_organizations() == []
+
+
 async def test_unknown_credential_type_names_the_entry(store: Store) -> None:
     config = _config(
         credentials=[{"organization": "acme", "name": "a", "type": "no_such_type", "settings": {}}],
@@ -242,3 +262,19 @@ async def test_a_loopback_credential_is_applied_when_private_backends_are_allowe
         assert stored.settings["address"] == "http://127.0.0.1:8200"
     finally:
         await store.close()
+
+
+async def test_loading_refuses_a_handed_out_token_on_another_mint_audience_naming_both(
+    store: Store,
+) -> None:
+    minted = [
+        {"organization": "acme", "name": "minted-vault", "type": "vault_oidc", "token": "mint",
+         "audience": "vault", "settings": dict(VAULT_SETTINGS)},
+        {"organization": "acme", "name": "runner-token", "type": "oidc_token", "token": "mint",
+         "audience": "vault"},
+    ]  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        await apply_declarative(store, _config(credentials=minted, assignments=[]))
+    text = "\n".join(caught.value.problems)
+    assert "runner-token" in text
+    assert "minted-vault" in text

@@ -14,7 +14,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -51,19 +51,26 @@ class IssuerProcess:
         )
 
 
-@pytest.fixture
-def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
-    """The dev env0 issuer, started for the test and stopped after it."""
+@contextmanager
+def serving_issuer(directory: Path) -> Iterator[IssuerProcess]:
+    """The dev env0 issuer, its keys and log in ``directory``, served until the block ends."""
     port = free_port()
-    keys_dir = tmp_path / "issuer-keys"
+    keys_dir = directory / "issuer-keys"
     issuer = DevPlatformIssuer(keys_dir, f"http://127.0.0.1:{port}")
     issuer.signing_key("env0")  # the key file, before the issuer process reads it
     argv = ["bench.servers", "issuer", "--port", str(port), "--keys-dir", str(keys_dir)]
     server = ServerProcess.python(
-        "issuer", argv, f"http://127.0.0.1:{port}/", tmp_path / "issuer.log"
+        "issuer", argv, f"http://127.0.0.1:{port}/", directory / "issuer.log"
     )
     with server:
         yield IssuerProcess(issuer, server)
+
+
+@pytest.fixture
+def issuer_process(tmp_path: Path) -> Iterator[IssuerProcess]:
+    """The dev env0 issuer, started for the test and stopped after it."""
+    with serving_issuer(tmp_path) as issuer:
+        yield issuer
 
 
 def policy(issuer: IssuerProcess, credentials: Sequence[Mapping[str, object]]) -> dict[str, object]:

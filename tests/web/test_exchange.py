@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 import socket
-import sqlite3
 import uuid
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpClient, AiohttpServer
+from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
 from tests.support.platform import ServedDevIssuer
@@ -61,6 +61,7 @@ class Broker:
     openbao: OpenBaoDevServer
     fake_vault: FakeVault
     mint_path: str
+    gate: GatedProxy
 
     def token(self, *, org: str = ORG, project: str = PROJECT, **kw: object) -> str:
         return self.issuer.mint("env0", org=org, project=project, **kw)  # type: ignore[arg-type]
@@ -75,6 +76,38 @@ class Broker:
     @property
     def app(self) -> web.Application:
         return self.client.server.app
+
+
+class GatedProxy:
+    """A proxy to OpenBao that holds each request until ``open`` is set: a Vault that answers
+    only after the runner has given up."""
+
+    def __init__(self, target: str) -> None:
+        self.target = target
+        self.open = asyncio.Event()
+        self.held = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self._forward)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.Response:
+        self.held.set()
+        await self.open.wait()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "host"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method,
+                self.target + request.path_qs,
+                headers=headers,
+                data=await request.read(),
+            ) as answer,
+        ):
+            return web.Response(
+                status=answer.status, body=await answer.read(), content_type=answer.content_type
+            )
 
 
 def vault_credential(name: str, address: str, path: str, **extra: object) -> dict[str, object]:
@@ -105,6 +138,8 @@ async def broker(
     fake_vault = FakeVault(default=Reply(stall=True))
     fake_server = await aiohttp_server(fake_vault.app())
     fake_address = str(fake_server.make_url("")).rstrip("/")
+    gate = GatedProxy(openbao.address)
+    gated_address = str((await aiohttp_server(gate.app())).make_url("")).rstrip("/")
     issuer = dev_issuer.issuer_settings("env0")
     settings = parse_settings(
         {
@@ -146,6 +181,7 @@ async def broker(
                     "slow-vault", fake_address, "jwt", settings={"timeout_seconds": 1}
                 ),
                 vault_credential("unassigned-vault", openbao.address, passthrough_path),
+                vault_credential("gated-vault", gated_address, passthrough_path),
                 vault_credential(
                     "credential-bound-vault",
                     openbao.address,
@@ -167,6 +203,7 @@ async def broker(
                         "down-vault",
                         "slow-vault",
                         "credential-bound-vault",
+                        "gated-vault",
                     ],
                 },
             ],
@@ -213,7 +250,7 @@ async def broker(
         policies=[POLICY],
         kv_mount=KV,
     )
-    return Broker(client, dev_issuer, openbao, fake_vault, mint_path)
+    return Broker(client, dev_issuer, openbao, fake_vault, mint_path, gate)
 
 
 async def assert_error(
@@ -607,8 +644,7 @@ async def test_an_unwritable_audit_issues_nothing_and_revokes_what_vault_issued(
     settings = broker.app[keys.SETTINGS]
     before = token_accessors(broker)
     # The audit table disappears under the running broker: every write of it now fails.
-    with sqlite3.connect(settings.server.data_dir / "tokenbroker.db") as db:
-        db.execute("DROP TABLE audit_events")
+    await drop_table(settings.server.data_dir / "tokenbroker.db", "audit_events")
     response = await broker.exchange(broker.token(), "prod-vault")
     await assert_error(response, 503, "temporarily_unavailable", "audit_unavailable")
     assert response.headers["Retry-After"].isdigit()
@@ -660,9 +696,37 @@ async def test_a_vault_role_bound_to_its_credential_refuses_a_token_minted_for_a
         audience=MINT_AUDIENCE,
         lifetime_seconds=300,
         clock=broker.app[keys.CLOCK],
-        credential="dev-oidc",
+        context={"credential": "dev-oidc"},
     )
     with pytest.raises(hvac.exceptions.InvalidRequest, match="claim"):
         broker.openbao.client(token=None).auth.jwt.jwt_login(
             role=CREDENTIAL_BOUND_ROLE, jwt=for_another, path=broker.mint_path
         )
+
+
+async def test_a_credential_issued_after_the_runner_hung_up_is_revoked(broker: Broker) -> None:
+    before = token_accessors(broker)
+    token = broker.token()
+    with pytest.raises(asyncio.TimeoutError):
+        await broker.client.post(
+            "/v1/exchange",
+            json={"credential": "gated-vault"},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=aiohttp.ClientTimeout(total=0.5),
+        )
+    assert broker.gate.held.is_set()
+    broker.gate.open.set()
+    store = broker.app[keys.STORE]
+    deadline = asyncio.get_running_loop().time() + 15
+    lease = None
+    while asyncio.get_running_loop().time() < deadline:
+        leases = await store.leases.listing(filters={"credential": "gated-vault"})
+        lease = leases[0] if leases else None
+        if lease is not None and lease.state == "revoked":
+            break
+        await asyncio.sleep(0.05)  # polling the broker's own progress, bounded by the deadline
+    assert lease is not None
+    assert (lease.state, lease.revoked_by) == ("revoked", "broker")
+    assert lease.revoke_reason == "the answer never reached the runner"
+    # OpenBao did log in; the token it made was revoked again.
+    assert token_accessors(broker) == before

@@ -39,6 +39,7 @@ from tests.support.gcp import (
 )
 from tests.support.platform import ServedDevIssuer
 
+from tokenbroker.backends.aws import sanitize_session_name
 from tokenbroker.config import parse_settings
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, WorkloadIdentityProvider
 from tokenbroker.identity.profiles.circleci import CLAIM_PREFIX as CIRCLECI_CLAIM
@@ -426,6 +427,12 @@ async def test_a_minted_aws_token_is_signed_by_the_broker_and_carries_session_ta
     assert tags["principal_tags"]["organizationId"] == [ORGS[platform]]
     assert tags["principal_tags"]["projectId"] == [PROJECTS[platform]]
     assert tags["transitive_tag_keys"] == sorted(tags["principal_tags"])
+    # Correlation: CloudTrail shows the source identity; the broker's claim names the lease.
+    lease = (await response.json())["lease"]["id"]
+    assert claims["tokenbroker"]["lease"] == lease
+    [row] = await broker.app[keys.STORE].leases.listing(filters={"credential": "aws-fake-minted"})
+    assert claims["https://aws.amazon.com/source_identity"] == sanitize_session_name(row.job)
+    assert claims["tokenbroker"]["job"] == row.job
 
 
 async def test_env0_session_tags_name_the_environment_and_deployer(broker: Broker) -> None:

@@ -242,6 +242,11 @@ def sanitize_tag_value(value: str) -> str:
     return _TAG_VALUE_UNSAFE.sub("_", value)[:_TAG_VALUE_MAX]
 
 
+# STS takes a web identity token's source identity from this claim; it follows the session
+# through role chaining and into CloudTrail ([\w+=,.@-]{2,64}, as a session name).
+AWS_SOURCE_IDENTITY_CLAIM: Final = "https://aws.amazon.com/source_identity"
+
+
 def aws_session_tags(identity: Identity) -> dict[str, object]:
     """The ``https://aws.amazon.com/tags`` claim of a minted token: principal, transitive tags."""
     principal_tags: dict[str, list[str]] = {}
@@ -358,9 +363,13 @@ class AwsOidcBackend:
             raise InvalidRequest("format_not_supported", f"aws_oidc does not render {fmt}")
         return "application/json", json.dumps(render_aws_credential_process(issued))
 
-    def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
-        """Claims for a minted outbound token: the AWS session tags of the identity."""
-        return {AWS_TAGS_CLAIM: aws_session_tags(identity)}
+    def outbound_claims(self, identity: Identity, job: str) -> Mapping[str, object]:
+        """Claims for a minted outbound token: the identity's session tags, and the job as the
+        session's source identity (CloudTrail names it on every call the session makes)."""
+        return {
+            AWS_TAGS_CLAIM: aws_session_tags(identity),
+            AWS_SOURCE_IDENTITY_CLAIM: sanitize_session_name(job),
+        }
 
     async def close(self) -> None:
         """Shut the thread pool down; the app calls this at cleanup."""

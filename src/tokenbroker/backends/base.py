@@ -89,8 +89,8 @@ class BackendFactory(Protocol):
 class OutboundClaimsProvider(Protocol):
     """A backend that adds claims to the tokens the broker mints for it (e.g. AWS session tags)."""
 
-    def outbound_claims(self, identity: Identity) -> Mapping[str, object]:
-        """Extra claims for a minted outbound token."""
+    def outbound_claims(self, identity: Identity, job: str) -> Mapping[str, object]:
+        """Extra claims for a minted outbound token (``job``: the platform's job id)."""
         ...
 
 
@@ -112,7 +112,8 @@ class RunnerDocumentProvider(Protocol):
     """A backend whose credential the runner's own client can get itself, from a document.
 
     ``runner_documents`` maps each such format to whether the document carries the outbound
-    token; the backend is not called for them.
+    token; the backend is not called for them. A document is a JSON object, or plain text
+    (a bare token, for tools that read one from a file or an argument).
     """
 
     runner_documents: ClassVar[Mapping[str, bool]]
@@ -125,7 +126,7 @@ class RunnerDocumentProvider(Protocol):
         settings: BaseModel,
         outbound: OutboundToken | None,
         broker_url: str,
-    ) -> dict[str, object]:
+    ) -> dict[str, object] | str:
         """The document of ``fmt`` for the credential named ``credential``."""
         ...
 
@@ -163,6 +164,9 @@ class CredentialTraits:
     - ``single_token``: set when the credential is one token (``oauth_token_value`` and
       ``oauth_token_type``), so RFC 8693 can return it.
     - ``revocable``: the backend can revoke what it issued before it expires.
+    - ``default_mint_audience``: the audience a minted outbound token gets when the credential
+      names none (declared as ``default_mint_audience``; e.g. a cloud's fixed token-exchange
+      audience), or None when a minted credential must name its own.
     """
 
     type_name: str
@@ -171,6 +175,7 @@ class CredentialTraits:
     documents: Mapping[str, bool]
     single_token: SingleToken | None
     revocable: bool
+    default_mint_audience: str | None = None
 
 
 _TRAITS: dict[BackendFactory, CredentialTraits] = {}
@@ -193,6 +198,7 @@ def _read_traits(backend: BackendFactory) -> CredentialTraits:
         else None
     )
     documents: Mapping[str, bool] = dict(getattr(backend, "runner_documents", {}))
+    default_audience = getattr(backend, "default_mint_audience", None)
     return CredentialTraits(
         type_name=backend.type_name,
         mint_only=getattr(backend, "mint_only", False) is True,
@@ -200,4 +206,7 @@ def _read_traits(backend: BackendFactory) -> CredentialTraits:
         documents=documents,
         single_token=single,
         revocable=callable(getattr(backend, "revoke", None)),
+        default_mint_audience=default_audience
+        if isinstance(default_audience, str) and default_audience
+        else None,
     )

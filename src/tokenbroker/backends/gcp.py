@@ -9,7 +9,6 @@ Credentials' ``generateAccessToken`` for a service account's token, as google-au
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import shlex
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from pydantic import (
 )
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential, OutboundToken
+from tokenbroker.backends.http import read_json_object
 from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import (
     AccessDenied,
@@ -61,7 +61,6 @@ _RFC3339 = re.compile(
 
 _DEFAULT_LIFETIME = 3600
 _LONG_LIFETIME_MAX = 43200
-_RESPONSE_MAX_BYTES = 64 * 1024
 _MESSAGE_MAX = 300
 
 # Google's OAuth errors (STS) and google.rpc status codes (IAM Credentials), by meaning.
@@ -383,7 +382,7 @@ class GcpOidcBackend:
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                body = await _read_json(response, service)
+                body = await read_json_object(response, service)
         except TimeoutError:
             raise UpstreamTimeout("backend_timeout", f"{service} did not answer in time") from None
         except aiohttp.ClientError as exc:
@@ -397,22 +396,6 @@ class GcpOidcBackend:
                 raise UpstreamError("backend_error", f"{service} answered with no JSON object")
             return body
         raise _map_google_error(service, status, body, secrets)
-
-
-async def _read_json(response: aiohttp.ClientResponse, service: str) -> Mapping[str, object] | None:
-    # Answers are small JSON objects; a huge body is a misbehaving upstream, not data.
-    received = bytearray()
-    async for chunk in response.content.iter_chunked(16 * 1024):
-        received += chunk
-        if len(received) > _RESPONSE_MAX_BYTES:
-            raise UpstreamError("backend_error", f"{service} answered with an oversized body")
-    try:
-        parsed = json.loads(received)
-    except ValueError:
-        return None
-    if not isinstance(parsed, dict):
-        return None
-    return {str(key): value for key, value in parsed.items()}
 
 
 def _error_fields(body: Mapping[str, object] | None) -> tuple[str, str]:

@@ -7,19 +7,16 @@ name; Vault checks the token against the role's bound claims and answers with a 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import random
 import re
-import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar
 
 import aiohttp
-from cryptography import x509
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -30,6 +27,7 @@ from pydantic import (
 )
 
 from tokenbroker.backends.base import BackendContext, IssuedCredential
+from tokenbroker.backends.tls import PemBundle, SslContexts
 from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import AccessDenied, UpstreamError, UpstreamTimeout
 from tokenbroker.identity.models import Identity
@@ -57,16 +55,6 @@ def _vault_path(value: str) -> str:
     return stripped
 
 
-def _pem_bundle(value: str) -> str:
-    try:
-        certificates = x509.load_pem_x509_certificates(value.encode("ascii"))
-    except (ValueError, UnicodeEncodeError) as exc:
-        raise ValueError("ca_cert must be PEM text holding one or more certificates") from exc
-    if not certificates:
-        raise ValueError("ca_cert must be PEM text holding one or more certificates")
-    return value
-
-
 VaultAddress = Annotated[str, AfterValidator(_vault_address)]
 VaultPath = Annotated[str, AfterValidator(_vault_path)]
 
@@ -83,9 +71,7 @@ class VaultOidcSettings(BaseModel):
     auth_path: VaultPath = "jwt"
     namespace: VaultPath | None = None
     # "multiline": forms (the console) show a PEM bundle in a text area.
-    ca_cert: Annotated[str, AfterValidator(_pem_bundle)] | None = Field(
-        default=None, json_schema_extra={"multiline": True}
-    )
+    ca_cert: PemBundle | None = Field(default=None, json_schema_extra={"multiline": True})
     tls_verify: bool = True
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_retries: int = Field(default=2, ge=0, le=5)
@@ -261,25 +247,6 @@ def _is_retryable_error(exc: Exception) -> bool:
     return isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ServerDisconnectedError)
 
 
-class _SslContexts:
-    """Verified TLS contexts, one per CA bundle (building one parses every certificate)."""
-
-    def __init__(self) -> None:
-        self._by_bundle: dict[str, ssl.SSLContext] = {}
-
-    def for_settings(self, settings: VaultOidcSettings) -> ssl.SSLContext | bool:
-        """The context for a credential: its own CA bundle, or the system's trust store (True)."""
-        if settings.ca_cert is None:
-            return True  # aiohttp's default: verify against the system trust store.
-        key = hashlib.sha256(settings.ca_cert.encode()).hexdigest()
-        context = self._by_bundle.get(key)
-        if context is None:
-            # create_default_context verifies certificates and host names; nothing turns that off.
-            context = ssl.create_default_context(cadata=settings.ca_cert)
-            self._by_bundle[key] = context
-        return context
-
-
 class VaultOidcBackend:
     """env0's "Vault OIDC" credential: a JWT login at Vault/OpenBao for a client token."""
 
@@ -304,7 +271,7 @@ class VaultOidcBackend:
         self._max_delay = max_delay
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
         self._sleep = sleep
-        self._ssl = _SslContexts()
+        self._ssl = SslContexts()
 
     async def exchange(
         self, identity: Identity, outbound_token: str, settings: BaseModel
@@ -364,7 +331,7 @@ class VaultOidcBackend:
         policy = RetryPolicy(
             retries=settings.max_retries, base_delay=self._base_delay, max_delay=self._max_delay
         )
-        ssl_context = self._ssl.for_settings(settings)
+        ssl_context = self._ssl.for_bundle(settings.ca_cert)
         timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
 
         async def attempt() -> _Reply:

@@ -22,6 +22,7 @@ CLIENT_FORMATS = (
     "aws-credential-process",
     "gcp-executable",
     "gcp-external-account",
+    "azure-federated-token",
 )
 # A credential document is a few KB; anything far larger is not the broker talking.
 MAX_REPLY_BYTES = 1024 * 1024

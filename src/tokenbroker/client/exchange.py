@@ -143,15 +143,16 @@ def _write_credential(
     target: AppendTarget | None,
     runtime: ClientRuntime,
 ) -> None:
-    text = body if body.endswith("\n") else body + "\n"
     if target is None and options.output is None:
-        runtime.stdout.write(text)
+        runtime.stdout.write(body if body.endswith("\n") else body + "\n")
         runtime.stdout.flush()
         return
     path = target.path if target is not None else options.output
     assert path is not None
     try:
-        write_private(path, text, append=target is not None)
+        # A file gets the answer exactly as the broker sent it: a bare token (a federated
+        # token file, read without stripping) must not gain a newline its reader sends along.
+        write_private(path, body, append=target is not None)
     except OSError as exc:
         raise UsageFailure(
             f"cannot write the credential to {path} ({exc.strerror or type(exc).__name__})"

@@ -19,7 +19,6 @@ from pydantic import (
 )
 
 from tokenbroker.config.urls import require_trusted_url
-from tokenbroker.policy.rules import token_mode_problems
 
 
 def _url_shape(url: str) -> str:
@@ -36,8 +35,12 @@ SUPPORTED_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
 )
 _ADMIN_TOKEN_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
-# Names of issuers, organizations and credentials: safe in URLs, logs and env files.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+# Names of issuers, organizations and credentials: safe in URLs, headers, logs and env files.
+# NAME_REGEX is the JSON Schema (ECMA-262) form the OpenAPI document publishes; Python's "$"
+# also matches before a final newline, so the compiled form ends in "\Z" instead: "acme\n" is
+# not a name (it would break the Location header of the answer that created it).
+NAME_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+NAME_PATTERN = re.compile(NAME_REGEX.removesuffix("$") + r"\Z")
 
 
 # A profile is named here and checked against the registered profiles where issuers are
@@ -272,6 +275,9 @@ class IssuerSettings(_Section):
     required_claims: dict[str, ClaimValue] = Field(default_factory=dict)
     jwks_cache_seconds: int = Field(default=3600, ge=30, le=86400)
     jwks_refetch_interval_seconds: int = Field(default=60, ge=1, le=3600)
+    # "once": a token serves one (token, credential) request; its retries inside the reuse
+    # window get the same credential, anything else is refused (token_replayed).
+    replay: Literal["allow", "once"] = "allow"
     # How long past its cache lifetime a key still serves while the JWKS cannot be refreshed.
     jwks_max_stale_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
     # Profile-specific knobs, read and checked by the profile.
@@ -297,7 +303,8 @@ class OrganizationConfig(_Section):
 class CredentialConfig(_Section):
     """``[[credentials]]``: a typed credential of an organization.
 
-    ``settings`` is validated against the type's schema when it is applied to the store.
+    ``settings``, the token mode and the audience are checked against the type (its schema,
+    whether it only mints, its default mint audience) when the entry is applied to the store.
     """
 
     organization: Name
@@ -307,14 +314,6 @@ class CredentialConfig(_Section):
     audience: str | None = None
     settings: dict[str, object] = Field(default_factory=dict)
     bound_claims: dict[str, str | list[str]] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _token_mode_fits(self) -> CredentialConfig:
-        # The type's own rules (mint only) are checked when the credential reaches the store.
-        problems = token_mode_problems(self.token, self.audience, None)
-        if problems:
-            raise ValueError("; ".join(f"{name} {message}" for name, message in problems))
-        return self
 
 
 class AssignmentConfig(_Section):

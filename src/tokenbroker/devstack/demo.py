@@ -2,11 +2,13 @@
 
 The runner mints a token shaped like the demo platform's (``seeds.DEMO_SEED``) and exchanges
 it with the runner's client (``tokenbroker exchange``, which calls ``POST /v1/exchange``) for
-Vault, AWS and GCP credentials; it uses each (a KV write and read in OpenBao,
-``GetCallerIdentity`` against moto, the GCP token checked by the STS stand-in), shows one denial
-with its dry-run explanation, and stops the stack. Exit 0 with a summary, or 1 naming the step
-that failed. No process is left behind: the stack is stopped (SIGTERM, wait, kill) whatever
-happens, and the demo checks that OpenBao is gone too. Never prints a token or a secret.
+Vault, AWS, GCP and Azure credentials; it uses each (a KV write and read in OpenBao,
+``GetCallerIdentity`` against moto, the GCP token checked by the STS stand-in, the Azure token
+verified against the Entra stand-in's keys, and azure-identity getting its own token with the
+broker's federated token), shows one denial with its dry-run explanation, and stops the
+stack. Exit 0 with a summary, or 1 naming the step that failed. No process is left behind: the
+stack is stopped (SIGTERM, wait, kill) whatever happens, and the demo checks that OpenBao is
+gone too. Never prints a token or a secret.
 
 ``python -m tokenbroker.devstack.demo [--data-dir DIR]`` (or ``$TOKENBROKER_DEMO_DATA_DIR``);
 without one a temporary directory is used and removed.
@@ -20,6 +22,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -35,7 +38,13 @@ from types import FrameType
 from tokenbroker.devstack.openbao import parent_death_signal
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer
 from tokenbroker.devstack.processes import log_tail, stop_process
-from tokenbroker.devstack.seeds import DEMO_SEED, DENIED_CREDENTIAL
+from tokenbroker.devstack.seeds import (
+    AZURE_CLIENT_ID,
+    AZURE_FEDERATED_SUBJECT,
+    AZURE_TENANT_ID,
+    DEMO_SEED,
+    DENIED_CREDENTIAL,
+)
 from tokenbroker.devstack.stack import DevStackState, read_state
 from tokenbroker.identity.profiles import PROFILES
 
@@ -268,6 +277,50 @@ def use_gcp(values: Mapping[str, str], gcp_sts_url: str) -> str:
     return email
 
 
+def entra_access_token_app(token: str, state: DevStackState) -> str:
+    """Verify an access token against the Entra stand-in tenant's keys; the app it names."""
+    from joserfc import jwt
+    from joserfc.errors import JoseError
+    from joserfc.jwk import KeySet
+
+    context = ssl.create_default_context(cafile=state.entra_ca_file)
+    url = f"{state.entra_url}/{AZURE_TENANT_ID}/discovery/v2.0/keys"
+    try:
+        with urllib.request.urlopen(  # noqa: S310 - the stack's own loopback URL
+            url, timeout=HTTP_TIMEOUT_SECONDS, context=context
+        ) as response:
+            keys = KeySet.import_key_set(json.loads(response.read()))
+        claims = jwt.decode(token, keys).claims
+    except (OSError, ValueError, JoseError) as exc:
+        raise DemoFailure(f"the Azure access token did not verify at Entra ID: {exc}") from None
+    if claims.get("azp") != AZURE_CLIENT_ID or claims.get("tid") != AZURE_TENANT_ID:
+        raise DemoFailure("the Azure access token names another application or tenant")
+    return f"app {AZURE_CLIENT_ID} in tenant {AZURE_TENANT_ID}, aud {claims.get('aud')}"
+
+
+def azure_identity_token(broker: str, token: str, state: DevStackState) -> str:
+    """azure-identity's ClientAssertionCredential, its assertion from the runner's client."""
+    from azure.identity import ClientAssertionCredential
+
+    def federated_token() -> str:
+        run = run_client(broker, token, "dev-azure", "--format", "azure-federated-token", "-q")
+        if run.code != 0:
+            raise DemoFailure(f"the federated token was refused: {run.stderr.strip()}")
+        return run.stdout.strip()
+
+    credential = ClientAssertionCredential(
+        AZURE_TENANT_ID,
+        AZURE_CLIENT_ID,
+        federated_token,
+        authority=state.entra_url,
+        # The stand-in is not a Microsoft host, and its certificate chains to the stack's CA.
+        disable_instance_discovery=True,
+        connection_verify=state.entra_ca_file,
+    )
+    access: str = credential.get_token("https://management.azure.com/.default").token
+    return access
+
+
 @dataclass(frozen=True)
 class Step:
     """One line of the summary."""
@@ -310,6 +363,24 @@ def play_runner(state: DevStackState) -> list[Step]:
     email = use_gcp(values, state.gcp_sts_url)
     steps.append(Step("gcp", f"dev-gcp: tokeninfo -> {email}"))
     say(f"  with GOOGLE_OAUTH_ACCESS_TOKEN: tokeninfo -> {email}")
+
+    # Entra ID matches the subject exactly: the platform's organization-wide one (env0's).
+    azure_token = issuer.mint(
+        PLATFORM.name,
+        org=state.org_id,
+        project=state.project_id,
+        claims={"sub": AZURE_FEDERATED_SUBJECT},
+    )
+    say(f"runner: {client} dev-azure --format json")
+    values = issued_values(run_client(broker, azure_token, "dev-azure", "-q"), "dev-azure")
+    app = entra_access_token_app(values["AZURE_ACCESS_TOKEN"], state)
+    steps.append(Step("azure", f"dev-azure: AZURE_ACCESS_TOKEN verified at Entra ID -> {app}"))
+    say(f"  with AZURE_ACCESS_TOKEN: signed by the Entra stand-in's tenant -> {app}")
+    say("runner: azure-identity ClientAssertionCredential, its assertion from")
+    say(f"  {client} dev-azure --format azure-federated-token")
+    app = entra_access_token_app(azure_identity_token(broker, azure_token, state), state)
+    steps.append(Step("azure", f"azure-identity: its own token from Entra ID -> {app}"))
+    say(f"  azure-identity got its own access token -> {app}")
 
     say(f"runner: {client} {DENIED_CREDENTIAL}")
     denied = run_client(broker, token, DENIED_CREDENTIAL)

@@ -107,6 +107,11 @@ class DevPlatformIssuer:
         }
         if shape.required_claims:
             values["required_claims"] = dict(shape.required_claims)
+        if shape.issuer_options:
+            values["options"] = {
+                key: _with_org(value, profile, org, "issuer option")
+                for key, value in shape.issuer_options.items()
+            }
         values.update(overrides)
         return IssuerSettings.model_validate(values)
 

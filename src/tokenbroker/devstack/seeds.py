@@ -35,6 +35,13 @@ GCP_POOL: Final = f"projects/{GCP_PROJECT_NUMBER}/locations/global/workloadIdent
 GCP_PROVIDER: Final = f"//iam.googleapis.com/{GCP_POOL}/providers/env0-dev"
 GCP_SERVICE_ACCOUNT: Final = "deployer@dev-project.iam.gserviceaccount.com"
 OIDC_AUDIENCE: Final = "dev-audience"
+AZURE_TENANT_ID: Final = "0d2c4b6a-8e1f-4a3b-9c5d-7e6f8a9b0c01"
+AZURE_CLIENT_ID: Final = "1e3d5c7b-9f2a-4b4c-8d6e-8f7a9b0c1d01"
+AZURE_SUBSCRIPTION_ID: Final = "2f4e6d8c-0a3b-4c5d-9e7f-9a8b0c1d2e01"
+# The demo platform's `sub` that the Azure app's federated credential names: Entra ID matches
+# it exactly, so a platform whose subject is stable per organization (env0's) is what it keys on.
+AZURE_FEDERATED_SUBJECT: Final = "auth0|dev-env0-organization"
+ENTRA_CA_FILE: Final = "entra-ca.pem"
 
 # name -> type, in the order they are printed. `prod-vault` is bound to one environment, so a
 # token of any other environment shows a denial with its dry-run explanation.
@@ -43,6 +50,7 @@ CREDENTIALS: Final[Mapping[str, str]] = {
     "dev-vault-mint": "vault_oidc",
     "dev-aws": "aws_oidc",
     "dev-gcp": "gcp_oidc",
+    "dev-azure": "azure_oidc",
     "dev-oidc": "oidc_token",
     "prod-vault": "vault_oidc",
 }
@@ -69,8 +77,9 @@ class DevSeed:
     credentials: tuple[str, ...] = COMMON_CREDENTIALS
 
 
-# One line a platform. The ids are what `tokenbroker token mint --org/--project` takes; GitHub's
-# project is the repository (`owner/name`), Gitpod's travels in `sub`, CircleCI's org in `iss`.
+# One line a platform. The ids are what `tokenbroker token mint --org/--project` takes (GitHub's
+# are the owner's and the repository's ids); Gitpod's project travels in `sub`, CircleCI's org
+# in `iss`.
 SEEDS: Final[tuple[DevSeed, ...]] = (
     DevSeed(
         "env0",
@@ -100,12 +109,45 @@ SEEDS: Final[tuple[DevSeed, ...]] = (
     DevSeed(
         "github",
         "dev-github",
-        "dev-octo-org",
-        "dev-octo-org/deploy",
+        "51102340",
+        "772041108",
         "jwt-github",
-        {"repository_owner": "dev-octo-org"},
+        {"repository_owner_id": "51102340"},
     ),
     DevSeed("gitlab", "dev-gitlab", "4211", "4212", "jwt-gitlab", {"namespace_id": "4211"}),
+    DevSeed(
+        "bitbucket",
+        "dev-bitbucket",
+        "{3b9d2c1e-7f4a-4e8b-9c5d-1a2b3c4d5e01}",
+        "{8e7f6a5b-4c3d-4b2a-9e1f-0a9b8c7d6e01}",
+        "jwt-bitbucket",
+        {"workspaceUuid": "{3b9d2c1e-7f4a-4e8b-9c5d-1a2b3c4d5e01}"},
+    ),
+    DevSeed(
+        "terraform",
+        "dev-terraform",
+        "org-Dv8sTk2Qm4Xn7Pa1",
+        "ws-Dv8sTk2Qm4Xn7Pa2",
+        "jwt-terraform",
+        {"terraform_organization_id": "org-Dv8sTk2Qm4Xn7Pa1"},
+    ),
+    DevSeed(
+        "buildkite",
+        "dev-buildkite",
+        "0190a3f2-5c1e-7b4d-9a2e-3f4b5c6d7e01",
+        "0190a3f2-6d2f-7c5e-8b3f-4a5b6c7d8e01",
+        "jwt-buildkite",
+        {"organization_id": "0190a3f2-5c1e-7b4d-9a2e-3f4b5c6d7e01"},
+    ),
+    # The org is the cluster (the issuer's `cluster` option), the project its namespace.
+    DevSeed(
+        "kubernetes",
+        "dev-kubernetes",
+        "dev-cluster",
+        "deploy",
+        "jwt-kubernetes",
+        {"/kubernetes.io/namespace": "deploy"},
+    ),
 )
 # The platform the demo, the printed runner commands and the GCP pool provider use.
 DEMO_SEED: Final = SEEDS[0]

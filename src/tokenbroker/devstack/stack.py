@@ -1,10 +1,11 @@
 """The whole local stack of ``tokenbroker dev``, real parts on loopback, on one event loop.
 
-OpenBao dev (a child process), moto (a thread), the dev platform issuer, the GCP STS stand-in
-and the broker on SQLite (aiohttp apps on the caller's loop). ``dev_stack(...)`` starts them in
-order, configures OpenBao and moto, seeds the broker with an organization, a project and
-credentials for every dev platform profile (``SEEDS``), writes a state file holding them and a
-fresh admin token, and stops everything (child process waited for) when the block is left.
+OpenBao dev (a child process), moto (a thread), the dev platform issuer, the GCP STS and Entra
+ID stand-ins (Entra's over https, with a CA made at start) and the broker on SQLite (aiohttp
+apps on the caller's loop). ``dev_stack(...)`` starts them in order, configures OpenBao and
+moto, seeds the broker with an organization, a project and credentials for every dev platform
+profile (``SEEDS``), writes a state file holding them and a fresh admin token, and stops
+everything (child process waited for) when the block is left.
 
 The ids, names and settings are plain data built by pure functions, so tests and the demo can
 read what the stack serves without starting it.
@@ -19,6 +20,7 @@ import os
 import secrets
 import shlex
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -28,6 +30,14 @@ from typing import Final
 from aiohttp import web
 
 from tokenbroker.config import Settings, parse_settings
+from tokenbroker.devstack.entra import (
+    DevCertificateAuthority,
+    EntraApplication,
+    EntraConfig,
+    EntraServer,
+    EntraTenant,
+    FederatedIdentityCredential,
+)
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, GcpStsServer, parse_gcp_sts_config
 from tokenbroker.devstack.openbao import OpenBaoDevServer, configure_jwt_auth
 from tokenbroker.devstack.platform_issuer import (
@@ -41,10 +51,15 @@ from tokenbroker.devstack.seeds import (
     AWS_DURATION_SECONDS,
     AWS_REGION,
     AWS_ROLE_NAME,
+    AZURE_CLIENT_ID,
+    AZURE_FEDERATED_SUBJECT,
+    AZURE_SUBSCRIPTION_ID,
+    AZURE_TENANT_ID,
     CREDENTIALS,
     DEMO_ORG_ID,
     DEMO_SEED,
     DENIED_CREDENTIAL,
+    ENTRA_CA_FILE,
     GCP_ATTRIBUTE_CLAIMS,
     GCP_POOL,
     GCP_PROVIDER,
@@ -104,15 +119,17 @@ class DevStackPorts:
     gcp_sts: int
     moto: int
     openbao: int | None
+    entra: int = 0
 
     @classmethod
     def from_base(cls, base: int) -> DevStackPorts:
         """``base`` for the broker and the next ones for the rest; 0 picks free ports for all."""
         if base == 0:
             return cls(broker=0, issuer=0, gcp_sts=0, moto=0, openbao=None)
-        if not 1 <= base <= 65535 - 5:
-            raise ValueError(f"port {base} leaves no room for the five ports after it")
-        return cls(base, base + 1, base + 2, base + 3, base + 4)
+        # OpenBao also binds base + 5 (its cluster port), so Entra comes after that.
+        if not 1 <= base <= 65535 - 6:
+            raise ValueError(f"port {base} leaves no room for the six ports after it")
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 6)
 
 
 @dataclass(frozen=True)
@@ -132,6 +149,9 @@ class DevStackState:
     openbao_pid: int
     # A global admin token of this run's broker (its sha256 is in [admin] tokens).
     admin_token: str
+    entra_url: str = ""
+    # The CA the Entra stand-in's certificate chains to (REQUESTS_CA_BUNDLE for azure-identity).
+    entra_ca_file: str = ""
     org_id: str = DEMO_ORG_ID
     project_id: str = PROJECT_ID
     prod_environment_id: str = PROD_ENVIRONMENT_ID
@@ -200,6 +220,8 @@ def build_settings(
     openbao_address: str,
     moto_url: str,
     gcp_sts_url: str,
+    entra_url: str,
+    entra_ca_pem: str,
     admin_token_digests: list[str] | None = None,
 ) -> Settings:
     """The broker's settings: a dev issuer, an organization and its credentials per ``SEEDS``."""
@@ -212,16 +234,15 @@ def build_settings(
         return {"address": openbao_address, "role": VAULT_ROLE, "auth_path": path}
 
     def credentials(seed: DevSeed) -> list[dict[str, object]]:
+        # Each credential's type is its seed's (seeds.CREDENTIALS).
         every: dict[str, dict[str, object]] = {
-            "dev-vault": {"type": "vault_oidc", "settings": vault(seed.vault_auth_path)},
+            "dev-vault": {"settings": vault(seed.vault_auth_path)},
             "dev-vault-mint": {
-                "type": "vault_oidc",
                 "token": "mint",
                 "audience": VAULT_MINT_AUDIENCE,
                 "settings": vault(MINT_AUTH_PATH),
             },
             "dev-aws": {
-                "type": "aws_oidc",
                 # Minted, so the token carries the identity as AWS session tags.
                 "token": "mint",
                 "audience": AWS_AUDIENCE,
@@ -233,7 +254,6 @@ def build_settings(
                 },
             },
             "dev-gcp": {
-                "type": "gcp_oidc",
                 "settings": {
                     "audience": GCP_PROVIDER,
                     "service_account": GCP_SERVICE_ACCOUNT,
@@ -241,15 +261,30 @@ def build_settings(
                     "iam_endpoint": gcp_sts_url,
                 },
             },
-            "dev-oidc": {"type": "oidc_token", "token": "mint", "audience": OIDC_AUDIENCE},
+            "dev-azure": {
+                # Minted for Entra's default audience; the app trusts the broker as issuer.
+                "token": "mint",
+                "settings": {
+                    "tenant_id": AZURE_TENANT_ID,
+                    "client_id": AZURE_CLIENT_ID,
+                    "subscription_id": AZURE_SUBSCRIPTION_ID,
+                    "authority_host": entra_url,
+                    "ca_cert": entra_ca_pem,
+                },
+            },
+            "dev-oidc": {"token": "mint", "audience": OIDC_AUDIENCE},
             DENIED_CREDENTIAL: {
-                "type": "vault_oidc",
                 "settings": vault(seed.vault_auth_path),
                 "bound_claims": {"environmentId": PROD_ENVIRONMENT_ID},
             },
         }
         return [
-            {"organization": seed.organization, "name": name, **every[name]}
+            {
+                "organization": seed.organization,
+                "name": name,
+                "type": CREDENTIALS[name],
+                **every[name],
+            }
             for name in seed.credentials
         ]
 
@@ -321,6 +356,15 @@ def gcp_sts_config(issuer: DevPlatformIssuer) -> GcpStsConfig:
             ],
         }
     )
+
+
+def entra_config(broker_url: str) -> EntraConfig:
+    """One tenant whose application trusts the broker's minted tokens of the demo subject."""
+    federated = FederatedIdentityCredential(
+        name="tokenbroker-dev", issuer=broker_url, subject=AZURE_FEDERATED_SUBJECT
+    )
+    application = EntraApplication(AZURE_CLIENT_ID, (federated,))
+    return EntraConfig([EntraTenant(AZURE_TENANT_ID, (application,))])
 
 
 def runner_commands(state: DevStackState) -> list[str]:
@@ -438,12 +482,15 @@ def _port_of(sock: socket.socket) -> int:
 
 
 async def _serve(
-    exits: contextlib.AsyncExitStack, app: web.Application, sock: socket.socket
+    exits: contextlib.AsyncExitStack,
+    app: web.Application,
+    sock: socket.socket,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> None:
     runner = BrokerAppRunner(app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_SECONDS)
     await runner.setup()
     exits.push_async_callback(runner.cleanup)
-    await web.SockSite(runner, sock).start()
+    await web.SockSite(runner, sock, ssl_context=ssl_context).start()
 
 
 def _create_aws_role(moto_url: str) -> str:
@@ -540,19 +587,21 @@ async def dev_stack(
     with _reported_as("preparing the data directory"):
         data_dir = _prepare_data_dir(data_dir)
     ports = DevStackPorts.from_base(port)
-    steps = _Steps(progress, total=7)
+    steps = _Steps(progress, total=8)
     async with contextlib.AsyncExitStack() as exits:
         sockets: dict[str, socket.socket] = {}
         for name, number in (
             ("broker", ports.broker),
             ("issuer", ports.issuer),
             ("gcp_sts", ports.gcp_sts),
+            ("entra", ports.entra),
         ):
             sockets[name] = _listening_socket(number)
             exits.callback(sockets[name].close)
         broker_url = f"http://127.0.0.1:{_port_of(sockets['broker'])}"
         issuer_base = f"http://127.0.0.1:{_port_of(sockets['issuer'])}"
         gcp_sts_url = f"http://127.0.0.1:{_port_of(sockets['gcp_sts'])}"
+        entra_url = f"https://127.0.0.1:{_port_of(sockets['entra'])}"
 
         openbao = OpenBaoDevServer(port=ports.openbao, die_with_parent=True, home_parent=data_dir)
         with _reported_as("starting OpenBao"):
@@ -578,6 +627,18 @@ async def dev_stack(
             await _serve(exits, GcpStsServer(gcp_sts_config(issuer)).app(), sockets["gcp_sts"])
         steps.done("GCP STS stand-in", gcp_sts_url)
 
+        with _reported_as("starting the Entra ID stand-in"):
+            authority = DevCertificateAuthority()
+            entra_ca_file = data_dir / ENTRA_CA_FILE
+            entra_ca_file.write_text(authority.ca_pem, encoding="utf-8")
+            await _serve(
+                exits,
+                EntraServer(entra_config(broker_url)).app(),
+                sockets["entra"],
+                authority.server_context(),
+            )
+        steps.done("Entra ID stand-in (https)", f"{entra_url}  CA {entra_ca_file}")
+
         with _reported_as("starting the broker"):
             # Imported here: the broker's app pulls in the store and every backend.
             from tokenbroker.web.app import create_app
@@ -590,6 +651,8 @@ async def dev_stack(
                 openbao_address=openbao.address,
                 moto_url=moto_url,
                 gcp_sts_url=gcp_sts_url,
+                entra_url=entra_url,
+                entra_ca_pem=authority.ca_pem,
                 admin_token_digests=[admin_token_digest(admin_token)],
             )
             await _serve(exits, create_app(settings), sockets["broker"])
@@ -615,6 +678,8 @@ async def dev_stack(
             openbao_root_token=openbao.root_token,
             openbao_pid=openbao.pid or 0,
             admin_token=admin_token,
+            entra_url=entra_url,
+            entra_ca_file=str(entra_ca_file),
         )
         path = write_state(data_dir, state)
         exits.callback(path.unlink, missing_ok=True)

@@ -12,6 +12,7 @@ token's, and never once the lease was revoked.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -104,15 +105,23 @@ class ReuseWindow:
         self._wait_seconds = wait_seconds
         self._margin = margin_seconds
         self._in_flight: dict[ReuseKey, asyncio.Future[Issue]] = {}
+        self._background: set[asyncio.Future[None]] = set()
 
     async def get_or_issue(
         self,
         key: ReuseKey,
         credential: Credential,
         facts: LeaseFacts,
-        issue: Callable[[], Awaitable[IssuedCredential]],
+        issue: Callable[[str], Awaitable[IssuedCredential]],
+        orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
     ) -> tuple[Issue, bool]:
-        """(issue, reused): the credential issued inside the window, or a new one."""
+        """(issue, reused): the credential issued inside the window, or a new one.
+
+        ``issue`` is called with the id of the lease it issues under.
+
+        When the caller is cancelled (the runner hung up) the backend call goes on, and what it
+        issues is handed to ``orphaned`` with its lease id: nobody holds it.
+        """
         pending = self._in_flight.get(key)
         if pending is not None:
             # shield: a waiter that is cancelled must not cancel the shared call.
@@ -121,7 +130,7 @@ class ReuseWindow:
         future: asyncio.Future[Issue] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            result, reused = await self._claim_or_wait(key, credential, facts, issue)
+            result, reused = await self._claim_or_wait(key, credential, facts, issue, orphaned)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -173,7 +182,8 @@ class ReuseWindow:
         key: ReuseKey,
         credential: Credential,
         facts: LeaseFacts,
-        issue: Callable[[], Awaitable[IssuedCredential]],
+        issue: Callable[[str], Awaitable[IssuedCredential]],
+        orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
     ) -> tuple[Issue, bool]:
         deadline = self._clock.now() + self._wait_seconds
         poll = _FIRST_POLL_SECONDS
@@ -183,11 +193,16 @@ class ReuseWindow:
                 pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds
             )
             if isinstance(claim, Claimed):
+                call = asyncio.ensure_future(issue(pending.id))
                 try:
-                    issued = await issue()
+                    issued = await asyncio.shield(call)
+                except asyncio.CancelledError:
+                    call.add_done_callback(
+                        functools.partial(self._settle_orphan, pending.id, orphaned)
+                    )
+                    raise
                 except BaseException:
-                    # shield: the lease is let go even when the caller is cancelled.
-                    await asyncio.shield(self._leases.fail(pending.id))
+                    await self._leases.fail(pending.id)
                     raise
                 return Issue(key, credential, issued, pending.id, fresh=True), False
             holder = claim.lease
@@ -209,6 +224,27 @@ class ReuseWindow:
             # portable way to wake a waiter (SQLite has none), so the wait polls, bounded.
             await asyncio.sleep(poll)
             poll = min(poll * 2, _MAX_POLL_SECONDS)
+
+    def _settle_orphan(
+        self,
+        lease_id: str,
+        orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
+        call: asyncio.Future[IssuedCredential],
+    ) -> None:
+        """The backend call of a cancelled caller ended: revoke what it issued, or let go."""
+        if call.cancelled() or call.exception() is not None:
+            follow_up: Awaitable[None] = self._leases.fail(lease_id)
+        else:
+            follow_up = orphaned(lease_id, call.result())
+        task = asyncio.ensure_future(follow_up)
+        # Held until done: the loop keeps only weak references to tasks.
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for the follow-ups of cancelled callers (at shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     def _pending_lease(self, key: ReuseKey, credential: Credential, facts: LeaseFacts) -> Lease:
         now = self._clock.now()

@@ -45,6 +45,7 @@ from tokenbroker.errors import (
     AccessDenied,
     BrokerError,
     InvalidRequest,
+    InvalidToken,
     NotFound,
     RateLimited,
     TemporarilyUnavailable,
@@ -61,7 +62,7 @@ from tokenbroker.metrics import Metrics
 from tokenbroker.policy.bound_claims import bound_claims_satisfied, match_bound_claims
 from tokenbroker.policy.decision import check_bound_claims, choose_credential
 from tokenbroker.policy.models import AuditEvent, Credential, Organization, Outcome
-from tokenbroker.policy.rules import token_mode_problems
+from tokenbroker.policy.rules import mint_audience, token_mode_problems
 from tokenbroker.ratelimit import RateLimiter, bucket_key, retry_after_seconds
 from tokenbroker.store import Store
 from tokenbroker.store.leases import Lease
@@ -120,7 +121,8 @@ class RunnerDocument:
     """A document the runner's own client turns into a credential; no backend was called."""
 
     credential: Credential
-    body: dict[str, object] = field(repr=False)
+    # A JSON object, or plain text (a bare token).
+    body: dict[str, object] | str = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +326,35 @@ class ExchangeService:
             raise
         return await self._end_leases(leases, by="runner", reason="revoked by the job", run=run)
 
+    async def orphaned(self, result: ExchangeResult, *, request_id: str) -> None:
+        """A credential issued for a runner that went away before the answer: end its lease."""
+        await self._end_orphan(result.lease_id, result.credential, result.issued, request_id)
+
+    async def _end_orphan(
+        self, lease_id: str, credential: Credential, issued: IssuedCredential, request_id: str
+    ) -> None:
+        # Revoked with what the backend answered (the lease may hold nothing sealed yet).
+        try:
+            at_backend = await self._revoke_at_backend(credential.type, issued, credential.settings)
+        except BrokerError as exc:
+            log.error(
+                "could not revoke an orphaned credential",
+                extra={"type": credential.type, "reason": exc.reason},
+            )
+            at_backend = False
+        lease = await self._store.leases.get(lease_id)
+        ended = await self._store.leases.end(
+            lease_id,
+            state="revoked",
+            now=self._now(),
+            by="broker",
+            reason="the answer never reached the runner",
+        )
+        if lease is not None and ended:
+            run = _Run(ExchangeRequest("", None, request_id), "")
+            reason = "orphan_revoked" if at_backend else "orphan_not_revocable"
+            await self._audit(run, "success", reason, kind="revocation", lease=lease)
+
     async def revoke_lease(self, lease: Lease, *, by: str, request_id: str) -> RevokedCredentials:
         """An administrator's revocation of one lease."""
         run = _Run(ExchangeRequest("", None, request_id), "")
@@ -402,6 +433,8 @@ class ExchangeService:
                 "project": identity.project,
                 "environment": identity.environment,
                 "subject": identity.subject,
+                "job": self._job(validated, run.fingerprint),
+                **({"details": dict(identity.details)} if identity.details else {}),
             },
         )
         with run.check("rate_limit"):
@@ -453,8 +486,45 @@ class ExchangeService:
             with run.check("output"):
                 detail = request.output(credential, traits)
             run.passed("output", detail)
-        return _Decided(
-            validated, identity, credential, traits, settings, self._version(credential)
+        version = self._version(credential)
+        if issuer.replay == "once":
+            with run.check("replay"):
+                await self._check_replay(run, ReuseKey(run.fingerprint, credential.id, version))
+            run.passed("replay", "the token's first use, or a retry of it inside the reuse window")
+        return _Decided(validated, identity, credential, traits, settings, version)
+
+    async def _check_replay(self, run: _Run, key: ReuseKey) -> None:
+        """A replay-once token serves one (token, credential) request and its retries."""
+        assert run.validated is not None
+        issuer = run.validated.issuer
+        claims = run.validated.claims
+        jti = claims.get("jti")
+        token_key = f"{issuer.name}|{jti if isinstance(jti, str) and jti else run.fingerprint}"
+        exp = claims.get("exp")
+        until = (float(exp) if isinstance(exp, int | float) else 0.0) + issuer.leeway_seconds
+        try:
+            first = await self._store.leases.first_use(
+                token_key[:512], key.slot, _at(until), record=not run.dry_run
+            )
+            holder = None if first != key.slot else await self._store.leases.by_slot(key.slot)
+        except Exception as exc:
+            log.error("replay store unavailable", extra={"exception": type(exc).__name__})
+            raise TemporarilyUnavailable(
+                "replay_unavailable",
+                "the broker cannot check this token's earlier uses right now; retry later",
+                retry_after=_AUDIT_RETRY_AFTER_SECONDS,
+            ) from None
+        if first is None:
+            return
+        if first != key.slot:
+            raise InvalidToken("token_replayed", "this token was already used for another request")
+        # The same request again: a retry while its issue runs or inside its reuse window.
+        if holder is None or holder.state == "pending":
+            return
+        if holder.reuse_until is not None and holder.reuse_until.timestamp() > self._clock.now():
+            return
+        raise InvalidToken(
+            "token_replayed", "this token was already used; only retries within seconds are served"
         )
 
     async def _check_rate(self, identity: Identity) -> None:
@@ -487,9 +557,9 @@ class ExchangeService:
             revocable=decided.traits.revocable,
         )
 
-        async def call_backend() -> IssuedCredential:
+        async def call_backend(lease_id: str) -> IssuedCredential:
             backend = self._backend(credential)
-            outbound = self._outbound(run, decided).value
+            outbound = self._outbound(run, decided, lease_id).value
             backend_started = time.perf_counter()
             try:
                 issued = await backend.exchange(decided.identity, outbound, decided.settings)
@@ -513,7 +583,12 @@ class ExchangeService:
                 )
             return issued
 
-        issue, reused = await self._reuse.get_or_issue(key, credential, facts, call_backend)
+        async def orphaned(lease_id: str, issued: IssuedCredential) -> None:
+            await self._end_orphan(lease_id, credential, issued, run.request.request_id)
+
+        issue, reused = await self._reuse.get_or_issue(
+            key, credential, facts, call_backend, orphaned
+        )
         run.issue = issue
         if reused:
             self._metrics.issued_cache_hits.inc()
@@ -618,18 +693,24 @@ class ExchangeService:
         self._versions[credential.id] = (credential, version)
         return version
 
-    def _outbound(self, run: _Run, decided: _Decided) -> OutboundToken:
-        """The token the backend is sent: the platform's own, or one the broker mints."""
+    def _outbound(self, run: _Run, decided: _Decided, lease_id: str | None = None) -> OutboundToken:
+        """The token the backend is sent: the platform's own, or one the broker mints (naming
+        the credential, the job and the lease it is minted under)."""
         credential = decided.credential
         if credential.token == "passthrough":
             exp = decided.validated.claims.get("exp")
             seconds = float(exp) if isinstance(exp, int | float) else self._clock.now()
             return OutboundToken(run.request.token, datetime.fromtimestamp(seconds, UTC))
-        # The token-mode check ran in _decide: a minted credential has its audience.
-        audience = cast(str, credential.audience)
+        # The token-mode check ran in _decide: a minted credential has its audience (its own,
+        # or its type's default).
+        audience = cast(str, mint_audience(credential.audience, decided.traits))
         backend = self._backend(credential)
         # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
         expires = int(self._clock.now()) + self._signing.token_lifetime_seconds
+        job = self._job(decided.validated, run.fingerprint)
+        context = {"credential": credential.name, "job": job}
+        if lease_id is not None:
+            context["lease"] = lease_id
         value = mint_for_identity(
             self._keyring,
             decided.identity,
@@ -637,10 +718,10 @@ class ExchangeService:
             audience=audience,
             lifetime_seconds=self._signing.token_lifetime_seconds,
             clock=self._clock,
-            extra_claims=dict(backend.outbound_claims(decided.identity))
+            extra_claims=dict(backend.outbound_claims(decided.identity, job))
             if isinstance(backend, OutboundClaimsProvider)
             else None,
-            credential=credential.name,
+            context=context,
         )
         return OutboundToken(value, datetime.fromtimestamp(expires, UTC))
 
@@ -735,7 +816,7 @@ class ExchangeService:
         )
 
     def _now(self) -> datetime:
-        return datetime.fromtimestamp(self._clock.now(), UTC)
+        return _at(self._clock.now())
 
     def _count(self, run: _Run, outcome: str) -> None:
         credential_type = run.credential.type if run.credential else "unknown"
@@ -744,6 +825,10 @@ class ExchangeService:
         metrics.child(metrics.exchange_seconds, credential_type).observe(
             time.perf_counter() - run.started
         )
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
 
 
 def _check_token_mode(credential: Credential, traits: CredentialTraits) -> None:

@@ -56,14 +56,15 @@ def identity_claims(
     identity: Identity,
     extra_claims: Mapping[str, object] | None = None,
     *,
-    credential: str | None = None,
+    context: Mapping[str, str] | None = None,
 ) -> dict[str, object]:
     """The non-registered claims of a token minted for ``identity``.
 
     Platform claims are copied so a backend's bound claims (e.g. Vault's ``organizationId``)
     match in mint mode as in passthrough; ``extra_claims`` come next; ``platform_iss`` and
-    ``tokenbroker`` are the broker's own and always win. ``tokenbroker.credential`` names the
-    credential the token was minted for, so a backend can refuse a token minted for another.
+    ``tokenbroker`` are the broker's own and always win. ``context`` adds to ``tokenbroker``:
+    the credential the token was minted for (a backend can refuse a token minted for another),
+    the job and the lease (a backend's audit can name them).
     """
     claims: dict[str, object] = {
         k: v for k, v in identity.claims.items() if k not in REGISTERED_CLAIMS
@@ -75,17 +76,16 @@ def identity_claims(
     else:
         # A platform claim of this name must not pass for the broker's statement.
         claims.pop("platform_iss", None)
-    context = {
+    broker_claims: dict[str, object] = {
         name: value
         for name, value in (
             ("org", identity.org),
             ("project", identity.project),
             ("environment", identity.environment),
-            ("credential", credential),
         )
         if value is not None
     }
-    claims["tokenbroker"] = context
+    claims["tokenbroker"] = {**broker_claims, **(context or {})}
     return claims
 
 
@@ -98,7 +98,7 @@ def mint_for_identity(
     lifetime_seconds: int,
     clock: Clock,
     extra_claims: Mapping[str, object] | None = None,
-    credential: str | None = None,
+    context: Mapping[str, str] | None = None,
 ) -> str:
     """Mint a token for a validated platform identity: its claims, its subject, our context."""
     return mint_token(
@@ -107,6 +107,6 @@ def mint_for_identity(
         subject=identity.subject,
         audience=audience,
         lifetime_seconds=lifetime_seconds,
-        claims=identity_claims(identity, extra_claims, credential=credential),
+        claims=identity_claims(identity, extra_claims, context=context),
         clock=clock,
     )

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, Row, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -25,7 +25,7 @@ from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store.audit import audit_row
 from tokenbroker.store.engine import write_connection
-from tokenbroker.store.tables import audit_events, leases
+from tokenbroker.store.tables import audit_events, leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
 LEASE_STATES: tuple[LeaseState, ...] = ("pending", "active", "revoked", "expired", "failed")
@@ -260,6 +260,30 @@ class Leases:
             )
             return [_lease(row) for row in rows]
 
+    async def first_use(
+        self, token_key: str, slot: str, until: datetime, *, record: bool = True
+    ) -> str | None:
+        """Record the first use of a replay-once token; the slot of its first use if it had one.
+
+        None: this is its first use (recorded unless ``record`` is false, as for a dry run).
+        """
+        if record:
+            try:
+                async with write_connection(self._engine) as conn:
+                    await conn.execute(
+                        insert(token_uses).values(token_key=token_key, reuse_slot=slot, until=until)
+                    )
+                return None
+            except IntegrityError:
+                pass
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(token_uses.c.reuse_slot).where(token_uses.c.token_key == token_key)
+                )
+            ).first()
+        return None if row is None else str(row[0])
+
     async def sweep(self, now: datetime) -> int:
         """Mark leases past their expiry expired and drop sealed material past its time."""
         async with write_connection(self._engine) as conn:
@@ -273,6 +297,7 @@ class Leases:
                 .where(leases.c.sealed.is_not(None), leases.c.sealed_until <= now)
                 .values(sealed=None)
             )
+            await conn.execute(delete(token_uses).where(token_uses.c.until <= now))
         return int(expired.rowcount)
 
     async def _one(self, condition: ColumnElement[bool]) -> Lease | None:

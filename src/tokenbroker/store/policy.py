@@ -27,6 +27,7 @@ from tokenbroker.policy.models import (
     Organization,
     TokenMode,
 )
+from tokenbroker.policy.rules import MintedAudience
 from tokenbroker.store import validation as check
 from tokenbroker.store.engine import Connections
 from tokenbroker.store.policy_cache import DEFAULT_POLL_SECONDS, PolicyCache
@@ -169,7 +170,8 @@ class Policy:
             org = await _require_organization(conn, organization)
             problems = check.Problems()
             check.check_name(problems, "name", name)
-            checked = self._checked_credential(
+            checked = await self._checked_credential(
+                conn,
                 problems,
                 organization,
                 name,
@@ -225,7 +227,8 @@ class Policy:
         """Change only the given fields (``settings`` replaced whole); revalidated as a whole."""
         async with self._connections.writing() as conn:
             current = await _get_credential(conn, organization, name)
-            checked = self._checked_credential(
+            checked = await self._checked_credential(
+                conn,
                 check.Problems(),
                 organization,
                 name,
@@ -251,8 +254,9 @@ class Policy:
             )
             await conn.execute(delete(credentials).where(credentials.c.id == credential.id))
 
-    def _checked_credential(
+    async def _checked_credential(
         self,
+        conn: AsyncConnection,
         problems: check.Problems,
         organization: str,
         name: str,
@@ -264,6 +268,9 @@ class Policy:
     ) -> Credential:
         """The credential as it will be stored (id not known yet), or UnprocessableEntity."""
         check.check_token_mode(problems, type, token, audience)
+        candidate = check.minted_audience(organization, name, type, token, audience)
+        if candidate is not None:
+            check.check_audience_unshared(problems, candidate, await _minted_audiences(conn))
         claims = check.check_bound_claims(problems, bound_claims)
         clean_settings = check.check_settings(
             problems, type, settings, allow_private_backends=self._allow_private_backends
@@ -723,3 +730,18 @@ def _credential_not_found(organization: str, name: str) -> NotFound:
     return NotFound(
         "credential_not_found", f"organization {organization!r} has no credential named {name!r}"
     )
+
+
+async def _minted_audiences(conn: AsyncConnection) -> list[MintedAudience]:
+    """Every stored mint credential's audience, across organizations."""
+    rows = await conn.execute(
+        select(organizations.c.name, credentials.c.name, credentials.c.type, credentials.c.audience)
+        .join(organizations, organizations.c.id == credentials.c.organization_id)
+        .where(credentials.c.token == "mint")
+    )
+    found = []
+    for org, name, type_name, audience in rows:
+        minted = check.minted_audience(org, name, type_name, "mint", audience)
+        if minted is not None:
+            found.append(minted)
+    return found

@@ -213,3 +213,14 @@ leases = Table(
     Index(None, "sealed_until"),
     Index(None, "organization", "issued_at"),
 )
+
+# Platform tokens of ``replay = "once"`` issuers, by issuer and jti (else fingerprint): the
+# first request's reuse slot, kept until the token expires. Unique, so a fleet agrees on it.
+token_uses = Table(
+    "token_uses",
+    metadata,
+    Column("token_key", String(512), primary_key=True),
+    Column("reuse_slot", String(256), nullable=False),
+    Column("until", UtcDateTime(), nullable=False),
+    Index(None, "until"),
+)

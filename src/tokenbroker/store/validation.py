@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
@@ -22,7 +22,12 @@ from tokenbroker.config.urls import url_context
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.policy.bound_claims import split_json_pointer
 from tokenbroker.policy.models import BoundClaims, TokenMode
-from tokenbroker.policy.rules import token_mode_problems
+from tokenbroker.policy.rules import (
+    MintedAudience,
+    audience_conflicts,
+    mint_audience,
+    token_mode_problems,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +92,32 @@ def check_token_mode(
             traits = traits_of(registry.backend_class(type_name))
     for field_name, message in token_mode_problems(token, audience, traits):
         problems.add(field_name, message)
+
+
+def minted_audience(
+    organization: str, name: str, type_name: str, token: str, audience: str | None
+) -> MintedAudience | None:
+    """What a credential mints for, as the audience rule sees it; None when it mints nothing."""
+    if token != "mint":
+        return None
+    traits = None
+    with contextlib.suppress(registry.UnknownCredentialType, registry.BackendUnavailable):
+        traits = traits_of(registry.backend_class(type_name))
+    effective = mint_audience(audience, traits)
+    if effective is None:
+        return None
+    handed_out = traits is not None and traits.mint_only
+    return MintedAudience(organization, name, effective, handed_out)
+
+
+def check_audience_unshared(
+    problems: Problems, candidate: MintedAudience | None, others: Iterable[MintedAudience]
+) -> None:
+    """A token handed to runners shares its audience with no other mint credential."""
+    if candidate is None:
+        return
+    for clash in audience_conflicts(candidate, others):
+        problems.add("audience", clash)
 
 
 def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:

@@ -192,6 +192,13 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
     backends = Backends(BackendContext(http=app[keys.HTTP_CLIENT], clock=clock))
     app[keys.BACKENDS] = backends
     rate_limiter = open_rate_limiter(settings.rate_limit, clock)
+    reuse = ReuseWindow(
+        app[keys.STORE].leases,
+        clock,
+        encryption_key=await store_encryption_key(settings, app[keys.STORE]),
+        reuse_seconds=settings.exchange.reuse_seconds,
+        wait_seconds=settings.server.client_timeout_seconds * 2,
+    )
     app[keys.SERVICE] = ExchangeService(
         validator=app[keys.TOKEN_VALIDATOR],
         store=app[keys.STORE],
@@ -201,13 +208,7 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
         clock=clock,
         issuer_url=settings.server.issuer_url,
         signing=settings.signing,
-        reuse=ReuseWindow(
-            app[keys.STORE].leases,
-            clock,
-            encryption_key=await store_encryption_key(settings, app[keys.STORE]),
-            reuse_seconds=settings.exchange.reuse_seconds,
-            wait_seconds=settings.server.client_timeout_seconds * 2,
-        ),
+        reuse=reuse,
         rate_limit=settings.rate_limit,
         rate_limiter=rate_limiter,
     )
@@ -216,6 +217,8 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
+    # Orphans of runners that hung up are revoked before the backends close.
+    await reuse.drain()
     await backends.close()
     if rate_limiter is not None:
         await rate_limiter.close()

@@ -86,6 +86,26 @@ def test_subject_and_vcs_origin_claim_must_agree() -> None:
     assert caught.value.reason == "claim_invalid"
 
 
+def test_subject_and_vcs_ref_claim_must_agree() -> None:
+    # A branch named in `sub` but another in the claim: a policy on either would be fooled.
+    claims = {**V2, "oidc.circleci.com/vcs-ref": "refs/heads/unprotected"}
+    with pytest.raises(InvalidToken) as caught:
+        identity_from_claims("circleci", claims, {})
+    assert caught.value.reason == "claim_invalid"
+    assert "'oidc.circleci.com/vcs-ref'" in caught.value.description
+
+
+def test_a_ref_holding_slashes_agrees_with_its_claim() -> None:
+    ref = "refs/heads/feature/x"
+    claims = {
+        **V2,
+        "sub": f"org/{ORG}/project/{PROJECT}/user/{USER}"
+        f"/vcs-origin/github.com/organization-123/repo-1/vcs-ref/{ref}",
+        "oidc.circleci.com/vcs-ref": ref,
+    }
+    assert identity_from_claims("circleci", claims, {}).project == PROJECT
+
+
 @pytest.mark.parametrize("sub", ["org/x", f"repo:{ORG}", f"org/{ORG}/project/{PROJECT}"])
 def test_a_subject_of_another_shape_is_refused(sub: str) -> None:
     with pytest.raises(InvalidToken) as caught:

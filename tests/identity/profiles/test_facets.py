@@ -29,9 +29,11 @@ def test_a_dev_token_of_every_profile_identifies_as_its_org_and_project(
 ) -> None:
     issuer = DevPlatformIssuer(tmp_path, clock=FrozenClock(NOW))
     claims = issuer.claims_for(profile, org="4711", project="4712", environment="env-1")
-    identity = PROFILES[profile].identify("dev", claims, {})
-    assert identity.org == "4711"
-    assert identity.project in {"4712", "4711/4712"}  # GitHub's project is owner/repo
+    # With the options the dev issuer's settings carry (a Kubernetes issuer names its cluster).
+    options = issuer.issuer_settings(profile, org="4711").options
+    assert PROFILES[profile].option_problems(options) == []
+    identity = PROFILES[profile].identify("dev", claims, options)
+    assert (identity.org, identity.project) == ("4711", "4712")
 
 
 @pytest.mark.parametrize("profile", DEV_PROFILES)

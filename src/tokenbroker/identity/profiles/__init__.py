@@ -10,12 +10,34 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from tokenbroker.identity.models import Claims, Identity
-from tokenbroker.identity.profiles import circleci, env0, generic, github, gitlab, gitpod
+from tokenbroker.identity.profiles import (
+    bitbucket,
+    buildkite,
+    circleci,
+    env0,
+    generic,
+    github,
+    gitlab,
+    gitpod,
+    kubernetes,
+    terraform,
+)
 from tokenbroker.identity.profiles.base import PlatformProfile, ProfileOptions
 
 # The runner's discovery order: of the platforms' token variables (then their endpoints), and
 # of their env files ($BASH_ENV, CircleCI's, is a bash feature others may set: last).
-_REGISTERED = (env0, github, circleci, gitpod, gitlab, generic)
+_REGISTERED = (
+    env0,
+    github,
+    circleci,
+    gitpod,
+    gitlab,
+    bitbucket,
+    terraform,
+    buildkite,
+    kubernetes,
+    generic,
+)
 
 PROFILES: Mapping[str, PlatformProfile] = {
     module.PROFILE.name: module.PROFILE for module in _REGISTERED

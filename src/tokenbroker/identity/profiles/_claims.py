@@ -31,6 +31,23 @@ def optional_str(claims: Claims, name: str, *fallbacks: str) -> str | None:
     return None
 
 
+def optional_text(claims: Claims, name: str) -> str | None:
+    """The claim ``name`` as text: a string, or an integer (platforms number builds); None when
+    absent, null or empty. A boolean, list or object is InvalidToken."""
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise InvalidToken("claim_invalid", f"the {name!r} claim is not a string")
+    return str(value) or None
+
+
+def details_of(claims: Claims, names: tuple[str, ...]) -> dict[str, str]:
+    """The claims of ``names`` that are present, as text (see ``optional_text``)."""
+    read = {name: optional_text(claims, name) for name in names}
+    return {name: value for name, value in read.items() if value is not None}
+
+
 def optional_bool(claims: Claims, name: str) -> bool | None:
     """The boolean claim ``name``, None when absent; any other type is InvalidToken."""
     value = claims.get(name)

@@ -80,7 +80,8 @@ class DevIssuerShape:
     issuer's). ``path`` is the issuer's path under the dev issuer's base URL, where ``{org}``
     stands for the organization when the platform has one issuer per organization; ``audience``
     is the default ``aud`` (``{org}`` allowed too); ``required_claims`` are what an issuer
-    trusting it should require, as the platform's own guides advise.
+    trusting it should require, as the platform's own guides advise; ``issuer_options`` are the
+    ``[issuers.options]`` such an issuer needs (``{org}`` allowed in the values).
     """
 
     claims: Callable[[DevTokenRequest], dict[str, object]]
@@ -89,6 +90,7 @@ class DevIssuerShape:
     jwks_file: str = "jwks.json"
     lifetime_seconds: int | None = None
     required_claims: Mapping[str, str] = field(default_factory=dict)
+    issuer_options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

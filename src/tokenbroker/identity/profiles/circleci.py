@@ -1,4 +1,8 @@
-"""CircleCI (``CIRCLE_OIDC_TOKEN``/``_V2``): org from the issuer, project and user from ``sub``."""
+"""CircleCI (``CIRCLE_OIDC_TOKEN``/``_V2``): org from the issuer, project and user from ``sub``.
+
+Trust is keyed on ids: the organization id in the per-organization issuer URL and the project
+id (UUIDs CircleCI never reuses); the VCS origin and ref are names, for bound claims only.
+"""
 
 from __future__ import annotations
 
@@ -58,9 +62,11 @@ def identity_from_claims(
     # A token from a re-run with SSH may be used by the person on the box, not just the job.
     if optional_bool(claims, SSH_RERUN) and options.get("allow_ssh_rerun") is not True:
         raise AccessDenied("ssh_rerun_refused", "tokens from CircleCI SSH re-runs are refused")
-    origin = optional_str(claims, VCS_ORIGIN)
-    if match["origin"] is not None and origin is not None and match["origin"] != origin:
-        raise InvalidToken("claim_invalid", f"the 'sub' and {VCS_ORIGIN!r} claims disagree")
+    # A v2 `sub` repeats the origin and the ref: a policy may match either, so both must agree.
+    for part, claim in (("origin", VCS_ORIGIN), ("ref", VCS_REF)):
+        value = optional_str(claims, claim)
+        if match[part] is not None and value is not None and match[part] != value:
+            raise InvalidToken("claim_invalid", f"the 'sub' and {claim!r} claims disagree")
     return Identity(
         issuer=issuer_name,
         org=org,

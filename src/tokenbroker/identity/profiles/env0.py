@@ -1,4 +1,8 @@
-"""env0 (``ENV0_OIDC_TOKEN``): organization, project, environment and deployment from claims."""
+"""env0 (``ENV0_OIDC_TOKEN``): organization, project, environment and deployment from claims.
+
+Trust is keyed on ``organizationId`` and ``projectId`` (UUIDs, immutable); the project, template
+and environment names are only in the claims, for bound claims.
+"""
 
 from __future__ import annotations
 

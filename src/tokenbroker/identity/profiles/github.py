@@ -1,4 +1,10 @@
-"""GitHub Actions: owner, repository, environment, run and actor from the ID token's claims."""
+"""GitHub Actions: owner and repository ids, environment, run and actor from the ID token.
+
+Trust is keyed on ``repository_owner_id`` and ``repository_id`` (numeric strings, immutable):
+an owner or repository name can be re-registered by someone else after a rename or a deletion,
+and with it would come the trust. The names stay in the identity's details, for display, audit
+and bound claims.
+"""
 
 from __future__ import annotations
 
@@ -16,19 +22,38 @@ from tokenbroker.identity.profiles.base import (
     TokenRequest,
 )
 
+# Read into Identity.details, under GitHub's claim names.
+DETAIL_CLAIMS = (
+    "repository_owner",
+    "repository",
+    "ref",
+    "environment",
+    "job_workflow_ref",
+    "run_id",
+    "run_attempt",
+    "actor",
+)
+
 
 def identity_from_claims(
     issuer_name: str, claims: Claims, options: Mapping[str, str | bool | int]
 ) -> Identity:
-    """Map a GitHub Actions token's claims to an Identity (project = ``owner/repo``)."""
+    """Map a GitHub Actions token's claims to an Identity (org and project are the ids)."""
+    org = required_str(claims, "repository_owner_id")
+    project = required_str(claims, "repository_id")
+    # The names are read too: a token without them is not one GitHub issues.
+    required_str(claims, "repository_owner")
+    required_str(claims, "repository")
+    details = {name: optional_str(claims, name) for name in DETAIL_CLAIMS}
     return Identity(
         issuer=issuer_name,
-        org=required_str(claims, "repository_owner"),
-        project=required_str(claims, "repository"),
+        org=org,
+        project=project,
         subject=required_str(claims, "sub"),
-        environment=optional_str(claims, "environment"),
-        deployment=optional_str(claims, "run_id"),
-        actor=optional_str(claims, "actor"),
+        environment=details["environment"],
+        deployment=details["run_id"],
+        actor=details["actor"],
+        details={name: value for name, value in details.items() if value is not None},
         claims=claims,
     )
 
@@ -41,9 +66,14 @@ def job_id(claims: Claims, options: Mapping[str, str | bool | int]) -> str | Non
 
 
 def dev_claims(request: DevTokenRequest) -> dict[str, object]:
-    """Claims of an Actions ID token of a push to main (or a deployment to the environment)."""
-    project, environment = request.project, request.environment
-    repository = project if "/" in project else f"{request.org}/{project}"
+    """Claims of an Actions ID token of a push to main (or a deployment to the environment).
+
+    ``org`` and ``project`` are the owner's and the repository's ids; the names default to a
+    dev owner's and follow overrides of ``repository_owner`` and ``repository``.
+    """
+    environment = request.environment
+    owner = str(request.overrides.get("repository_owner", "dev-octo-org"))
+    repository = str(request.overrides.get("repository", f"{owner}/deploy"))
     ref = "refs/heads/main"
     workflow_ref = f"{repository}/.github/workflows/deploy.yml@{ref}"
     subject = (
@@ -58,9 +88,9 @@ def dev_claims(request: DevTokenRequest) -> dict[str, object]:
         "ref": ref,
         "sha": secrets.token_hex(20),
         "repository": repository,
-        "repository_owner": request.org,
-        "repository_owner_id": str(secrets.randbelow(10**8)),
-        "repository_id": str(secrets.randbelow(10**9)),
+        "repository_owner": owner,
+        "repository_owner_id": request.org,
+        "repository_id": request.project,
         "repository_visibility": "private",
         "run_id": str(secrets.randbelow(10**10)),
         "run_number": "1",

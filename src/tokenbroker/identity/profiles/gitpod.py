@@ -1,4 +1,8 @@
-"""Gitpod (``gitpod idp token``): org claim, project/environment/actor from the ``sub`` forms."""
+"""Gitpod (``gitpod idp token``): org claim, project/environment/actor from the ``sub`` forms.
+
+Trust is keyed on ids only: the ``org`` claim and every part of ``sub`` are Gitpod's UUIDs
+(organization, project, environment, user, runner); Gitpod's tokens carry no names.
+"""
 
 from __future__ import annotations
 

@@ -70,7 +70,12 @@ async def exchange(request: web.Request) -> web.Response:
         return web.json_response(trace.as_dict())
     result = await service.exchange(exchange_request)
     if isinstance(result, RunnerDocument):
+        if isinstance(result.body, str):
+            return _no_store(result.body, "text/plain")
         return _no_store(json.dumps(result.body), "application/json")
+    if not result.reused and _runner_gone(request):
+        # Issued while the runner hung up: nobody holds it, so it is revoked where it can be.
+        await service.orphaned(result, request_id=request_id_var.get())
     content_type, body = render(
         fmt,
         result.credential.name,
@@ -79,6 +84,11 @@ async def exchange(request: web.Request) -> web.Response:
         lease=result.lease_id,
     )
     return _no_store(body, content_type)
+
+
+def _runner_gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def _no_store(body: str, content_type: str) -> web.Response:

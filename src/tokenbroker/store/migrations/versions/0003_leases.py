@@ -1,4 +1,5 @@
-"""Leases: a record of every issued credential; audit events name their kind and lease.
+"""Leases: a record of every issued credential; replay-once token uses; audit events name
+their kind and lease.
 
 Revision ID: 0003
 Revises: 0002
@@ -60,10 +61,19 @@ def upgrade() -> None:
     op.create_index("ix_leases_state_expires_at", "leases", ["state", "expires_at"])
     op.create_index("ix_leases_sealed_until", "leases", ["sealed_until"])
     op.create_index("ix_leases_organization_issued_at", "leases", ["organization", "issued_at"])
+    op.create_table(
+        "token_uses",
+        sa.Column("token_key", sa.String(512), nullable=False),
+        sa.Column("reuse_slot", sa.String(256), nullable=False),
+        sa.Column("until", UtcDateTime(), nullable=False),
+        sa.PrimaryKeyConstraint("token_key", name="pk_token_uses"),
+    )
+    op.create_index("ix_token_uses_until", "token_uses", ["until"])
 
 
 def downgrade() -> None:
-    """Drop the leases table and the audit columns."""
+    """Drop the leases and token-use tables and the audit columns."""
+    op.drop_table("token_uses")
     op.drop_table("leases")
     with op.batch_alter_table("audit_events") as batch:
         for name in ("detail", "actor", "lease_id", "kind"):
