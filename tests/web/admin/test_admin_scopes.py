@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
 
 from tokenbroker.config import parse_settings
+from tokenbroker.store.leases import Claimed, Lease
 from tokenbroker.web.admin.auth import admin_token_digest
 from tokenbroker.web.app import create_app
 
@@ -137,3 +139,48 @@ async def test_an_org_admin_reads_only_its_organizations_audit_events(admins: Ad
     scoped = await admins.get("/audit", token=ACME_ADMIN_TOKEN)
     seen = {e["organization"] for e in scoped.json["events"]}  # type: ignore[union-attr]
     assert seen == {"acme"}
+
+
+async def test_an_org_admin_cannot_list_or_revoke_another_organizations_leases(
+    admins: Admin,
+) -> None:
+    listed = await admins.get("/leases?organization=beta", token=ACME_ADMIN_TOKEN)
+    assert listed.status == 404
+    assert listed.json["reason"] == "organization_not_found"
+    own = await admins.get("/leases?organization=acme", token=ACME_ADMIN_TOKEN)
+    assert own.status == 200
+    assert own.json["leases"] == []
+    revoked = await admins.post("/leases/lse_unknown/revoke", {}, token=ACME_ADMIN_TOKEN)
+    assert revoked.status == 404
+
+
+async def test_an_org_admin_neither_sees_nor_revokes_a_lease_of_another_organization(
+    admins: Admin,
+) -> None:
+    beta_vault = await admins.store.policy.get_credential("beta", "vault")
+    now = datetime.now(UTC)
+    lease = Lease(
+        id="lse_beta_0001",
+        organization="beta",
+        project="p1",
+        credential="vault",
+        credential_id=beta_vault.id,
+        credential_version="v1",
+        credential_type="vault_oidc",
+        issuer="env0",
+        subject="s",
+        job="job-1",
+        state="pending",
+        issued_at=now,
+        request_id="r1",
+        token_fingerprint="sha256:" + "cd" * 32,
+        reuse_slot="slot-beta-1",
+    )
+    assert isinstance(await admins.store.leases.claim(lease, now, stale_after=60), Claimed)
+    everything = await admins.get("/leases")
+    assert [x["id"] for x in everything.json["leases"]] == ["lse_beta_0001"]  # type: ignore[union-attr]
+    scoped = await admins.get("/leases", token=ACME_ADMIN_TOKEN)
+    assert scoped.json["leases"] == []
+    refused = await admins.post("/leases/lse_beta_0001/revoke", {}, token=ACME_ADMIN_TOKEN)
+    assert refused.status == 404
+    assert (await admins.store.leases.get("lse_beta_0001")).state == "pending"  # type: ignore[union-attr]
