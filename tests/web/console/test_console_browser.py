@@ -8,6 +8,7 @@ Each page is saved as a screenshot in the folder the session prints (or
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import subprocess
@@ -228,8 +229,9 @@ async def exchange(broker: ConsoleBroker, token: str) -> tuple[int, dict[str, ob
 
 
 async def test_an_admin_runs_the_whole_flow_in_the_console(
-    page: Page, broker: ConsoleBroker
+    page: Page, broker: ConsoleBroker, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     # Sign in, keyboard only.
     await page.goto("/console/sign-in")
     await snap(page, broker, "01-sign-in")
@@ -312,7 +314,8 @@ async def test_an_admin_runs_the_whole_flow_in_the_console(
     denied_status, _ = await exchange(broker, broker.token(environment="dev-1"))
     assert denied_status == 403
     await page.get_by_role("link", name="Explain").first.click()
-    await page.get_by_label("Platform token").fill(broker.token(environment="dev-1"))
+    pasted = broker.token(environment="dev-1")
+    await page.get_by_label("Platform token").fill(pasted)
     await page.get_by_label("Credential").fill("prod-vault")
     await page.get_by_role("button", name="Explain").click()
     await expect(page.locator(".verdict")).to_contain_text("bound_claims_mismatch")
@@ -321,6 +324,7 @@ async def test_an_admin_runs_the_whole_flow_in_the_console(
         "dev-1"
     )
     await expect(page.get_by_label("Platform token")).to_have_value("")
+    assert pasted not in await page.content()
     await snap(page, broker, "08-explain-token")
     await page.get_by_role("link", name="Audit").click()
     await page.get_by_label("Outcome").select_option("denied")
@@ -357,6 +361,12 @@ async def test_an_admin_runs_the_whole_flow_in_the_console(
         "signing_key_rotated",
         "console_signed_in",
     } <= reasons
+
+    # Neither the pasted platform token nor the admin token was logged or stored.
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert pasted not in logged
+    assert ADMIN_TOKEN not in logged
+    assert all(pasted not in repr(e) and ADMIN_TOKEN not in repr(e) for e in events)
 
     # Sign out: the console asks for a token again.
     await page.get_by_role("button", name="Sign out").click()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -167,8 +168,9 @@ async def test_a_sign_in_without_the_forms_token_is_refused(client: Client) -> N
 
 
 async def test_a_failed_sign_in_is_audited_without_the_token_and_then_rate_limited(
-    client: Client,
+    client: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     for _ in range(3):
         form = await client.get("/console/sign-in")
         response = await client.post(
@@ -186,6 +188,10 @@ async def test_a_failed_sign_in_is_audited_without_the_token_and_then_rate_limit
     assert len(failed) == 3
     assert {(e.kind, e.outcome, e.actor) for e in failed} == {("admin", "denied", None)}
     assert all("guess" not in repr(e) for e in events)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert "console_sign_in_failed" in logged
+    assert "guess" not in logged
+    assert ADMIN_TOKEN not in logged
 
 
 async def test_an_idle_session_ends(client: Client, clock: FrozenClock) -> None:
