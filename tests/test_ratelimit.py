@@ -13,11 +13,11 @@ import hashlib
 import logging
 import secrets
 import shutil
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from bench.procs import free_port
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from redis.asyncio import Redis
@@ -64,13 +64,6 @@ def drain(bucket: Bucket | None, limit: BucketLimits, now: float) -> Bucket:
         bucket, wait = take(bucket, limit, now)
         if wait is not None:
             return bucket
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 # --- the pure bucket --------------------------------------------------------------------------
@@ -206,7 +199,7 @@ def test_separators_in_ids_cannot_make_two_keys_collide() -> None:
 
 async def test_the_memory_limiter_limits_one_key_and_leaves_others_alone() -> None:
     clock = FrozenClock(T0)
-    limiter = MemoryRateLimiter(rate_limit(requests_per_minute=60, burst=2), clock)
+    limiter = MemoryRateLimiter(limits(capacity=2), clock)
     assert [await limiter.acquire("a") for _ in range(3)] == [None, None, pytest.approx(1.0)]
     assert await limiter.acquire("b") is None
     clock.advance(1.0)
@@ -214,7 +207,7 @@ async def test_the_memory_limiter_limits_one_key_and_leaves_others_alone() -> No
 
 
 async def test_the_memory_limiter_holds_at_most_its_maximum_of_buckets() -> None:
-    limiter = MemoryRateLimiter(rate_limit(), FrozenClock(T0), max_buckets=10)
+    limiter = MemoryRateLimiter(limits(), FrozenClock(T0), max_buckets=10)
     for index in range(1000):
         await limiter.acquire(f"caller-{index}")
         assert len(limiter) <= 10
@@ -222,7 +215,7 @@ async def test_the_memory_limiter_holds_at_most_its_maximum_of_buckets() -> None
 
 async def test_idle_buckets_are_dropped_once_they_are_full_again() -> None:
     clock = FrozenClock(T0)
-    limiter = MemoryRateLimiter(rate_limit(requests_per_minute=60, burst=5), clock)
+    limiter = MemoryRateLimiter(limits(capacity=5), clock)
     for index in range(50):
         await limiter.acquire(f"caller-{index}")
     clock.advance(1.0)
@@ -232,7 +225,7 @@ async def test_idle_buckets_are_dropped_once_they_are_full_again() -> None:
 
 async def test_a_limited_bucket_outlives_full_ones_when_the_limiter_is_full() -> None:
     clock = FrozenClock(T0)
-    limiter = MemoryRateLimiter(rate_limit(requests_per_minute=60, burst=5), clock, max_buckets=10)
+    limiter = MemoryRateLimiter(limits(capacity=5), clock, max_buckets=10)
     # The oldest bucket is drained (5 s to refill); the nine after it took one token each.
     for _ in range(6):
         await limiter.acquire("busy")

@@ -62,6 +62,14 @@ class BucketLimits:
         """Limits from ``[rate_limit]``: ``burst`` at once, ``requests_per_minute`` steadily."""
         return cls(capacity=float(settings.burst), rate=settings.requests_per_minute / 60.0)
 
+    @classmethod
+    def per_client(cls, settings: RateLimitSettings) -> BucketLimits:
+        """Limits of one client address before validation: ``per_client_burst`` at once,
+        ``per_client_per_minute`` steadily."""
+        return cls(
+            capacity=float(settings.per_client_burst), rate=settings.per_client_per_minute / 60.0
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Bucket:
@@ -124,12 +132,12 @@ class MemoryRateLimiter:
 
     def __init__(
         self,
-        settings: RateLimitSettings,
+        limits: BucketLimits,
         clock: Clock,
         *,
         max_buckets: int = MAX_MEMORY_BUCKETS,
     ) -> None:
-        self._limits = BucketLimits.from_settings(settings)
+        self._limits = limits
         self._clock = clock
         self._max_buckets = max_buckets
         # After a sweep the map is cut to this, so the next sweep is max_buckets/10 inserts
@@ -372,6 +380,6 @@ def open_rate_limiter(settings: RateLimitSettings, clock: Clock) -> RateLimiter 
     if not settings.enabled:
         return None
     if settings.redis_url is None:
-        return MemoryRateLimiter(settings, clock)
+        return MemoryRateLimiter(BucketLimits.from_settings(settings), clock)
     client = open_redis_client(settings.redis_url, timeout_seconds=settings.redis_timeout_ms / 1000)
     return RedisRateLimiter(settings, clock, client)

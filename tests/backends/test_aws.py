@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 
 import aiohttp
 import pytest
+from bench.procs import free_port
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from tests.backends.contract import BackendContract, ContractCase
-from tests.support.aws import FakeSts, MotoServer, StsReply, free_port
+from tests.support.aws import FakeSts, MotoServer, StsReply
 from tokenbroker.backends.aws import (
     AWS_SOURCE_IDENTITY_CLAIM,
     AWS_TAGS_CLAIM,

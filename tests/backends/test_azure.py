@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from bench.procs import free_port
 from pydantic import ValidationError
 
 from tests.backends.contract import BackendContract, ContractCase
-from tests.support.aws import free_port
 from tests.support.entra import (
     ARM_SCOPE,
     CLIENT_ID,

@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 import aiohttp
 import pytest
+from bench.procs import free_port
 from pydantic import ValidationError
 
 from tests.backends.contract import BackendContract, ContractCase
-from tests.support.aws import free_port
 from tests.support.gcp import (
     DEFAULT_TOKEN_AUDIENCE,
     PROVIDER_AUDIENCE,

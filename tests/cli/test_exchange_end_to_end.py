@@ -19,10 +19,11 @@ import boto3
 import botocore.exceptions
 import hvac
 import pytest
+from bench.procs import free_port
 from pytest_aiohttp import AiohttpServer
 from tests.client.fakes import clear_client_environment
 from tests.client.test_imports import SERVER_MODULES
-from tests.support.aws import MotoServer, free_port
+from tests.support.aws import MotoServer
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, create_namespace
 from tests.support.platform import ServedDevIssuer
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import sys
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
+from bench.procs import free_port
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.cli.main import main
@@ -138,17 +138,10 @@ async def test_decode_verify_refuses_a_tampered_token(
     assert "signature_invalid" in capsys.readouterr().err
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def test_serve_issuer_serves_discovery_for_tokens_minted_with_the_same_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     keys_dir = tmp_path / "keys"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tokenbroker", "token", "serve-issuer",

@@ -8,7 +8,6 @@ records every request so a test can count attempts.
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ from xml.sax.saxutils import escape
 import boto3
 import pytest
 from aiohttp import web
+from bench.procs import free_port
 from moto.server import ThreadedMotoServer
 from pytest_aiohttp import AiohttpServer
 
@@ -25,14 +25,6 @@ STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 # moto accepts any key pair; these are placeholders, not credentials.
 MOTO_ACCESS_KEY = "testing"
 MOTO_SECRET_KEY = "testing"
-
-
-def free_port() -> int:
-    """A TCP port on loopback nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import uuid
 from dataclasses import dataclass
 
@@ -18,6 +17,7 @@ import hvac
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
@@ -43,13 +43,6 @@ MINT_AUDIENCE = "vault-via-broker"
 CREDENTIAL_BOUND_ROLE = "credential-bound"
 
 pytestmark = pytest.mark.openbao
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass

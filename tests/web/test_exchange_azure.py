@@ -22,10 +22,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from azure.identity import ClientAssertionCredential, WorkloadIdentityCredential
+from bench.procs import free_port
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from pytest_aiohttp import AiohttpClient
-from tests.support.aws import free_port
 from tests.support.entra import (
     ARM_SCOPE,
     CLIENT_ID,

@@ -23,12 +23,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from bench.procs import free_port
 from google.auth import pluggable
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from pytest_aiohttp import AiohttpClient
-from tests.support.aws import FakeSts, MotoServer, StsReply, free_port
+from tests.support.aws import FakeSts, MotoServer, StsReply
 from tests.support.gcp import (
     POOL,
     SERVICE_ACCOUNT,

@@ -101,7 +101,13 @@ def serving_broker(directory: Path, credentials: list[dict[str, object]]) -> Ite
         sections = {
             **policy(issuer, credentials),
             "admin": {"tokens": [admin_token_digest(ADMIN_TOKEN)]},
-            "rate_limit": {"requests_per_minute": 1_000_000, "burst": 100_000},
+            # Every generated request comes from one address: no limit may answer for the app.
+            "rate_limit": {
+                "requests_per_minute": 1_000_000,
+                "burst": 100_000,
+                "per_client_per_minute": 1_000_000,
+                "per_client_burst": 100_000,
+            },
         }
         broker = start_broker(directory, stack, sections)
         yield ServedBroker(broker.url, issuer.mint())

@@ -149,11 +149,6 @@ def render_credential(body: JsonObject | None) -> str:
     return format_fields(pairs)
 
 
-def render_project_credentials(body: JsonObject | None) -> str:
-    """The credentials assigned to one project."""
-    return render_credentials(body)
-
-
 def render_assignments(body: JsonObject | None) -> str:
     """The assignment list."""
     rows = [(a.get("project"), a.get("credential")) for a in _items(body, "assignments")]

@@ -224,7 +224,8 @@ RedisUrl = Annotated[str, AfterValidator(_check_redis_url)]
 
 
 class RateLimitSettings(_Section):
-    """``[rate_limit]``: a token bucket of exchanges per organization, project or subject."""
+    """``[rate_limit]``: a token bucket of exchanges per organization, project or subject, and
+    one of requests per client address, checked before validation."""
 
     enabled: bool = True
     requests_per_minute: int = Field(default=600, ge=1, le=1_000_000)
@@ -239,6 +240,12 @@ class RateLimitSettings(_Section):
     redis_breaker_cooldown_seconds: float = Field(default=5.0, gt=0, le=3600)
     # While Redis fails or is skipped: "allow" exchanges unlimited, "deny" them with a 503.
     on_redis_error: Literal["allow", "deny"] = "allow"
+    # Before any token is read, each client address has a bucket of its own, so a flood of junk
+    # tokens spends neither validation CPU nor an audit row per request. It is kept in this
+    # instance's memory even when redis_url is set: it protects this instance's CPU, which
+    # another instance's count says nothing about, and it must cost no round trip.
+    per_client_per_minute: int = Field(default=600, ge=1, le=1_000_000)
+    per_client_burst: int = Field(default=120, ge=1, le=100_000)
 
 
 class SecuritySettings(_Section):

@@ -156,3 +156,9 @@ GCP_ATTRIBUTE_CLAIMS: Final[Mapping[str, str]] = {
     "org": "organizationId",
     "project": "projectId",
 }
+
+
+def oidc_audience(seed: DevSeed) -> str:
+    """The audience of a seed's ``dev-oidc`` token: a token handed to runners shares its
+    audience with no other mint credential, so each organization gets its own."""
+    return OIDC_AUDIENCE if seed is DEMO_SEED else f"{OIDC_AUDIENCE}-{seed.profile}"

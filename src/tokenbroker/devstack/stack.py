@@ -66,7 +66,6 @@ from tokenbroker.devstack.seeds import (
     GCP_SERVICE_ACCOUNT,
     KV_MOUNT,
     MINT_AUTH_PATH,
-    OIDC_AUDIENCE,
     PROD_ENVIRONMENT_ID,
     PROJECT_ID,
     SEEDS,
@@ -75,6 +74,7 @@ from tokenbroker.devstack.seeds import (
     VAULT_ROLE,
     VAULT_TOKEN_TTL,
     DevSeed,
+    oidc_audience,
 )
 from tokenbroker.identity.profiles import PROFILES
 from tokenbroker.web.admin.auth import admin_token_digest
@@ -272,7 +272,7 @@ def build_settings(
                     "ca_cert": entra_ca_pem,
                 },
             },
-            "dev-oidc": {"token": "mint", "audience": OIDC_AUDIENCE},
+            "dev-oidc": {"token": "mint", "audience": oidc_audience(seed)},
             DENIED_CREDENTIAL: {
                 "settings": vault(seed.vault_auth_path),
                 "bound_claims": {"environmentId": PROD_ENVIRONMENT_ID},

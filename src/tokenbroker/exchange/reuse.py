@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,8 +25,12 @@ from tokenbroker.clock import Clock
 from tokenbroker.errors import TemporarilyUnavailable
 from tokenbroker.issuer.sealing import SealError, seal, unseal
 from tokenbroker.policy.models import Credential
-from tokenbroker.store.leases import Claimed, Lease, Leases
+from tokenbroker.store.leases import Claimed, Held, Lease, Leases
 
+log = logging.getLogger(__name__)
+
+# How long a runner is asked to wait when the store cannot take a lease.
+_STORE_RETRY_AFTER_SECONDS = 1
 # Waiting on another broker's issue: a first look soon, then less often, within the deadline.
 _FIRST_POLL_SECONDS = 0.02
 _MAX_POLL_SECONDS = 0.25
@@ -189,9 +194,7 @@ class ReuseWindow:
         poll = _FIRST_POLL_SECONDS
         while True:
             pending = self._pending_lease(key, credential, facts)
-            claim = await self._leases.claim(
-                pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds
-            )
+            claim = await self._claim(pending)
             if isinstance(claim, Claimed):
                 call = asyncio.ensure_future(issue(pending.id))
                 try:
@@ -245,6 +248,21 @@ class ReuseWindow:
         """Wait for the follow-ups of cancelled callers (at shutdown)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def _claim(self, pending: Lease) -> Claimed | Held:
+        try:
+            return await self._leases.claim(
+                pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds
+            )
+        except Exception as exc:
+            # A connection the database dropped (restart, failover, a killed backend) is
+            # weather: the runner retries. Nothing was claimed, so nothing was issued.
+            log.warning("lease claim failed", extra={"exception": type(exc).__name__})
+            raise TemporarilyUnavailable(
+                "store_unavailable",
+                "the broker cannot reach its store right now; nothing was issued, retry later",
+                retry_after=_STORE_RETRY_AFTER_SECONDS,
+            ) from None
 
     def _pending_lease(self, key: ReuseKey, credential: Credential, facts: LeaseFacts) -> Lease:
         now = self._clock.now()

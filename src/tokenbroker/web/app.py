@@ -23,6 +23,7 @@ from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.models import Settings
 from tokenbroker.config.urls import PRIVATE_ADDRESS_HINT, is_private_address
+from tokenbroker.exchange.floods import ClientGate
 from tokenbroker.exchange.reuse import ReuseWindow
 from tokenbroker.exchange.service import ExchangeService
 from tokenbroker.identity.jwks import JwksCache
@@ -60,6 +61,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app.cleanup_ctx.append(_http_client)
     app.cleanup_ctx.append(_token_validator)
     app.cleanup_ctx.append(_store)
+    app.cleanup_ctx.append(_client_gate)
     app.cleanup_ctx.append(_keyring)
     app.cleanup_ctx.append(_exchange_service)
     health.add_routes(app)
@@ -164,6 +166,19 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
         await store.close()
+
+
+@asynccontextmanager
+async def _client_gate(app: web.Application) -> AsyncIterator[None]:
+    # Closed before the store: the summaries of floods still open are written at shutdown.
+    gate = ClientGate(app[keys.SETTINGS].rate_limit, app[keys.CLOCK], app[keys.STORE].audit.record)
+    app[keys.CLIENT_GATE] = gate
+    sweeper = asyncio.create_task(gate.sweep_forever())
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await gate.aclose()
 
 
 # Other processes (`tokenbroker keys rotate`, other instances) save keys; pick them up this often.

@@ -8,6 +8,7 @@ from aiohttp import web
 from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import Settings
+from tokenbroker.exchange.floods import ClientGate
 from tokenbroker.exchange.service import ExchangeService
 from tokenbroker.identity.validator import TokenValidator
 from tokenbroker.issuer.keyring import KeyRing
@@ -25,6 +26,7 @@ STORE = web.AppKey("store", Store)
 TOKEN_VALIDATOR = web.AppKey("token_validator", TokenValidator)
 BACKENDS = web.AppKey("backends", Backends)
 SERVICE = web.AppKey("service", ExchangeService)
+CLIENT_GATE = web.AppKey("client_gate", ClientGate)
 ADMIN_TOKENS = web.AppKey("admin_tokens", AdminTokens)
 CONSOLE_SESSIONS = web.AppKey("console_sessions", ConsoleSessions)
 CONSOLE_SIGN_IN_THROTTLE = web.AppKey("console_sign_in_throttle", SignInThrottle)

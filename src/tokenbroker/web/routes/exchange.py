@@ -16,6 +16,7 @@ from tokenbroker.output import (
 )
 from tokenbroker.web import keys
 from tokenbroker.web.bearer import bearer_token
+from tokenbroker.web.client_limit import limits_clients
 from tokenbroker.web.parsing import MalformedRequest, is_utf8_text, loads_json, query_bool
 from tokenbroker.web.refused import audits_refusals
 
@@ -101,4 +102,4 @@ def _no_store(body: str, content_type: str) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the exchange route."""
-    app.router.add_post("/v1/exchange", audits_refusals(exchange))
+    app.router.add_post("/v1/exchange", limits_clients(audits_refusals(exchange)))

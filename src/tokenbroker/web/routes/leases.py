@@ -6,6 +6,7 @@ from aiohttp import web
 
 from tokenbroker.logs import request_id_var
 from tokenbroker.web import keys
+from tokenbroker.web.client_limit import limits_clients
 from tokenbroker.web.parsing import MalformedRequest, loads_json
 from tokenbroker.web.refused import audits_refusals
 from tokenbroker.web.routes.exchange import platform_token
@@ -37,4 +38,4 @@ async def revoke(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the runner's revoke route."""
-    app.router.add_post("/v1/leases/revoke", audits_refusals(revoke))
+    app.router.add_post("/v1/leases/revoke", limits_clients(audits_refusals(revoke)))

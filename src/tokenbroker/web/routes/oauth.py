@@ -21,6 +21,7 @@ from tokenbroker.exchange.service import ExchangeRequest, ExchangeResult
 from tokenbroker.logs import request_id_var
 from tokenbroker.policy.models import Credential
 from tokenbroker.web import keys
+from tokenbroker.web.client_limit import limits_clients
 from tokenbroker.web.parsing import MalformedRequest, UnsupportedTarget, read_form
 from tokenbroker.web.refused import audits_refusals
 
@@ -139,4 +140,4 @@ async def token(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     """Register the token endpoint."""
-    app.router.add_post("/oauth2/token", audits_refusals(token))
+    app.router.add_post("/oauth2/token", limits_clients(audits_refusals(token)))

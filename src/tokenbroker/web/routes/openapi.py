@@ -428,6 +428,7 @@ def _revoke_operation() -> Operation:
             401,
             404,
             413,
+            429,
             503,
         ),
     }

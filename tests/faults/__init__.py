@@ -1,0 +1,1 @@
+"""The fault suite: what the runner sees while a dependency fails, and how the broker recovers."""
