@@ -300,3 +300,83 @@ def test_repeated_bound_claims_become_a_list() -> None:
 def test_tables_align_columns_and_show_missing_values_as_dashes() -> None:
     table = admin_cli.format_table(("A", "LONGER"), [("xyz", None), ("q", ["1", "2"])])
     assert table.splitlines() == ["A    LONGER", "xyz  -", "q    1, 2"]
+
+
+def test_tokens_hash_prints_a_new_token_once_with_its_sha256_form(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It needs no broker and no admin token.
+    monkeypatch.delenv("TOKENBROKER_ADMIN_TOKEN")
+    assert main(["admin", "tokens", "hash"]) == 0
+    first = capsys.readouterr().out
+    assert main(["admin", "tokens", "hash"]) == 0
+    second = capsys.readouterr().out
+    lines = dict(line.split(":  ", 1) for line in first.splitlines() if ":  " in line)
+    token, digest = lines["token"].strip(), lines["hash"].strip()
+    assert token.startswith(admin_cli.ADMIN_TOKEN_PREFIX)
+    assert len(token) > 40
+    assert digest == admin_token_digest(token)
+    assert first.count(token) == 1
+    assert token not in second
+    # The printed hash is accepted where the config wants one.
+    settings = parse_settings(
+        {
+            "admin": {
+                "org_tokens": [{"name": "team-a", "hash": digest, "organizations": ["team-a"]}]
+            }
+        },
+        {},
+    )
+    assert settings.admin.org_tokens[0].hash == digest
+
+
+SCOPED_TOKEN = "cli-scoped-admin-token-0123456789"
+
+
+@pytest.fixture
+async def scoped_broker(aiohttp_server: AiohttpServer, tmp_path: Path) -> TestServer:
+    """A broker with a global admin and an admin of ``acme`` only, who is named ``acme-team``."""
+    settings = parse_settings(
+        {
+            "server": {"data_dir": str(tmp_path)},
+            "admin": {
+                "tokens": [admin_token_digest(TOKEN)],
+                "org_tokens": [
+                    {
+                        "name": "acme-team",
+                        "hash": admin_token_digest(SCOPED_TOKEN),
+                        "organizations": ["acme"],
+                    }
+                ],
+            },
+            "issuers": [
+                {
+                    "name": "env0",
+                    "issuer": "https://login.example.test/env0",
+                    "audiences": ["https://prod.env0.com"],
+                    "profile": "env0",
+                }
+            ],
+        },
+        {},
+    )
+    return await aiohttp_server(create_app(settings))
+
+
+async def test_an_org_scoped_token_sees_only_its_organizations_through_the_cli(
+    scoped_broker: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await cli(scoped_broker, "orgs", "create", "acme", "--issuer", "env0", "--platform-org-id", "1")
+    await cli(scoped_broker, "orgs", "create", "beta", "--issuer", "env0", "--platform-org-id", "2")
+    monkeypatch.setenv("TOKENBROKER_ADMIN_TOKEN", SCOPED_TOKEN)
+    listed = await cli(scoped_broker, "orgs", "list")
+    assert [line.split()[0] for line in listed.splitlines()[1:]] == ["acme"]
+    with pytest.raises(CliError, match="no organization named 'beta'"):
+        await cli(scoped_broker, "orgs", "show", "beta")
+    with pytest.raises(CliError, match="no organization named 'beta'"):
+        await cli(scoped_broker, "orgs", "delete", "beta")
+    await cli(scoped_broker, "orgs", "update", "acme", "--platform-org-id", "9")
+    [event] = [e for e in await store_of(scoped_broker).audit.events() if e.actor == "acme-team"]
+    assert event.kind == "admin"
+    assert event.reason == "organization_updated"
+    assert event.detail == {"object": "organization", "name": "acme", "fields": ["platform_org_id"]}

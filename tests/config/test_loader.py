@@ -100,7 +100,7 @@ def test_references_between_sections_must_resolve() -> None:
 
 def test_admin_tokens_must_be_hashed() -> None:
     assert problems_of({"admin": {"tokens": ["plain-secret"]}}) == [
-        "admin.tokens: admin tokens must be given as 'sha256:<64 hex digits>'"
+        "admin.tokens[0]: admin tokens must be given as 'sha256:<64 hex digits>'"
     ]
 
 

@@ -21,6 +21,9 @@ def served_operations(settings: Settings) -> set[tuple[str, str]]:
     for route in app.router.routes():
         if route.method == "HEAD" or route.resource is None:
             continue
+        # The console is HTML pages for people, not part of the API the document describes.
+        if route.resource.canonical.startswith("/console"):
+            continue
         operations.add((route.resource.canonical, route.method.lower()))
     return operations
 

@@ -153,7 +153,8 @@ class AwsOidcSettings(BaseModel):
     duration_seconds: int = Field(default=3600, ge=900, le=43200)
     region: str = "us-east-1"
     sts_endpoint: StsEndpoint | None = None
-    policy: str | None = Field(default=None, max_length=2048)
+    # "multiline": forms (the console) show the JSON policy in a text area.
+    policy: str | None = Field(default=None, max_length=2048, json_schema_extra={"multiline": True})
     policy_arns: list[PolicyArn] = Field(default_factory=list, max_length=10)
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_retries: int = Field(default=2, ge=0, le=5)

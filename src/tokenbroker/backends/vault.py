@@ -70,7 +70,8 @@ class VaultOidcSettings(BaseModel):
     role: str
     auth_path: VaultPath = "jwt"
     namespace: VaultPath | None = None
-    ca_cert: PemBundle | None = None
+    # "multiline": forms (the console) show a PEM bundle in a text area.
+    ca_cert: PemBundle | None = Field(default=None, json_schema_extra={"multiline": True})
     tls_verify: bool = True
     timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     max_retries: int = Field(default=2, ge=0, le=5)

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,10 +26,13 @@ from yarl import URL
 from tokenbroker import __version__
 from tokenbroker.cli.common import DEFAULT_DEV_DATA_DIR, CliError
 from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.web.admin.auth import admin_token_digest
 
 DEFAULT_URL = "http://127.0.0.1:8400"
 DEFAULT_TOKEN_ENV = "TOKENBROKER_ADMIN_TOKEN"
 _TIMEOUT_SECONDS = 30.0
+# Marks an admin token as one (secret scanners, a reader of a leaked config).
+ADMIN_TOKEN_PREFIX = "tbadm_"
 
 JsonObject = dict[str, object]
 Renderer = Callable[[JsonObject | None], str]
@@ -463,8 +467,36 @@ async def execute(args: argparse.Namespace) -> str:
     return call.render(body)
 
 
+def new_admin_token() -> tuple[str, str]:
+    """A new random admin token and the ``sha256:`` form ``[admin]`` lists it in."""
+    token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    return token, admin_token_digest(token)
+
+
+def render_new_token(token: str, digest: str) -> str:
+    """What ``admin tokens hash`` prints: the token once, and where its hash goes."""
+    return "\n".join(
+        [
+            f"token:  {token}",
+            f"hash:   {digest}",
+            "",
+            "Give the token to its admin now: it is not kept anywhere. Configure the hash as",
+            f'  [admin] tokens = ["{digest}"]',
+            "or, named and scoped to organizations,",
+            "  [[admin.org_tokens]]",
+            '  name = "team-a"',
+            f'  hash = "{digest}"',
+            '  organizations = ["team-a"]',
+        ]
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the command and print its result."""
+    if args.admin_command == "tokens":
+        # Local: making a token needs no broker, and the token never crosses the network.
+        print(render_new_token(*new_admin_token()), file=sys.stdout)
+        return 0
     output = asyncio.run(execute(args))
     if output:
         print(output, file=sys.stdout)
@@ -627,6 +659,17 @@ def _register_audit(commands: _SubParsers) -> None:
     audit.add_argument("--before", type=int, metavar="ID", help="the page's cursor")
 
 
+def _register_tokens(commands: _SubParsers) -> None:
+    tokens = commands.add_parser("tokens", help="admin tokens")
+    actions = tokens.add_subparsers(dest="tokens_action", metavar="ACTION", required=True)
+    actions.add_parser(
+        "hash",
+        help="make a new random admin token; print it once, with its sha256: form",
+        description="Make a new random admin token and print it once, with the sha256: form "
+        "that [admin] tokens and [[admin.org_tokens]] hash take.",
+    )
+
+
 def _register_leases(commands: _SubParsers) -> None:
     leases = commands.add_parser("leases", help="issued credentials: list, revoke")
     actions = leases.add_subparsers(dest="leases_action", metavar="ACTION", required=True)
@@ -655,5 +698,6 @@ def register(subparsers: _SubParsers) -> None:
     _register_credentials(commands)
     _register_assignments(commands)
     _register_audit(commands)
+    _register_tokens(commands)
     _register_leases(commands)
     parser.set_defaults(handler=run)

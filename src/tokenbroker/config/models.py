@@ -137,18 +137,59 @@ class StoreSettings(_Section):
         return f"sqlite+aiosqlite:///{data_dir / 'tokenbroker.db'}"
 
 
+def _check_admin_token_hash(value: str) -> str:
+    if not _ADMIN_TOKEN_HASH.match(value):
+        raise ValueError("admin tokens must be given as 'sha256:<64 hex digits>'")
+    return value
+
+
+AdminTokenHash = Annotated[str, AfterValidator(_check_admin_token_hash)]
+# The name every token of ``[admin] tokens`` goes by in the audit trail and the console.
+GLOBAL_ADMIN_NAME = "admin"
+
+
+class NamedAdminToken(_Section):
+    """``[[admin.named_tokens]]``: a global admin token with the name the audit trail shows."""
+
+    name: Name
+    hash: AdminTokenHash
+
+
+class OrgAdminToken(NamedAdminToken):
+    """``[[admin.org_tokens]]``: an admin of only the listed organizations."""
+
+    organizations: list[Name] = Field(min_length=1)
+
+
 class AdminSettings(_Section):
-    """``[admin]``: hashed bearer tokens for ``/v1/admin``."""
+    """``[admin]``: hashed bearer tokens for ``/v1/admin`` and the console, and its sessions."""
 
-    tokens: list[str] = Field(default_factory=list)
+    tokens: list[AdminTokenHash] = Field(default_factory=list)
+    named_tokens: list[NamedAdminToken] = Field(default_factory=list)
+    org_tokens: list[OrgAdminToken] = Field(default_factory=list)
+    # A console session unused this long is ended; the next request signs in again.
+    session_idle_seconds: int = Field(default=900, ge=60, le=24 * 3600)
+    # Failed console sign-ins allowed at once per client address, and then per minute.
+    sign_in_burst: int = Field(default=5, ge=1, le=1000)
+    sign_in_failures_per_minute: int = Field(default=5, ge=1, le=1000)
 
-    @field_validator("tokens")
-    @classmethod
-    def _hashed(cls, tokens: list[str]) -> list[str]:
-        for token in tokens:
-            if not _ADMIN_TOKEN_HASH.match(token):
-                raise ValueError("admin tokens must be given as 'sha256:<64 hex digits>'")
-        return tokens
+    @model_validator(mode="after")
+    def _unique(self) -> AdminSettings:
+        # A digest listed twice would make the token's name (and so its scope) ambiguous.
+        named = (*self.named_tokens, *self.org_tokens)
+        hashes = [*self.tokens, *(t.hash for t in named)]
+        problems = [f"admin token {h[:15]}... is listed more than once" for h in _repeated(hashes)]
+        names = [t.name for t in named]
+        problems += [f"admin token name {n!r} is used more than once" for n in _repeated(names)]
+        if GLOBAL_ADMIN_NAME in names:
+            problems.append(f"admin token name {GLOBAL_ADMIN_NAME!r} is the name of [admin] tokens")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+def _repeated(values: list[str]) -> list[str]:
+    return sorted({v for v in values if values.count(v) > 1})
 
 
 class SigningSettings(_Section):

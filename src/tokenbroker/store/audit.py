@@ -63,6 +63,7 @@ class AuditLog:
         self,
         *,
         organization: str | None = None,
+        organizations: Sequence[str] | None = None,
         project: str | None = None,
         credential: str | None = None,
         outcome: str | None = None,
@@ -72,7 +73,8 @@ class AuditLog:
         before_id: int | None = None,
     ) -> list[AuditEvent]:
         """Events matching every given filter, newest first; ``before_id`` is the last id of the
-        previous page."""
+        previous page. ``organizations`` keeps events of those organizations only (an
+        org-scoped admin's view)."""
         check.check_audit_query(
             outcome=outcome,
             since=since,
@@ -90,6 +92,8 @@ class AuditLog:
         ):
             if value is not None:
                 conditions.append(column == value)
+        if organizations is not None:
+            conditions.append(audit_events.c.organization.in_(list(organizations)))
         if since is not None:
             conditions.append(audit_events.c.time >= since)
         if until is not None:

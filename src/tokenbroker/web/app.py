@@ -37,6 +37,7 @@ from tokenbroker.store.keystore import open_key_store, store_encryption_key
 from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.web import keys
 from tokenbroker.web.admin import create_admin_app
+from tokenbroker.web.console.app import console_root, console_state, create_console_app
 from tokenbroker.web.errors import request_context_middleware
 from tokenbroker.web.routes import exchange, health, leases, metrics, oauth, openapi, wellknown
 from tokenbroker.web.serving import SERVING_STATE, ServingState, serving_state_middleware
@@ -70,7 +71,10 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     oauth.add_routes(app)
     metrics.add_routes(app)
     openapi.add_routes(app)
-    app.add_subapp("/v1/admin", create_admin_app(settings))
+    console_state(app, settings)
+    app.add_subapp("/v1/admin", create_admin_app(app[keys.ADMIN_TOKENS]))
+    app.router.add_get("/console", console_root)
+    app.add_subapp("/console", create_console_app(settings))
     return app
 
 

@@ -14,6 +14,8 @@ from tokenbroker.identity.validator import TokenValidator
 from tokenbroker.issuer.keyring import KeyRing
 from tokenbroker.metrics import Metrics
 from tokenbroker.store import Store
+from tokenbroker.web.admin.auth import AdminTokens
+from tokenbroker.web.console.sessions import ConsoleSessions, SignInThrottle
 
 SETTINGS = web.AppKey("settings", Settings)
 CLOCK = web.AppKey("clock", Clock)
@@ -25,3 +27,6 @@ TOKEN_VALIDATOR = web.AppKey("token_validator", TokenValidator)
 BACKENDS = web.AppKey("backends", Backends)
 SERVICE = web.AppKey("service", ExchangeService)
 CLIENT_GATE = web.AppKey("client_gate", ClientGate)
+ADMIN_TOKENS = web.AppKey("admin_tokens", AdminTokens)
+CONSOLE_SESSIONS = web.AppKey("console_sessions", ConsoleSessions)
+CONSOLE_SIGN_IN_THROTTLE = web.AppKey("console_sign_in_throttle", SignInThrottle)

@@ -109,15 +109,16 @@ def is_utf8_text(value: str) -> bool:
     return True
 
 
-async def read_form(request: web.Request) -> Mapping[str, str]:
-    """An ``application/x-www-form-urlencoded`` UTF-8 body, each field at most once; else 400."""
+async def read_form_fields(request: web.Request) -> list[tuple[str, str]]:
+    """An ``application/x-www-form-urlencoded`` UTF-8 body as (name, value) pairs in order,
+    repeats kept; else 400."""
     if request.content_type != FORM_CONTENT_TYPE:
         raise MalformedRequest("body_malformed", f"send the request as {FORM_CONTENT_TYPE}")
     charset = request.charset
     if charset is not None and charset.lower() not in {"utf-8", "utf8"}:
         raise MalformedRequest("charset_unsupported", "the form must be UTF-8")
     try:
-        pairs = parse_qsl(
+        return parse_qsl(
             (await request.read()).decode("utf-8"),
             keep_blank_values=True,
             encoding="utf-8",
@@ -127,6 +128,11 @@ async def read_form(request: web.Request) -> Mapping[str, str]:
     except ValueError:
         # Not UTF-8 before or after percent-decoding (UnicodeDecodeError), or too many fields.
         raise MalformedRequest("body_malformed", "the form must be UTF-8, urlencoded") from None
+
+
+async def read_form(request: web.Request) -> Mapping[str, str]:
+    """An ``application/x-www-form-urlencoded`` UTF-8 body, each field at most once; else 400."""
+    pairs = await read_form_fields(request)
     fields = dict(pairs)
     if len(fields) != len(pairs):
         raise MalformedRequest("parameter_repeated", "a form field is given more than once")

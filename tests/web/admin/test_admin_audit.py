@@ -85,6 +85,10 @@ async def test_events_come_newest_first_with_every_field(trail: Admin) -> None:
         "credential_type": "vault_oidc",
         "token_fingerprint": "sha256:" + "ab" * 32,
         "client_address": "127.0.0.1",
+        "kind": "exchange",
+        "lease_id": None,
+        "actor": None,
+        "detail": None,
     }
 
 

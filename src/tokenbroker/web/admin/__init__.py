@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tokenbroker.config.models import Settings
-from tokenbroker.web.admin.auth import admin_auth_middleware
+from tokenbroker.web.admin.auth import AdminTokens, admin_auth_middleware
 from tokenbroker.web.admin.routes import routes
 
 
-def create_admin_app(settings: Settings) -> web.Application:
+def create_admin_app(tokens: AdminTokens) -> web.Application:
     """Build the admin sub-app; mount it with ``app.add_subapp("/v1/admin", ...)``."""
-    app = web.Application(middlewares=[admin_auth_middleware(settings.admin.tokens)])
+    app = web.Application(middlewares=[admin_auth_middleware(tokens)])
     app.add_routes(routes)
     return app

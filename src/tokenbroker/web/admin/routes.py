@@ -1,19 +1,15 @@
-"""The admin API's handlers: organizations, credentials, assignments, audit events."""
+"""The admin API's handlers: organizations, credentials, assignments, audit events.
+
+Each handler parses its request and hands it to ``AdminActions`` (actions.py), which scopes,
+audits and logs what the admin does; the console goes through the same actions.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import cast
-
 from aiohttp import web
 
-from tokenbroker.config.models import Settings
-from tokenbroker.errors import NotFound
-from tokenbroker.logs import request_id_var
-from tokenbroker.policy.models import BoundClaims
-from tokenbroker.store import UNSET, Store, Unset
-from tokenbroker.store.validation import warn_on_settings
-from tokenbroker.web import keys
+from tokenbroker.store import UNSET
+from tokenbroker.web.admin.actions import CredentialChange, admin_actions
 from tokenbroker.web.admin.schemas import (
     AssignmentQuery,
     AuditQuery,
@@ -22,10 +18,8 @@ from tokenbroker.web.admin.schemas import (
     LeaseQuery,
     OrganizationCreate,
     OrganizationUpdate,
-    merge_patch,
     parse_body,
     parse_query,
-    unprocessable,
 )
 from tokenbroker.web.admin.views import (
     assignment_view,
@@ -37,27 +31,13 @@ from tokenbroker.web.admin.views import (
 routes = web.RouteTableDef()
 
 
-def _store(request: web.Request) -> Store:
-    return request.config_dict[keys.STORE]
-
-
-def _check_issuer(request: web.Request, issuer: str) -> None:
-    # The store cannot know which issuers are configured; an organization of an issuer the
-    # broker does not trust could never sign in, so it is refused here.
-    settings: Settings = request.config_dict[keys.SETTINGS]
-    names = [i.name for i in settings.issuers]
-    if issuer not in names:
-        configured = ", ".join(names) or "none"
-        raise unprocessable([("issuer", f"no issuer of that name; configured: {configured}")])
-
-
 # Organizations.
 
 
 @routes.get("/organizations")
 async def list_organizations(request: web.Request) -> web.Response:
-    """All organizations, by name."""
-    orgs = await _store(request).policy.list_organizations()
+    """The organizations this admin may see, by name."""
+    orgs = await admin_actions(request).organizations()
     return web.json_response({"organizations": [organization_view(o) for o in orgs]})
 
 
@@ -65,8 +45,7 @@ async def list_organizations(request: web.Request) -> web.Response:
 async def create_organization(request: web.Request) -> web.Response:
     """Create an organization (409 when the name or the issuer + platform id is taken)."""
     body = await parse_body(request, OrganizationCreate)
-    _check_issuer(request, body.issuer)
-    org = await _store(request).policy.create_organization(
+    org = await admin_actions(request).create_organization(
         body.name, body.issuer, body.platform_org_id
     )
     return web.json_response(
@@ -79,7 +58,7 @@ async def create_organization(request: web.Request) -> web.Response:
 @routes.get("/organizations/{name}")
 async def show_organization(request: web.Request) -> web.Response:
     """One organization."""
-    org = await _store(request).policy.get_organization(request.match_info["name"])
+    org = await admin_actions(request).organization(request.match_info["name"])
     return web.json_response(organization_view(org))
 
 
@@ -87,9 +66,7 @@ async def show_organization(request: web.Request) -> web.Response:
 async def update_organization(request: web.Request) -> web.Response:
     """Change an organization's issuer or platform org id."""
     body = await parse_body(request, OrganizationUpdate)
-    if body.issuer is not None:
-        _check_issuer(request, body.issuer)
-    org = await _store(request).policy.update_organization(
+    org = await admin_actions(request).update_organization(
         request.match_info["name"], issuer=body.issuer, platform_org_id=body.platform_org_id
     )
     return web.json_response(organization_view(org))
@@ -98,7 +75,7 @@ async def update_organization(request: web.Request) -> web.Response:
 @routes.delete("/organizations/{name}")
 async def delete_organization(request: web.Request) -> web.Response:
     """Delete an organization with its credentials and assignments."""
-    await _store(request).policy.delete_organization(request.match_info["name"])
+    await admin_actions(request).delete_organization(request.match_info["name"])
     return web.Response(status=204)
 
 
@@ -108,7 +85,7 @@ async def delete_organization(request: web.Request) -> web.Response:
 @routes.get("/organizations/{org}/credentials")
 async def list_credentials(request: web.Request) -> web.Response:
     """The credentials of an organization."""
-    creds = await _store(request).policy.list_credentials(request.match_info["org"])
+    creds = await admin_actions(request).credentials(request.match_info["org"])
     return web.json_response({"credentials": [credential_view(c) for c in creds]})
 
 
@@ -117,17 +94,15 @@ async def create_credential(request: web.Request) -> web.Response:
     """Create a typed credential; its settings must validate against the type's schema."""
     org = request.match_info["org"]
     body = await parse_body(request, CredentialCreate)
-    cred = await _store(request).policy.create_credential(
+    cred = await admin_actions(request).create_credential(
         org,
         body.name,
         body.type,
         token=body.token,
         audience=body.audience,
         settings=body.settings,
-        # The store checks every value's shape and names the key of a bad one.
-        bound_claims=cast(BoundClaims, body.bound_claims),
+        bound_claims=body.bound_claims,
     )
-    warn_on_settings(org, cred.name, cred.type, cred.settings)
     return web.json_response(
         credential_view(cred),
         status=201,
@@ -138,7 +113,7 @@ async def create_credential(request: web.Request) -> web.Response:
 @routes.get("/organizations/{org}/credentials/{name}")
 async def show_credential(request: web.Request) -> web.Response:
     """One credential, its settings without sensitive fields."""
-    cred = await _store(request).policy.get_credential(
+    cred = await admin_actions(request).credential(
         request.match_info["org"], request.match_info["name"]
     )
     return web.json_response(credential_view(cred))
@@ -147,33 +122,23 @@ async def show_credential(request: web.Request) -> web.Response:
 @routes.patch("/organizations/{org}/credentials/{name}")
 async def update_credential(request: web.Request) -> web.Response:
     """Merge-patch a credential's token mode, audience, settings or bound claims."""
-    org, name = request.match_info["org"], request.match_info["name"]
     body = await parse_body(request, CredentialUpdate)
-    store = _store(request)
-    current = await store.policy.get_credential(org, name)
-    settings: Mapping[str, object] | Unset = UNSET
-    if body.settings is not None:
-        settings = merge_patch(current.settings, body.settings)
-    bound_claims: BoundClaims | Unset = UNSET
-    if body.bound_claims is not None:
-        # The store checks every value's shape and names the key of a bad one.
-        bound_claims = cast(BoundClaims, merge_patch(current.bound_claims, body.bound_claims))
-    cred = await store.policy.update_credential(
-        org,
-        name,
+    change = CredentialChange(
         token=UNSET if body.token is None else body.token,
         audience=body.audience if "audience" in body.model_fields_set else UNSET,
-        settings=settings,
-        bound_claims=bound_claims,
+        settings=body.settings,
+        bound_claims=body.bound_claims,
     )
-    warn_on_settings(org, cred.name, cred.type, cred.settings)
+    cred = await admin_actions(request).update_credential(
+        request.match_info["org"], request.match_info["name"], change
+    )
     return web.json_response(credential_view(cred))
 
 
 @routes.delete("/organizations/{org}/credentials/{name}")
 async def delete_credential(request: web.Request) -> web.Response:
     """Delete a credential and its assignments."""
-    await _store(request).policy.delete_credential(
+    await admin_actions(request).delete_credential(
         request.match_info["org"], request.match_info["name"]
     )
     return web.Response(status=204)
@@ -185,10 +150,10 @@ async def delete_credential(request: web.Request) -> web.Response:
 @routes.get("/organizations/{org}/projects/{project}/credentials")
 async def list_project_credentials(request: web.Request) -> web.Response:
     """The credentials assigned to one project."""
-    store = _store(request)
-    org = await store.policy.get_organization(request.match_info["org"])
     project = request.match_info["project"]
-    creds = await store.policy.assigned_credentials(org.id, project)
+    org, creds = await admin_actions(request).project_credentials(
+        request.match_info["org"], project
+    )
     return web.json_response(
         {
             "organization": org.name,
@@ -202,7 +167,7 @@ async def list_project_credentials(request: web.Request) -> web.Response:
 async def assign(request: web.Request) -> web.Response:
     """Assign a credential to a project (idempotent)."""
     info = request.match_info
-    assignment = await _store(request).policy.assign(
+    assignment = await admin_actions(request).assign(
         info["org"], info["project"], info["credential"]
     )
     return web.json_response(assignment_view(assignment))
@@ -212,7 +177,7 @@ async def assign(request: web.Request) -> web.Response:
 async def unassign(request: web.Request) -> web.Response:
     """Take a credential away from a project."""
     info = request.match_info
-    await _store(request).policy.unassign(info["org"], info["project"], info["credential"])
+    await admin_actions(request).unassign(info["org"], info["project"], info["credential"])
     return web.Response(status=204)
 
 
@@ -220,7 +185,7 @@ async def unassign(request: web.Request) -> web.Response:
 async def list_assignments(request: web.Request) -> web.Response:
     """Every assignment of an organization, or of one of its projects."""
     query = parse_query(request, AssignmentQuery)
-    found = await _store(request).policy.list_assignments(request.match_info["org"], query.project)
+    found = await admin_actions(request).assignments(request.match_info["org"], query.project)
     return web.json_response({"assignments": [assignment_view(a) for a in found]})
 
 
@@ -230,25 +195,9 @@ async def list_assignments(request: web.Request) -> web.Response:
 @routes.get("/audit")
 async def list_audit(request: web.Request) -> web.Response:
     """Audit events, newest first; ``next`` is the ``before`` of the following page."""
-    query = parse_query(request, AuditQuery)
-    # One more than asked tells whether another page exists without a second query.
-    events = await _store(request).audit.events(
-        organization=query.organization,
-        project=query.project,
-        credential=query.credential,
-        outcome=query.outcome,
-        since=query.since,
-        until=query.until,
-        limit=query.limit + 1,
-        before_id=query.before,
-    )
-    page = events[: query.limit]
-    more = len(events) > query.limit
+    page = await admin_actions(request).audit_events(parse_query(request, AuditQuery))
     return web.json_response(
-        {
-            "events": [audit_event_view(e) for e in page],
-            "next": page[-1].id if more and page else None,
-        }
+        {"events": [audit_event_view(e) for e in page.events], "next": page.next}
     )
 
 
@@ -259,35 +208,14 @@ async def list_audit(request: web.Request) -> web.Response:
 async def list_leases(request: web.Request) -> web.Response:
     """Leases, newest first (filters organization, project, credential, state, job); ``next``
     is the ``before`` of the following page."""
-    query = parse_query(request, LeaseQuery)
-    found = await _store(request).leases.listing(
-        filters={
-            "organization": query.organization,
-            "project": query.project,
-            "credential": query.credential,
-            "state": query.state,
-            "job": query.job,
-        },
-        limit=query.limit + 1,
-        before=query.before,
-    )
-    page = found[: query.limit]
-    more = len(found) > query.limit
+    page = await admin_actions(request).leases(parse_query(request, LeaseQuery))
     return web.json_response(
-        {
-            "leases": [lease.as_public() for lease in page],
-            "next": page[-1].id if more and page else None,
-        }
+        {"leases": [lease.as_public() for lease in page.leases], "next": page.next}
     )
 
 
 @routes.post("/leases/{id}/revoke")
 async def revoke_lease(request: web.Request) -> web.Response:
     """Revoke one lease at its backend where its type allows it; it is never handed out again."""
-    lease = await _store(request).leases.get(request.match_info["id"])
-    if lease is None or lease.state not in ("active", "pending"):
-        raise NotFound("lease_not_found", "no active lease of that id")
-    result = await request.config_dict[keys.SERVICE].revoke_lease(
-        lease, by="admin", request_id=request_id_var.get()
-    )
+    result = await admin_actions(request).revoke_lease(request.match_info["id"])
     return web.json_response({"revoked": result.revoked, "not_revocable": result.not_revocable})

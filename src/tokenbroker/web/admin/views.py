@@ -86,4 +86,8 @@ def audit_event_view(event: AuditEvent) -> dict[str, object]:
         "credential_type": event.credential_type,
         "token_fingerprint": event.token_fingerprint,
         "client_address": event.client_address,
+        "kind": event.kind,
+        "lease_id": event.lease_id,
+        "actor": event.actor,
+        "detail": dict(event.detail) if event.detail is not None else None,
     }
