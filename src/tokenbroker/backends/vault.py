@@ -7,6 +7,7 @@ name; Vault checks the token against the role's bound claims and answers with a 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -29,7 +30,7 @@ from pydantic import (
 from tokenbroker.backends.base import BackendContext, IssuedCredential
 from tokenbroker.backends.tls import PemBundle, SslContexts
 from tokenbroker.config.urls import require_backend_url
-from tokenbroker.errors import AccessDenied, UpstreamError, UpstreamTimeout
+from tokenbroker.errors import AccessDenied, BrokerError, UpstreamError, UpstreamTimeout
 from tokenbroker.identity.models import Identity
 from tokenbroker.retry import RetryPolicy, Sleep, with_retries
 
@@ -106,6 +107,10 @@ logger = logging.getLogger(__name__)
 _MAX_RESPONSE_BYTES = 1024 * 1024
 # Vault's "eventual consistency" answer: a performance standby has not yet caught up.
 _PRECONDITION_FAILED = 412
+# How much longer than its timeout a login may take to answer, so a token made late is revoked.
+LATE_LOGIN_SECONDS = 60.0
+# A shutdown waits this long for such revocations already under way.
+_CLOSE_WAIT_SECONDS = 5.0
 _REFUSED_STATUSES = frozenset({400, 403})
 _MAX_MESSAGE_CHARS = 300
 _MAX_DESCRIPTION_CHARS = 600
@@ -271,6 +276,8 @@ class VaultOidcBackend:
         self._max_delay = max_delay
         self._rng = rng if rng is not None else random.Random()  # noqa: S311 - jitter only
         self._sleep = sleep
+        # Logins the broker stopped waiting for, still allowed to answer so they can be revoked.
+        self._late: set[asyncio.Future[None]] = set()
         self._ssl = SslContexts()
 
     async def exchange(
@@ -279,9 +286,23 @@ class VaultOidcBackend:
         """Log in at ``auth/<auth_path>/login`` with the role and the outbound token."""
         vault = _vault_settings(settings)
         url = f"{vault.address}/v1/auth/{vault.auth_path}/login"
-        reply = await self._post(
-            url, {"role": vault.role, "jwt": outbound_token}, _headers(vault), vault
+        # A login Vault answers after the broker gave up still makes a token: the request is
+        # let run a while longer, and a token it brings is revoked, since no runner holds it.
+        answer = asyncio.ensure_future(
+            self._post(
+                url,
+                {"role": vault.role, "jwt": outbound_token},
+                _headers(vault),
+                vault,
+                budget=vault.timeout_seconds + LATE_LOGIN_SECONDS,
+            )
         )
+        try:
+            async with asyncio.timeout(vault.timeout_seconds):
+                reply = await asyncio.shield(answer)
+        except TimeoutError:
+            answer.add_done_callback(functools.partial(self._revoke_late, vault))
+            raise _timed_out(vault) from None
         where = f"role {vault.role!r} at auth/{vault.auth_path}"
         if reply.status == 200:
             try:
@@ -303,6 +324,39 @@ class VaultOidcBackend:
             logger.info("vault login refused (HTTP %s): %s", reply.status, description)
             raise AccessDenied("backend_refused", description)
         raise _unexpected_status(reply, where, secrets, vault.address)
+
+    def _revoke_late(self, vault: VaultOidcSettings, login: asyncio.Future[_Reply]) -> None:
+        """A login answered after the broker stopped waiting: revoke the token it made."""
+        if login.cancelled() or login.exception() is not None:
+            return
+        reply = login.result()
+        if reply.status != 200:
+            return
+        try:
+            parsed = parse_login(reply.body)
+        except UpstreamError:
+            return
+        credential = issued_credential(parsed, vault, self._clock.now())
+        task = asyncio.ensure_future(self._revoke_quietly(credential, vault))
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _revoke_quietly(self, credential: IssuedCredential, vault: VaultOidcSettings) -> None:
+        try:
+            await self.revoke(credential, vault)
+            logger.info("revoked a Vault token whose login answered after the broker gave up")
+        except BrokerError as exc:
+            logger.warning(
+                "could not revoke a Vault token whose login answered late",
+                extra={"reason": exc.reason},
+            )
+
+    async def close(self) -> None:
+        """Give revocations of late logins a moment to finish (at shutdown), then drop them."""
+        if self._late:
+            _, pending = await asyncio.wait(set(self._late), timeout=_CLOSE_WAIT_SECONDS)
+            for task in pending:
+                task.cancel()
 
     async def revoke(self, credential: IssuedCredential, settings: BaseModel) -> None:
         """Revoke a token this backend issued (``auth/token/revoke-self``); idempotent."""
@@ -326,13 +380,17 @@ class VaultOidcBackend:
         body: Mapping[str, str] | None,
         headers: Mapping[str, str],
         settings: VaultOidcSettings,
+        *,
+        budget: float | None = None,
     ) -> _Reply:
-        """POST with retries inside the credential's overall time budget; map transport errors."""
+        """POST with retries inside the time budget (the credential's timeout unless given);
+        map transport errors."""
         policy = RetryPolicy(
             retries=settings.max_retries, base_delay=self._base_delay, max_delay=self._max_delay
         )
         ssl_context = self._ssl.for_bundle(settings.ca_cert)
-        timeout = aiohttp.ClientTimeout(total=settings.timeout_seconds)
+        seconds = settings.timeout_seconds if budget is None else budget
+        timeout = aiohttp.ClientTimeout(total=seconds)
 
         async def attempt() -> _Reply:
             # Redirects are not followed: a redirect would carry the token to another host.
@@ -362,7 +420,7 @@ class VaultOidcBackend:
             return retry
 
         try:
-            async with asyncio.timeout(settings.timeout_seconds):
+            async with asyncio.timeout(seconds):
                 return await with_retries(
                     attempt,
                     policy=policy,
@@ -372,10 +430,7 @@ class VaultOidcBackend:
                     sleep=self._sleep,
                 )
         except TimeoutError:
-            raise UpstreamTimeout(
-                "backend_timeout",
-                f"Vault at {settings.address} did not answer within {settings.timeout_seconds:g}s",
-            ) from None
+            raise _timed_out(settings) from None
         except aiohttp.ClientSSLError as exc:
             raise UpstreamError(
                 "backend_unreachable",
@@ -383,6 +438,13 @@ class VaultOidcBackend:
             ) from exc
         except aiohttp.ClientError as exc:
             raise _no_vault(settings.address) from exc
+
+
+def _timed_out(settings: VaultOidcSettings) -> UpstreamTimeout:
+    return UpstreamTimeout(
+        "backend_timeout",
+        f"Vault at {settings.address} did not answer within {settings.timeout_seconds:g}s",
+    )
 
 
 def _no_vault(address: str) -> UpstreamError:
