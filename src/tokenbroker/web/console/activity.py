@@ -28,9 +28,11 @@ from tokenbroker.web.console.layout import (
     code,
     csrf_field,
     error_summary,
+    field_errors,
     form_field,
     link,
     page,
+    scope_filters,
     section,
     table,
     url,
@@ -82,8 +84,7 @@ def _who(event: AuditEvent) -> Markup:
 def _filters_form(
     raw: Mapping[str, str], orgs: Sequence[str], problems: list[tuple[str, str]]
 ) -> Markup:
-    def error(name: str) -> str | None:
-        return "; ".join(m for f, m in problems if f == name) or None
+    error = field_errors(problems)
 
     fields = [
         Field(
@@ -94,16 +95,7 @@ def _filters_form(
             options=[("", "any"), ("success", "success"), ("denied", "denied"), ("error", "error")],
             error=error("outcome"),
         ),
-        Field(
-            "organization",
-            "Organization",
-            kind="select",
-            value=raw.get("organization", ""),
-            options=[("", "any"), *((o, o) for o in orgs)],
-            error=error("organization"),
-        ),
-        Field("project", "Project", value=raw.get("project"), error=error("project")),
-        Field("credential", "Credential", value=raw.get("credential"), error=error("credential")),
+        *scope_filters(raw, orgs, error),
         Field(
             "since",
             "Since (UTC)",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -235,6 +235,33 @@ class Field:
     placeholder: str | None = None
     autocomplete: str | None = None
     wide: bool = False
+
+
+def field_errors(problems: Sequence[tuple[str, str]]) -> Callable[[str], str | None]:
+    """The API's words for each field of a form, joined, from its (field, message) problems."""
+
+    def error(name: str) -> str | None:
+        return "; ".join(m for f, m in problems if f == name) or None
+
+    return error
+
+
+def scope_filters(
+    raw: Mapping[str, str], orgs: Sequence[str], error: Callable[[str], str | None]
+) -> list[Field]:
+    """The organization, project and credential filters the audit and lease pages share."""
+    return [
+        Field(
+            "organization",
+            "Organization",
+            kind="select",
+            value=raw.get("organization", ""),
+            options=[("", "any"), *((o, o) for o in orgs)],
+            error=error("organization"),
+        ),
+        Field("project", "Project", value=raw.get("project"), error=error("project")),
+        Field("credential", "Credential", value=raw.get("credential"), error=error("credential")),
+    ]
 
 
 def field_id(name: str) -> str:

@@ -16,10 +16,12 @@ from tokenbroker.web.console.layout import (
     badge,
     code,
     error_summary,
+    field_errors,
     form_field,
     link,
     page,
     post_button,
+    scope_filters,
     section,
     table,
     url,
@@ -55,20 +57,10 @@ async def leases(request: web.Request) -> web.Response:
     orgs = [o.name for o in await admin.organizations()]
     me = viewer(request)
 
-    def error(name: str) -> str | None:
-        return "; ".join(m for f, m in problems if f == name) or None
+    error = field_errors(problems)
 
     fields = [
-        Field(
-            "organization",
-            "Organization",
-            kind="select",
-            value=raw.get("organization", ""),
-            options=[("", "any"), *((o, o) for o in orgs)],
-            error=error("organization"),
-        ),
-        Field("project", "Project", value=raw.get("project"), error=error("project")),
-        Field("credential", "Credential", value=raw.get("credential"), error=error("credential")),
+        *scope_filters(raw, orgs, error),
         Field(
             "job",
             "Job",
