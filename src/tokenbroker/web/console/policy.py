@@ -123,8 +123,8 @@ def _organizations_page(
             "Platform org id",
             value=values.get("platform_org_id"),
             required=True,
-            hint="The organization's id in the platform's tokens (env0 organizationId, "
-            "GitHub repository_owner_id, ...).",
+            hint="The organization's id in the platform's tokens: the immutable id its issuer's "
+            "profile reads as the organization (the README's table names the claim).",
             error=_error_for(problems, "platform_org_id"),
         ),
     ]
@@ -266,8 +266,8 @@ async def organization(request: web.Request) -> web.Response:
                 "project",
                 "Project id",
                 required=True,
-                hint="The project id in the platform's tokens (env0 projectId, GitHub "
-                "repository_id, ...).",
+                hint="The project id in the platform's tokens: the immutable id its issuer's "
+                "profile reads as the project (the README's table names the claim).",
             )
         ),
     )
@@ -318,7 +318,7 @@ _GLOB_RULES = Markup(
 <li>A claim whose value in the token is a list matches when any element matches.</li>
 <li>A claim name starting with <code>/</code> is a JSON pointer into nested claims
 (<code>/https:~1~1aws.amazon.com~1tags/principal_tags</code>); any other name is taken
-literally, dots and slashes included (<code>oidc.circleci.com/vcs-ref</code>).</li>
+literally, dots and slashes included (<code>example.com/claim-name</code>).</li>
 </ul></details>"""
 )
 
