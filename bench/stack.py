@@ -289,8 +289,10 @@ class Stack:
         }
         path = self.workdir / f"broker-{name}.toml"
         path.write_text(dump_toml({k: v for k, v in config.items() if v}))
+        # Up, not ready: readiness waits for every issuer's keys, and the growth brokers trust
+        # issuers that exist only on paper. The app has started once /healthz answers.
         server = self._serve(
-            f"broker-{name}", ["tokenbroker", "serve", "--config", str(path)], f"{url}/readyz"
+            f"broker-{name}", ["tokenbroker", "serve", "--config", str(path)], f"{url}/healthz"
         )
         broker = Broker(name, url, server)
         self.brokers[name] = broker
