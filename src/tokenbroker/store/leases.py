@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, Row, and_, delete, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, and_, case, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -111,26 +111,25 @@ class Leases:
         slot = pending.reuse_slot
         assert slot is not None
         stale = now - timedelta(seconds=stale_after)
-        async with write_connection(self._engine) as conn:
-            await conn.execute(
-                update(leases)
-                .where(leases.c.reuse_slot == slot, leases.c.state == "pending")
-                .where(leases.c.issued_at < stale)
-                .values(state="failed", reuse_slot=None, sealed=None)
-            )
-            await conn.execute(
-                update(leases)
-                .where(leases.c.reuse_slot == slot)
-                .where(
-                    or_(
-                        leases.c.state.in_(("revoked", "expired", "failed")),
-                        and_(leases.c.state == "active", leases.c.reuse_until <= now),
+        abandoned = and_(leases.c.state == "pending", leases.c.issued_at < stale)
+        let_go = or_(
+            abandoned,
+            leases.c.state.in_(("revoked", "expired", "failed")),
+            and_(leases.c.state == "active", leases.c.reuse_until <= now),
+        )
+        try:
+            # One transaction: a live holder makes the insert fail, and then the release
+            # (which touched nothing of a live holder) is rolled back with it.
+            async with write_connection(self._engine) as conn:
+                await conn.execute(
+                    update(leases)
+                    .where(leases.c.reuse_slot == slot, let_go)
+                    .values(
+                        reuse_slot=None,
+                        state=case((abandoned, "failed"), else_=leases.c.state),
+                        sealed=case((abandoned, None), else_=leases.c.sealed),
                     )
                 )
-                .values(reuse_slot=None)
-            )
-        try:
-            async with write_connection(self._engine) as conn:
                 await conn.execute(insert(leases).values(_values(pending)))
             return Claimed(pending)
         except IntegrityError:
