@@ -205,7 +205,7 @@ class ReuseWindow:
                     )
                     raise
                 except BaseException:
-                    await self._leases.fail(pending.id)
+                    await self.let_go(pending.id)
                     raise
                 return Issue(key, credential, issued, pending.id, fresh=True), False
             holder = claim.lease
@@ -236,7 +236,7 @@ class ReuseWindow:
     ) -> None:
         """The backend call of a cancelled caller ended: revoke what it issued, or let go."""
         if call.cancelled() or call.exception() is not None:
-            follow_up: Awaitable[None] = self._leases.fail(lease_id)
+            follow_up: Awaitable[None] = self.let_go(lease_id)
         else:
             follow_up = orphaned(lease_id, call.result())
         task = asyncio.ensure_future(follow_up)
@@ -248,6 +248,14 @@ class ReuseWindow:
         """Wait for the follow-ups of cancelled callers (at shutdown)."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def let_go(self, lease_id: str) -> None:
+        """Mark a lease whose issue failed; a store that cannot take it must not hide the
+        failure the runner is owed (the sweeper lets a stale pending lease go later)."""
+        try:
+            await self._leases.fail(lease_id)
+        except Exception as exc:
+            log.warning("could not mark a failed lease", extra={"exception": type(exc).__name__})
 
     async def _claim(self, pending: Lease) -> Claimed | Held:
         try:

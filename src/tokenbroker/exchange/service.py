@@ -442,9 +442,18 @@ class ExchangeService:
         with run.check("rate_limit"):
             await self._check_rate(identity)
         with run.check("organization"):
-            organization, assigned = await self._store.policy.find_organization_assignments(
-                issuer.name, identity.org, identity.project
-            )
+            try:
+                organization, assigned = await self._store.policy.find_organization_assignments(
+                    issuer.name, identity.org, identity.project
+                )
+            except Exception as exc:
+                # A connection the database dropped (restart, failover) is weather: retry.
+                log.warning("policy lookup failed", extra={"exception": type(exc).__name__})
+                raise TemporarilyUnavailable(
+                    "store_unavailable",
+                    "the broker cannot reach its store right now; nothing was issued, retry later",
+                    retry_after=1,
+                ) from None
             if organization is None:
                 raise AccessDenied(
                     "organization_unknown",
@@ -621,7 +630,7 @@ class ExchangeService:
         if result.reused:
             # Handed out, and audited, by the request it was issued for.
             return
-        await asyncio.shield(self._store.leases.fail(result.lease_id))
+        await asyncio.shield(self._reuse.let_go(result.lease_id))
         try:
             await self._revoke_at_backend(
                 result.credential.type, result.issued, result.credential.settings
