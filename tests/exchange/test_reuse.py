@@ -80,7 +80,6 @@ async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tupl
     """Get or issue, and activate a fresh issue as the service does with its audit event."""
     result, reused = await on.window.get_or_issue(key, CREDENTIAL, FACTS, issuer, ignore_orphan)
     if result.fresh:
-        activation = on.window.activation(result, NOW + 86400)
         event = AuditEvent(
             time=datetime.fromtimestamp(NOW, UTC),
             request_id="req",
@@ -89,14 +88,7 @@ async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tupl
             latency_ms=1.0,
             lease_id=result.lease_id,
         )
-        await on.store.leases.activate(
-            result.lease_id,
-            expires_at=activation.expires_at,
-            reuse_until=activation.reuse_until,
-            sealed=activation.sealed,
-            sealed_until=activation.sealed_until,
-            event=event,
-        )
+        await on.window.activate(result, NOW + 86400, event)
     return result, reused
 
 

@@ -16,24 +16,30 @@ import functools
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.clock import Clock
 from tokenbroker.errors import TemporarilyUnavailable
 from tokenbroker.issuer.sealing import SealError, seal, unseal
-from tokenbroker.policy.models import Credential
+from tokenbroker.policy.models import AuditEvent, Credential
 from tokenbroker.store.leases import Claimed, Held, Lease, Leases
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # How long a runner is asked to wait when the store cannot take a lease.
 _STORE_RETRY_AFTER_SECONDS = 1
 # Waiting on another broker's issue: a first look soon, then less often, within the deadline.
 _FIRST_POLL_SECONDS = 0.02
 _MAX_POLL_SECONDS = 0.25
+# Issues this process remembers for their retries. Bounded, so a flood of fresh tokens costs
+# no more memory than this; a retry of an issue forgotten here is served from its lease row.
+_REMEMBERED_ISSUES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +85,15 @@ class Issue:
 
 
 @dataclass(frozen=True, slots=True)
+class _Remembered:
+    """An issue of this process, active since its audit event committed."""
+
+    issued: IssuedCredential = field(repr=False)
+    lease_id: str
+    reuse_until: float
+
+
+@dataclass(frozen=True, slots=True)
 class Activation:
     """What a fresh issue's lease becomes active with, in its audit event's transaction."""
 
@@ -110,6 +125,8 @@ class ReuseWindow:
         self._wait_seconds = wait_seconds
         self._margin = margin_seconds
         self._in_flight: dict[ReuseKey, asyncio.Future[Issue]] = {}
+        # In issue order, which is (nearly) the order their windows close in.
+        self._remembered: OrderedDict[ReuseKey, _Remembered] = OrderedDict()
         self._background: set[asyncio.Future[None]] = set()
 
     async def get_or_issue(
@@ -135,7 +152,9 @@ class ReuseWindow:
         future: asyncio.Future[Issue] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            result, reused = await self._claim_or_wait(key, credential, facts, issue, orphaned)
+            result, reused = await self._remembered_or_claim(
+                key, credential, facts, issue, orphaned
+            )
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -148,6 +167,28 @@ class ReuseWindow:
             del self._in_flight[key]
         future.set_result(result)
         return result, reused
+
+    async def activate(self, issue: Issue, token_expires_at: float, event: AuditEvent) -> None:
+        """Make a fresh issue's lease active, in one transaction with its audit ``event``;
+        from then on its retries are served."""
+        activation = self.activation(issue, token_expires_at)
+        await self._leases.activate(
+            issue.lease_id,
+            expires_at=activation.expires_at,
+            reuse_until=activation.reuse_until,
+            sealed=activation.sealed,
+            sealed_until=activation.sealed_until,
+            event=event,
+        )
+        reuse_until = activation.reuse_until.timestamp()
+        remembered = self._remembered
+        while remembered and (
+            len(remembered) >= _REMEMBERED_ISSUES
+            or next(iter(remembered.values())).reuse_until <= self._clock.now()
+        ):
+            remembered.popitem(last=False)
+        if reuse_until > self._clock.now():
+            remembered[issue.key] = _Remembered(issue.issued, issue.lease_id, reuse_until)
 
     def activation(self, issue: Issue, token_expires_at: float) -> Activation:
         """How long the fresh ``issue`` may be handed to retries, and its sealed material."""
@@ -181,6 +222,26 @@ class ReuseWindow:
         except SealError:
             return None
         return _sealed_from(plaintext)
+
+    async def _remembered_or_claim(
+        self,
+        key: ReuseKey,
+        credential: Credential,
+        facts: LeaseFacts,
+        issue: Callable[[str], Awaitable[IssuedCredential]],
+        orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
+    ) -> tuple[Issue, bool]:
+        remembered = self._remembered.get(key)
+        if remembered is not None:
+            # Its lease may have been revoked since, here or by another broker: ask the store.
+            if remembered.reuse_until > self._clock.now() and await self._store_answer(
+                self._leases.is_active(remembered.lease_id)
+            ):
+                return Issue(
+                    key, credential, remembered.issued, remembered.lease_id, fresh=False
+                ), True
+            self._remembered.pop(key, None)
+        return await self._claim_or_wait(key, credential, facts, issue, orphaned)
 
     async def _claim_or_wait(
         self,
@@ -258,14 +319,17 @@ class ReuseWindow:
             log.warning("could not mark a failed lease", extra={"exception": type(exc).__name__})
 
     async def _claim(self, pending: Lease) -> Claimed | Held:
+        return await self._store_answer(
+            self._leases.claim(pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds)
+        )
+
+    async def _store_answer(self, question: Awaitable[_T]) -> _T:
         try:
-            return await self._leases.claim(
-                pending, _at(self._clock.now()), stale_after=2 * self._wait_seconds
-            )
+            return await question
         except Exception as exc:
             # A connection the database dropped (restart, failover, a killed backend) is
             # weather: the runner retries. Nothing was claimed, so nothing was issued.
-            log.warning("lease claim failed", extra={"exception": type(exc).__name__})
+            log.warning("lease lookup failed", extra={"exception": type(exc).__name__})
             raise TemporarilyUnavailable(
                 "store_unavailable",
                 "the broker cannot reach its store right now; nothing was issued, retry later",

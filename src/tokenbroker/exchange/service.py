@@ -783,15 +783,7 @@ class ExchangeService:
         )
         try:
             if issue is not None and issue.fresh:
-                activation = self._reuse.activation(issue, run.token_expires_at)
-                await self._store.leases.activate(
-                    issue.lease_id,
-                    expires_at=activation.expires_at,
-                    reuse_until=activation.reuse_until,
-                    sealed=activation.sealed,
-                    sealed_until=activation.sealed_until,
-                    event=event,
-                )
+                await self._reuse.activate(issue, run.token_expires_at, event)
             else:
                 await self._store.audit.record(event)
         except Exception as exc:

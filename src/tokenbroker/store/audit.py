@@ -1,8 +1,8 @@
 """The audit aggregate: events appended by group commit, and read back newest first.
 
 Every exchange's event is committed before it answers, but events recorded while a write is in
-flight share the next write: under concurrency one INSERT of many rows replaces many INSERTs of
-one, and a lone request waits for nothing extra (its event is written at once).
+flight share the next write: under concurrency one transaction of many rows replaces many
+transactions of one, and a lone request waits for nothing extra (its event is written at once).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tokenbroker.store.engine import write_connection
 from tokenbroker.store.tables import audit_events
 
 _Pending = tuple[AuditEvent, asyncio.Future[None]]
-# Rows per INSERT: at 17 parameters a row, far below SQLite's bound-parameter limit.
+# Rows per transaction: a bound on how long one write holds the database's write lock.
 MAX_BATCH = 50
 _COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "id")
 # Text comes from tokens: NUL replaced and cut to its column's length, so a long or odd claim
@@ -31,11 +31,14 @@ _TEXT_LENGTHS: Final = {
 }
 
 
+_INSERT_EVENT = insert(audit_events)
+
+
 class AuditLog:
     """Writes audit events in arrival order, batching those that arrive during a write.
 
-    A batch is one multi-row INSERT, a single statement: atomic by itself, so when the database
-    refuses it nothing of it was written, and its events are retried one by one.
+    A batch is one transaction, so when the database refuses it nothing of it was written, and
+    its events are retried one by one.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -43,7 +46,7 @@ class AuditLog:
         self._pending: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self.writes = 0
-        """How many batches were written (one INSERT each); diagnostics."""
+        """How many batches were written (one transaction each); diagnostics."""
 
     async def record(self, event: AuditEvent) -> None:
         """Return once ``event`` is committed; raise what its write raised."""
@@ -143,11 +146,9 @@ class AuditLog:
     async def _insert(self, events: Sequence[AuditEvent]) -> None:
         self.writes += 1
         rows = [audit_row(event) for event in events]
-        # Not write_connection(): a single statement needs no BEGIN IMMEDIATE to be atomic. On
-        # SQLite it commits on its own; the commit ends PostgreSQL's implicit transaction.
-        async with self._engine.connect() as conn:
-            await conn.execute(insert(audit_events).values(rows))
-            await conn.commit()
+        # One transaction: the batch is written whole or not at all.
+        async with write_connection(self._engine) as conn:
+            await conn.execute(_INSERT_EVENT, rows)
 
 
 def audit_row(event: AuditEvent) -> dict[str, object]:

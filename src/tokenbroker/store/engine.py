@@ -3,13 +3,16 @@ the store's aggregates run on, and migrations."""
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import aiosqlite
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -29,6 +32,7 @@ _SQLITE_BUSY_TIMEOUT_MS = 5000
 # and a backend process per PostgreSQL one) costs more than waiting for a pooled connection,
 # which is short: the store never holds one across a backend call.
 _STEADY_POOL: dict[str, int] = {"pool_size": 10, "max_overflow": 0}
+_T = TypeVar("_T")
 
 
 def parse_url(url: str) -> URL:
@@ -80,24 +84,99 @@ def create_engine(url: str) -> AsyncEngine:
         if database is not None:
             Path(database).parent.mkdir(parents=True, exist_ok=True)
             pool = _STEADY_POOL  # an in-memory database has a single, static connection
-        # The pool's reset is the hook below: an unconditional rollback at every checkin was one
-        # more trip through aiosqlite's thread, usually to roll back nothing.
-        engine = create_async_engine(parsed, pool_reset_on_return=None, **pool)
+        # The pool's reset is the hook below: an unconditional rollback at every checkin would
+        # be one more statement, usually to roll back nothing.
+        engine = create_async_engine(
+            parsed,
+            async_creator=_sqlite_connector(parsed),
+            pool_reset_on_return=None,
+            **pool,
+        )
         _install_sqlite_hooks(engine)
     return engine
+
+
+class LoopThreadConnection(aiosqlite.Connection):
+    """aiosqlite's connection, its calls made on the thread that awaits them: the event loop's,
+    unless another process holds the database's lock.
+
+    aiosqlite runs each call on a thread of the connection's own and hands the result back to
+    the loop, which wakes for it: several hand-offs per statement, and more work than the
+    statement itself. The store's statements are short (small rows, indexed lookups, pages of
+    at most a thousand rows), and one process writes the file (serving several workers needs
+    PostgreSQL), so they run where they are awaited, failing at once when the file is locked.
+    A call that meets a lock (another process's transaction: an operator's ``tokenbroker db``
+    or ``keys``) waits for it on a thread instead, up to the busy timeout, while the loop
+    serves everything else. It overrides aiosqlite's thread-facing methods; the pin on
+    aiosqlite in pyproject.toml keeps them the ones it has.
+    """
+
+    async def _execute(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        if not self._running or self._connection is None:
+            raise ValueError("Connection closed")
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            # A statement that found the database busy did nothing and may run again.
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                raise
+        # This connection is its awaiting caller's alone until the call returns.
+        return await asyncio.to_thread(self._waiting_for_lock, self._connection, fn, args, kwargs)
+
+    @staticmethod
+    def _waiting_for_lock(
+        connection: sqlite3.Connection,
+        fn: Callable[..., _T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> _T:
+        connection.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            connection.execute("PRAGMA busy_timeout=0")
+
+    def __await__(self) -> Generator[Any, None, LoopThreadConnection]:
+        return self._open().__await__()
+
+    async def _open(self) -> LoopThreadConnection:
+        if self._connection is None:
+            self._connection = self._connector()
+        return self
+
+    def stop(self) -> None:
+        self._running = False
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _sqlite_connector(url: URL) -> Callable[[], Awaitable[LoopThreadConnection]]:
+    database = url.database or ":memory:"
+    uri = str(url.query.get("uri", "")).lower() in ("true", "1")
+
+    def connect_file() -> sqlite3.Connection:
+        # isolation_level None: we emit BEGIN ourselves (below), as the driver's own
+        # transaction handling would leave DDL and SELECTs outside the transaction. Any thread:
+        # the pool may close a connection from a finalizer; SQLite itself is serialized.
+        return sqlite3.connect(database, uri=uri, isolation_level=None, check_same_thread=False)
+
+    async def connect() -> LoopThreadConnection:
+        return await LoopThreadConnection(connect_file, iter_chunk_size=64)
+
+    return connect
 
 
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
-        # We emit BEGIN ourselves (below): the driver's own transaction handling would leave
-        # DDL and SELECTs outside the transaction. Foreign keys are off by default per connection.
-        dbapi_connection.isolation_level = None
+        # Foreign keys are off by default per connection.
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_TIMEOUT_MS}")
+            # Busy: fail at once, and wait on a thread instead (LoopThreadConnection).
+            cursor.execute("PRAGMA busy_timeout=0")
             cursor.execute("PRAGMA synchronous=NORMAL")
         finally:
             cursor.close()
@@ -107,8 +186,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         dbapi_connection: Any, record: ConnectionPoolEntry, reset_state: PoolResetState
     ) -> None:
         # What the pool's rollback-on-return guarded against, without its trip when there is
-        # nothing to roll back: sqlite3's in_transaction is SQLite's own autocommit flag, read
-        # in this thread (the connection is idle at checkin).
+        # nothing to roll back: sqlite3's in_transaction is SQLite's own autocommit flag.
         if reset_state.terminate_only or not reset_state.asyncio_safe:
             return
         if record.driver_connection is not None and record.driver_connection.in_transaction:
@@ -118,7 +196,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     def _on_begin(connection: Connection) -> None:
         # Writes take the write lock up front. Reads run without BEGIN (each statement its own
         # snapshot, like READ COMMITTED): the exchange's lookups are single statements, and
-        # BEGIN/ROLLBACK would each cost a trip through aiosqlite's thread.
+        # BEGIN/ROLLBACK would be two more.
         if connection.get_execution_options().get(WRITE_OPTION, False):
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 

@@ -17,7 +17,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import ColumnElement, Row, and_, case, delete, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    and_,
+    bindparam,
+    case,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -110,6 +121,14 @@ class Leases:
         """
         slot = pending.reuse_slot
         assert slot is not None
+        try:
+            # A free slot (most are): the INSERT alone, atomic by itself.
+            async with self._engine.connect() as conn:
+                await conn.execute(_INSERT_LEASE, _values(pending))
+                await conn.commit()
+            return Claimed(pending)
+        except IntegrityError:
+            pass
         stale = now - timedelta(seconds=stale_after)
         abandoned = and_(leases.c.state == "pending", leases.c.issued_at < stale)
         let_go = or_(
@@ -130,7 +149,7 @@ class Leases:
                         sealed=case((abandoned, None), else_=leases.c.sealed),
                     )
                 )
-                await conn.execute(insert(leases).values(_values(pending)))
+                await conn.execute(_INSERT_LEASE, _values(pending))
             return Claimed(pending)
         except IntegrityError:
             holder = await self.by_slot(slot)
@@ -162,7 +181,7 @@ class Leases:
                     sealed_until=sealed_until,
                 )
             )
-            await conn.execute(insert(audit_events).values([audit_row(event)]))
+            await conn.execute(insert(audit_events), [audit_row(event)])
 
     async def fail(self, lease_id: str) -> None:
         """The issue did not happen (the backend refused, or it cannot be recorded)."""
@@ -197,6 +216,12 @@ class Leases:
     async def get(self, lease_id: str) -> Lease | None:
         """One lease by id."""
         return await self._one(leases.c.id == lease_id)
+
+    async def is_active(self, lease_id: str) -> bool:
+        """Whether a lease is active (issued, and neither revoked nor expired yet)."""
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(_STATE_OF, {"lease_id": lease_id})).first()
+        return row is not None and row[0] == "active"
 
     async def by_slot(self, slot: str) -> Lease | None:
         """The lease holding a reuse slot."""
@@ -303,6 +328,10 @@ class Leases:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(leases).where(condition))).first()
         return None if row is None else _lease(row)
+
+
+_INSERT_LEASE = insert(leases)
+_STATE_OF = select(leases.c.state).where(leases.c.id == bindparam("lease_id"))
 
 
 def _values(lease: Lease) -> dict[str, object]:
