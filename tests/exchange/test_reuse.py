@@ -73,7 +73,9 @@ class Broker:
 
 
 def broker(store: Store, clock: FrozenClock, **options: float) -> Broker:  # noqa: F811
-    return Broker(store, ReuseWindow(store.leases, clock, encryption_key="k" * 32, **options))
+    return Broker(
+        store, ReuseWindow(store.leases, store.audit, clock, encryption_key="k" * 32, **options)
+    )
 
 
 async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tuple[Issue, bool]:

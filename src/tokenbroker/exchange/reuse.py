@@ -27,6 +27,7 @@ from tokenbroker.clock import Clock
 from tokenbroker.errors import TemporarilyUnavailable
 from tokenbroker.issuer.sealing import SealError, seal, unseal
 from tokenbroker.policy.models import AuditEvent, Credential
+from tokenbroker.store.audit import AuditLog
 from tokenbroker.store.leases import Claimed, Held, Lease, Leases
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ class ReuseWindow:
     def __init__(
         self,
         leases: Leases,
+        audit: AuditLog,
         clock: Clock,
         *,
         encryption_key: str,
@@ -117,6 +119,7 @@ class ReuseWindow:
         margin_seconds: int = 60,
     ) -> None:
         self._leases = leases
+        self._audit = audit
         self._clock = clock
         self._key = encryption_key
         self._reuse_seconds = reuse_seconds
@@ -172,13 +175,15 @@ class ReuseWindow:
         """Make a fresh issue's lease active, in one transaction with its audit ``event``;
         from then on its retries are served."""
         activation = self.activation(issue, token_expires_at)
-        await self._leases.activate(
-            issue.lease_id,
-            expires_at=activation.expires_at,
-            reuse_until=activation.reuse_until,
-            sealed=activation.sealed,
-            sealed_until=activation.sealed_until,
-            event=event,
+        await self._audit.record(
+            event,
+            self._leases.activation(
+                issue.lease_id,
+                expires_at=activation.expires_at,
+                reuse_until=activation.reuse_until,
+                sealed=activation.sealed,
+                sealed_until=activation.sealed_until,
+            ),
         )
         reuse_until = activation.reuse_until.timestamp()
         remembered = self._remembered

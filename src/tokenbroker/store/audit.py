@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, cast
 
-from sqlalchemy import Row, String, and_, delete, false, insert, select
+from sqlalchemy import Executable, Row, String, and_, delete, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Outcome
@@ -20,7 +21,16 @@ from tokenbroker.store import validation as check
 from tokenbroker.store.engine import write_connection
 from tokenbroker.store.tables import audit_events
 
-_Pending = tuple[AuditEvent, asyncio.Future[None]]
+
+@dataclass(frozen=True, slots=True)
+class Alongside:
+    """A statement that commits with an audit event, or not at all: a lease's activation."""
+
+    statement: Executable
+    parameters: Mapping[str, object]
+
+
+_Pending = tuple[AuditEvent, Alongside | None, asyncio.Future[None]]
 # Rows per transaction: a bound on how long one write holds the database's write lock.
 MAX_BATCH = 50
 _COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "id")
@@ -31,7 +41,7 @@ _TEXT_LENGTHS: Final = {
 }
 
 
-_INSERT_EVENT = insert(audit_events)
+INSERT_EVENT = insert(audit_events)
 
 
 class AuditLog:
@@ -48,10 +58,11 @@ class AuditLog:
         self.writes = 0
         """How many batches were written (one transaction each); diagnostics."""
 
-    async def record(self, event: AuditEvent) -> None:
-        """Return once ``event`` is committed; raise what its write raised."""
+    async def record(self, event: AuditEvent, alongside: Alongside | None = None) -> None:
+        """Return once ``event`` (and ``alongside``, in its transaction) is committed; raise what
+        its write raised."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, future))
+        self._pending.append((event, alongside, future))
         if self._writer is None:
             self._writer = asyncio.create_task(self._drain())
         # A caller cancelled here cancels only its wait: the event is still written.
@@ -132,7 +143,7 @@ class AuditLog:
 
     async def _write(self, batch: Sequence[_Pending]) -> None:
         try:
-            await self._insert([event for event, _ in batch])
+            await self._insert(batch)
         except Exception as exc:
             if len(batch) > 1:
                 # One event the database refuses must not fail the others' requests.
@@ -143,12 +154,17 @@ class AuditLog:
             return
         _settle(batch, None)
 
-    async def _insert(self, events: Sequence[AuditEvent]) -> None:
+    async def _insert(self, batch: Sequence[_Pending]) -> None:
         self.writes += 1
-        rows = [audit_row(event) for event in events]
+        statements: dict[Executable, list[Mapping[str, object]]] = {}
+        for _, alongside, _ in batch:
+            if alongside is not None:
+                statements.setdefault(alongside.statement, []).append(alongside.parameters)
         # One transaction: the batch is written whole or not at all.
         async with write_connection(self._engine) as conn:
-            await conn.execute(_INSERT_EVENT, rows)
+            for statement, parameters in statements.items():
+                await conn.execute(statement, parameters)
+            await conn.execute(INSERT_EVENT, [audit_row(event) for event, _, _ in batch])
 
 
 def audit_row(event: AuditEvent) -> dict[str, object]:
@@ -170,7 +186,7 @@ def audit_row(event: AuditEvent) -> dict[str, object]:
 
 
 def _settle(batch: Sequence[_Pending], error: Exception | None) -> None:
-    for _, future in batch:
+    for _, _, future in batch:
         if future.done():  # its caller was cancelled
             continue
         if error is None:

@@ -33,10 +33,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.errors import UnprocessableEntity
-from tokenbroker.policy.models import AuditEvent
-from tokenbroker.store.audit import audit_row
+from tokenbroker.store.audit import Alongside
 from tokenbroker.store.engine import write_connection
-from tokenbroker.store.tables import audit_events, leases, token_uses
+from tokenbroker.store.tables import leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
 LEASE_STATES: tuple[LeaseState, ...] = ("pending", "active", "revoked", "expired", "failed")
@@ -108,7 +107,8 @@ class Held:
 
 
 class Leases:
-    """Leases in the store; every method is its own transaction."""
+    """Leases in the store; every method is its own transaction, but an activation commits
+    with the audit event of its issue (``AuditLog.record``)."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
@@ -158,7 +158,7 @@ class Leases:
                 return await self.claim(pending, now, stale_after=stale_after)
             return Held(holder)
 
-    async def activate(
+    def activation(
         self,
         lease_id: str,
         *,
@@ -166,22 +166,18 @@ class Leases:
         reuse_until: datetime,
         sealed: str,
         sealed_until: datetime,
-        event: AuditEvent,
-    ) -> None:
-        """Mark the pending lease issued and commit the audit event of its issue with it."""
-        async with write_connection(self._engine) as conn:
-            await conn.execute(
-                update(leases)
-                .where(leases.c.id == lease_id, leases.c.state == "pending")
-                .values(
-                    state="active",
-                    expires_at=expires_at,
-                    reuse_until=reuse_until,
-                    sealed=sealed,
-                    sealed_until=sealed_until,
-                )
-            )
-            await conn.execute(insert(audit_events), [audit_row(event)])
+    ) -> Alongside:
+        """What marks the pending lease issued, to commit with the audit event of its issue."""
+        return Alongside(
+            _ACTIVATE,
+            {
+                "lease_id": lease_id,
+                "new_expires_at": expires_at,
+                "new_reuse_until": reuse_until,
+                "new_sealed": sealed,
+                "new_sealed_until": sealed_until,
+            },
+        )
 
     async def fail(self, lease_id: str) -> None:
         """The issue did not happen (the backend refused, or it cannot be recorded)."""
@@ -331,6 +327,18 @@ class Leases:
 
 
 _INSERT_LEASE = insert(leases)
+# Bound parameters may not be named after the columns they set.
+_ACTIVATE = (
+    update(leases)
+    .where(leases.c.id == bindparam("lease_id"), leases.c.state == "pending")
+    .values(
+        state="active",
+        expires_at=bindparam("new_expires_at"),
+        reuse_until=bindparam("new_reuse_until"),
+        sealed=bindparam("new_sealed"),
+        sealed_until=bindparam("new_sealed_until"),
+    )
+)
 _STATE_OF = select(leases.c.state).where(leases.c.id == bindparam("lease_id"))
 
 

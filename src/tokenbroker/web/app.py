@@ -209,6 +209,7 @@ async def _exchange_service(app: web.Application) -> AsyncIterator[None]:
     rate_limiter = open_rate_limiter(settings.rate_limit, clock)
     reuse = ReuseWindow(
         app[keys.STORE].leases,
+        app[keys.STORE].audit,
         clock,
         encryption_key=await store_encryption_key(settings, app[keys.STORE]),
         reuse_seconds=settings.exchange.reuse_seconds,
