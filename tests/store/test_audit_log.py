@@ -18,6 +18,7 @@ from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
 from tokenbroker.store.audit import AuditLog
 from tokenbroker.store.engine import create_engine
+from tokenbroker.store.group_commit import GroupCommit
 
 EVENT = AuditEvent(
     time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
@@ -43,7 +44,7 @@ async def engine(store: Store, store_url: str) -> AsyncIterator[AsyncEngine]:
 @pytest.fixture
 async def writer(engine: AsyncEngine) -> AsyncIterator[AuditLog]:
     """An audit log on ``engine``; flushed afterwards."""
-    log = AuditLog(engine)
+    log = AuditLog(engine, GroupCommit(engine))
     yield log
     await log.flush()
 

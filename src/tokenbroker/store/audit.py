@@ -1,77 +1,50 @@
-"""The audit aggregate: events appended by group commit, and read back newest first.
-
-Every exchange's event is committed before it answers, but events recorded while a write is in
-flight share the next write: under concurrency one transaction of many rows replaces many
-transactions of one, and a lone request waits for nothing extra (its event is written at once).
-"""
+"""The audit aggregate: events appended by group commit (group_commit.py), and read back
+newest first. Every exchange's event is committed before it answers."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Final, cast
 
-from sqlalchemy import Executable, Row, String, and_, delete, false, insert, select
+from sqlalchemy import Row, String, and_, delete, false, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Outcome
 from tokenbroker.store import validation as check
 from tokenbroker.store.engine import write_connection
+from tokenbroker.store.group_commit import GroupCommit, Statement
 from tokenbroker.store.tables import audit_events
 
-
-@dataclass(frozen=True, slots=True)
-class Alongside:
-    """A statement that commits with an audit event, or not at all: a lease's activation."""
-
-    statement: Executable
-    parameters: Mapping[str, object]
-
-
-_Pending = tuple[AuditEvent, Alongside | None, asyncio.Future[None]]
-# Rows per transaction: a bound on how long one write holds the database's write lock.
-MAX_BATCH = 50
-_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "id")
 # Text comes from tokens: NUL replaced and cut to its column's length, so a long or odd claim
 # is stored rather than refused.
+_COLUMNS: Final = tuple(c.name for c in audit_events.columns if c.name != "id")
 _TEXT_LENGTHS: Final = {
     c.name: c.type.length for c in audit_events.columns if isinstance(c.type, String)
 }
-
-
-INSERT_EVENT = insert(audit_events)
+_INSERT_EVENT = insert(audit_events)
 
 
 class AuditLog:
-    """Writes audit events in arrival order, batching those that arrive during a write.
+    """Audit events, each committed through the store's group commit before its caller goes on."""
 
-    A batch is one transaction, so when the database refuses it nothing of it was written, and
-    its events are retried one by one.
-    """
-
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
         self._engine = engine
-        self._pending: list[_Pending] = []
-        self._writer: asyncio.Task[None] | None = None
-        self.writes = 0
-        """How many batches were written (one transaction each); diagnostics."""
+        self._commits = commits
 
-    async def record(self, event: AuditEvent, alongside: Alongside | None = None) -> None:
-        """Return once ``event`` (and ``alongside``, in its transaction) is committed; raise what
-        its write raised."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((event, alongside, future))
-        if self._writer is None:
-            self._writer = asyncio.create_task(self._drain())
-        # A caller cancelled here cancels only its wait: the event is still written.
-        await future
+    @property
+    def writes(self) -> int:
+        """How many transactions the store's group commit wrote; diagnostics."""
+        return self._commits.transactions
+
+    async def record(self, event: AuditEvent, *alongside: Statement) -> None:
+        """Return once ``event`` (and what goes ``alongside`` it, in its transaction) is
+        committed; raise what its write raised."""
+        await self._commits.write([*alongside, Statement(_INSERT_EVENT, audit_row(event))])
 
     async def flush(self) -> None:
         """Wait until every event recorded so far is written."""
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self._commits.flush()
 
     async def events(
         self,
@@ -132,40 +105,6 @@ class AuditLog:
         async with write_connection(self._engine) as conn:
             await conn.execute(delete(audit_events).where(false()))
 
-    async def _drain(self) -> None:
-        try:
-            while self._pending:
-                batch = self._pending[:MAX_BATCH]
-                del self._pending[:MAX_BATCH]
-                await self._write(batch)
-        finally:
-            self._writer = None
-
-    async def _write(self, batch: Sequence[_Pending]) -> None:
-        try:
-            await self._insert(batch)
-        except Exception as exc:
-            if len(batch) > 1:
-                # One event the database refuses must not fail the others' requests.
-                for item in batch:
-                    await self._write([item])
-                return
-            _settle(batch, exc)
-            return
-        _settle(batch, None)
-
-    async def _insert(self, batch: Sequence[_Pending]) -> None:
-        self.writes += 1
-        statements: dict[Executable, list[Mapping[str, object]]] = {}
-        for _, alongside, _ in batch:
-            if alongside is not None:
-                statements.setdefault(alongside.statement, []).append(alongside.parameters)
-        # One transaction: the batch is written whole or not at all.
-        async with write_connection(self._engine) as conn:
-            for statement, parameters in statements.items():
-                await conn.execute(statement, parameters)
-            await conn.execute(INSERT_EVENT, [audit_row(event) for event, _, _ in batch])
-
 
 def audit_row(event: AuditEvent) -> dict[str, object]:
     """The row of an event: text fitted to its column (NUL replaced, surrogates escaped)."""
@@ -183,16 +122,6 @@ def audit_row(event: AuditEvent) -> dict[str, object]:
                 value = value[:length]
         row[name] = value
     return row
-
-
-def _settle(batch: Sequence[_Pending], error: Exception | None) -> None:
-    for _, _, future in batch:
-        if future.done():  # its caller was cancelled
-            continue
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
 
 
 def _audit_event(row: Row[tuple[object, ...]]) -> AuditEvent:

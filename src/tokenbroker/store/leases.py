@@ -33,8 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.errors import UnprocessableEntity
-from tokenbroker.store.audit import Alongside
 from tokenbroker.store.engine import write_connection
+from tokenbroker.store.group_commit import GroupCommit, Statement
 from tokenbroker.store.tables import leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
@@ -110,8 +110,9 @@ class Leases:
     """Leases in the store; every method is its own transaction, but an activation commits
     with the audit event of its issue (``AuditLog.record``)."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
         self._engine = engine
+        self._commits = commits
 
     async def claim(self, pending: Lease, now: datetime, *, stale_after: float) -> Claimed | Held:
         """Insert ``pending`` under its slot, or answer the lease that holds the slot.
@@ -122,10 +123,8 @@ class Leases:
         slot = pending.reuse_slot
         assert slot is not None
         try:
-            # A free slot (most are): the INSERT alone, atomic by itself.
-            async with self._engine.connect() as conn:
-                await conn.execute(_INSERT_LEASE, _values(pending))
-                await conn.commit()
+            # A free slot (most are): the INSERT alone, in the next group commit.
+            await self._commits.write([Statement(_INSERT_LEASE, _values(pending))])
             return Claimed(pending)
         except IntegrityError:
             pass
@@ -166,9 +165,9 @@ class Leases:
         reuse_until: datetime,
         sealed: str,
         sealed_until: datetime,
-    ) -> Alongside:
+    ) -> Statement:
         """What marks the pending lease issued, to commit with the audit event of its issue."""
-        return Alongside(
+        return Statement(
             _ACTIVATE,
             {
                 "lease_id": lease_id,

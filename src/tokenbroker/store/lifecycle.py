@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokenbroker.store import engine as engines
 from tokenbroker.store.audit import AuditLog
 from tokenbroker.store.engine import Connections
+from tokenbroker.store.group_commit import GroupCommit
 from tokenbroker.store.leases import Leases
 from tokenbroker.store.policy import Policy, bump_revision
 from tokenbroker.store.policy_cache import PolicyCache
@@ -69,9 +70,10 @@ class Store:
         """Organizations, credentials, assignments and the exchange's lookup."""
         self.keys = SigningKeys(per_call)
         """The issuer's signing keys, sealed (keystore.py unseals them)."""
-        self.audit = AuditLog(engine)
+        commits = GroupCommit(engine)
+        self.audit = AuditLog(engine, commits)
         """The audit trail: appended by group commit, read newest first."""
-        self.leases = Leases(engine)
+        self.leases = Leases(engine, commits)
         """Every credential issued, from its claim to its end."""
 
     @classmethod
