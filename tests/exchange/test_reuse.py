@@ -184,6 +184,19 @@ async def test_a_revoked_lease_is_never_handed_out_again(
     assert (again.lease_id != first.lease_id, reused, issuer.calls) == (True, False, 2)
 
 
+async def test_a_lease_revoked_by_another_broker_is_not_handed_out_by_the_one_that_issued_it(
+    reuse: Broker, second_broker: Store
+) -> None:
+    # The issuing broker remembers its issue for retries; the revocation is the other's.
+    issuer = CountingIssuer()
+    first, _ = await issue(reuse, issuer)
+    assert await second_broker.leases.end(
+        first.lease_id, state="revoked", now=datetime.fromtimestamp(NOW, UTC), by="test"
+    )
+    again, reused = await issue(reuse, issuer)
+    assert (again.lease_id != first.lease_id, reused, issuer.calls) == (True, False, 2)
+
+
 async def test_a_retry_on_another_broker_gets_the_first_brokers_credential(
     reuse: Broker, second_broker: Store, clock: FrozenClock
 ) -> None:
