@@ -212,7 +212,9 @@ class AdminActions:
             # The store checks every value's shape and names the key of a bad one.
             bound_claims=cast(BoundClaims, bound_claims),
         )
-        warn_on_settings(organization, cred.name, cred.type, cred.settings)
+        warn_on_settings(
+            self._store.credential_types, organization, cred.name, cred.type, cred.settings
+        )
         fields = ["token"] + (["audience"] if audience is not None else [])
         await self._audit(
             "credential_created",
@@ -251,7 +253,9 @@ class AdminActions:
             settings=settings,
             bound_claims=bound_claims,
         )
-        warn_on_settings(organization, cred.name, cred.type, cred.settings)
+        warn_on_settings(
+            self._store.credential_types, organization, cred.name, cred.type, cred.settings
+        )
         fields = [f for f in ("token", "audience") if getattr(change, f) is not UNSET]
         fields += [f"settings.{k}" for k in sorted(change.settings or {})]
         fields += [f"bound_claims.{k}" for k in sorted(change.bound_claims or {})]
