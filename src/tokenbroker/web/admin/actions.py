@@ -310,26 +310,25 @@ class AdminActions:
         """Assign a credential to a project (idempotent; audited each time it is asked)."""
         self._require_scope(organization)
         assignment = await self._store.policy.assign(organization, project, credential)
+        await self._audit_assignment("credential_assigned", organization, project, credential)
+        return assignment
+
+    async def _audit_assignment(
+        self, action: str, organization: str, project: str, credential: str
+    ) -> None:
         await self._audit(
-            "credential_assigned",
+            action,
             {"object": "assignment", "name": credential, "project": project},
             organization=organization,
             project=project,
             credential_name=credential,
         )
-        return assignment
 
     async def unassign(self, organization: str, project: str, credential: str) -> None:
         """Take a credential away from a project."""
         self._require_scope(organization)
         await self._store.policy.unassign(organization, project, credential)
-        await self._audit(
-            "credential_unassigned",
-            {"object": "assignment", "name": credential, "project": project},
-            organization=organization,
-            project=project,
-            credential_name=credential,
-        )
+        await self._audit_assignment("credential_unassigned", organization, project, credential)
 
     # -- audit ------------------------------------------------------------------------------
 
