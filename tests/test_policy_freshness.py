@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from tests.support.platform import ServedDevIssuer
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.config import parse_settings
 from tokenbroker.store import Store
 from tokenbroker.web import keys
@@ -77,7 +78,9 @@ async def test_admin_changes_apply_to_the_next_exchange_and_other_instances_afte
     assert await dry_run(client, dev_issuer) == (True, None)
 
     # Another instance (its own Store on the same database) takes the assignment away.
-    other = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+    other = await Store.open(
+        settings.store.resolved_url(settings.server.data_dir), credential_types=INSTALLED
+    )
     try:
         await other.policy.unassign("acme", PROJECT, "vault")
     finally:

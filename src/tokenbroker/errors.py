@@ -132,6 +132,20 @@ class UpstreamTimeout(BrokerError):
     status = 504
 
 
+class UnusableCredentialType(Exception):
+    """A credential type that is not installed, or whose backend cannot be loaded.
+
+    ``problem`` says which for a caller's ``type`` field, without repeating the name it gave.
+    The backend registry raises the two kinds; the store, which imports no backends, catches
+    this base.
+    """
+
+    @property
+    def problem(self) -> str:
+        """What is wrong with the type, as a field problem."""
+        return str(self)
+
+
 class ConfigError(Exception):
     """The configuration does not validate; ``problems`` holds one line per problem."""
 

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from tests.backends.conftest import SleepRecorder
 from tests.backends.contract import BackendContract, ContractCase
 from tests.support.aws import FakeSts, MotoServer, StsReply
 from tokenbroker.backends.aws import (
@@ -47,22 +48,6 @@ IDENTITY = Identity(
     deployment="96e2b169-5e4a-44a4-876b-4a5d26f4412c",
     actor="user@example.com",
 )
-
-
-class SleepRecorder:
-    """Stands in for asyncio.sleep between retries; records each backoff delay."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    """The backoff delays the backend waited, without waiting."""
-    return SleepRecorder()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -11,6 +10,7 @@ import pytest
 from bench.procs import free_port
 from pydantic import ValidationError
 
+from tests.backends.conftest import SleepRecorder
 from tests.backends.contract import BackendContract, ContractCase
 from tests.support.entra import (
     ARM_SCOPE,
@@ -54,35 +54,6 @@ ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
 SUBJECT = "auth0|6f1d4e1a3c0b4d2e9a57"
 IDENTITY = Identity(issuer="env0", org=ORG, project=PROJECT, subject=SUBJECT)
-
-
-class SleepRecorder:
-    """Stands in for asyncio.sleep between retries; records each backoff delay."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    """One frozen clock for the issuer, the stand-in and the backend."""
-    return FrozenClock(float(int(time.time())))
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    """The backoff delays the backend waited, without waiting."""
-    return SleepRecorder()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """The shared client session a backend is built with (the system trust store)."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

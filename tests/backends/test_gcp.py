@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -12,6 +10,7 @@ import pytest
 from bench.procs import free_port
 from pydantic import ValidationError
 
+from tests.backends.conftest import SleepRecorder
 from tests.backends.contract import BackendContract, ContractCase
 from tests.support.gcp import (
     DEFAULT_TOKEN_AUDIENCE,
@@ -38,35 +37,6 @@ OTHER_PROJECT = "0d7a1a2e-2c4f-4a8e-9b3e-000000000000"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 LONG_LIVED = {"service_account": SERVICE_ACCOUNT, "allow_long_lifetime": True}
 IDENTITY = Identity(issuer="env0", org=ORG, project=PROJECT, subject="auth0|63021f2ce98a11d0")
-
-
-class SleepRecorder:
-    """Stands in for asyncio.sleep between retries; records each backoff delay."""
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, seconds: float) -> None:
-        self.delays.append(seconds)
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    """One frozen clock for the issuer, the stand-in and the backend."""
-    return FrozenClock(float(int(time.time())))
-
-
-@pytest.fixture
-def sleeps() -> SleepRecorder:
-    """The backoff delays the backend waited, without waiting."""
-    return SleepRecorder()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    """The shared client session a backend is built with."""
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

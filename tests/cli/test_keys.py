@@ -11,6 +11,7 @@ from typing import TypeVar
 
 import pytest
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.cli.main import main
 from tokenbroker.clock import SystemClock
 from tokenbroker.config import load_settings
@@ -41,7 +42,9 @@ def _with_key_store(config: Path, work: Callable[[KeyStore], Awaitable[_T]]) -> 
     settings = load_settings(config)
 
     async def run() -> _T:
-        store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+        store = await Store.open(
+            settings.store.resolved_url(settings.server.data_dir), credential_types=INSTALLED
+        )
         try:
             await store.upgrade()
             return await work(await open_key_store(settings, store))

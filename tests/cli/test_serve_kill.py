@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tests.support.serve import IssuerProcess, eventually, exchange, policy, start_broker
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.store import Store
 
 # Minted locally: no backend, so the burst is as fast as the broker goes.
@@ -41,7 +42,7 @@ async def test_a_kill_9_mid_burst_leaves_no_lease_without_its_event_and_no_succe
                 answered.append(0)  # the connection died with the broker
     assert 0 < answered.count(200) < BURST
     database = broker.config_path.parent / "broker-data" / "tokenbroker.db"
-    store = await Store.open(f"sqlite+aiosqlite:///{database}")
+    store = await Store.open(f"sqlite+aiosqlite:///{database}", credential_types=INSTALLED)
     try:
         leases = await store.leases.listing(filters={}, limit=1000)
         events = await store.audit.events(limit=1000)

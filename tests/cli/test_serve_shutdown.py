@@ -30,6 +30,7 @@ from tests.support.serve import (
     start_broker,
 )
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.store import Store
 
 # Bounds on a process that should stop in well under a second once nothing holds it.
@@ -143,7 +144,7 @@ def _refused(port: int) -> bool:
 
 async def _audited_request_ids(broker: BrokerProcess) -> set[str]:
     database = broker.config_path.parent / "broker-data" / "tokenbroker.db"
-    store = await Store.open(f"sqlite+aiosqlite:///{database}")
+    store = await Store.open(f"sqlite+aiosqlite:///{database}", credential_types=INSTALLED)
     try:
         return {event.request_id for event in await store.audit.events(limit=1000)}
     finally:

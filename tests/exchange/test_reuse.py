@@ -16,6 +16,7 @@ import pytest
 
 from tests.store.conftest import store, store_url  # noqa: F401 (fixtures)
 from tokenbroker.backends.base import IssuedCredential
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.clock import FrozenClock
 from tokenbroker.errors import TemporarilyUnavailable
 from tokenbroker.exchange.reuse import Issue, LeaseFacts, ReuseKey, ReuseWindow
@@ -107,7 +108,7 @@ def reuse(store: Store, clock: FrozenClock) -> Broker:  # noqa: F811
 @pytest.fixture
 async def second_broker(store_url: str, store: Store) -> AsyncIterator[Store]:  # noqa: F811
     """Another broker's store on the same database (already migrated by ``store``)."""
-    other = await Store.open(store_url)
+    other = await Store.open(store_url, credential_types=INSTALLED)
     yield other
     await other.close()
 

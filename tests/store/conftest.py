@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.postgres import fresh_postgres_schema
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import Organization
 from tokenbroker.store import Store
 
@@ -30,7 +31,7 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 @pytest.fixture
 async def store(store_url: str) -> AsyncIterator[Store]:
     """A migrated, empty store."""
-    opened = await Store.open(store_url)
+    opened = await Store.open(store_url, credential_types=INSTALLED)
     await opened.upgrade()
     yield opened
     await opened.close()

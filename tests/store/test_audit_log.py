@@ -14,6 +14,7 @@ from sqlalchemy import event, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
 from tokenbroker.store.audit import AuditLog
@@ -209,7 +210,7 @@ async def test_no_transaction_is_left_open_on_the_pooled_connection(
 
 
 async def test_an_in_memory_sqlite_store_records_its_audit_events() -> None:
-    store = Store(create_engine("sqlite+aiosqlite://"))
+    store = Store(create_engine("sqlite+aiosqlite://"), credential_types=INSTALLED)
     try:
         await store.upgrade()
         await store.audit.record(EVENT)
@@ -251,7 +252,7 @@ async def test_a_write_while_another_connection_holds_the_write_lock_waits_off_t
 
 async def test_closing_the_store_closes_its_audit_connections(tmp_path: Path) -> None:
     database = tmp_path / "store.db"
-    store = await Store.open(f"sqlite+aiosqlite:///{database}")
+    store = await Store.open(f"sqlite+aiosqlite:///{database}", credential_types=INSTALLED)
     await store.upgrade()
     await store.audit.record(EVENT)
     assert _wal_bytes(database) is not None

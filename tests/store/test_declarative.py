@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.store.helpers import VAULT_SETTINGS, snapshot
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.errors import ConfigError
 from tokenbroker.store import Store
@@ -247,7 +248,7 @@ async def test_a_credential_at_a_non_public_address_is_refused_at_config_load(
 async def test_a_loopback_credential_is_applied_when_private_backends_are_allowed(
     store_url: str,
 ) -> None:
-    store = await Store.open(store_url, allow_private_backends=True)
+    store = await Store.open(store_url, allow_private_backends=True, credential_types=INSTALLED)
     await store.upgrade()
     try:
         credential = {

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.store.helpers import VAULT_SETTINGS
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent, Organization
 from tokenbroker.store import Store
 
@@ -107,7 +108,7 @@ async def test_a_recorded_audit_event_is_committed_and_seen_by_another_connectio
         client_address="127.0.0.1",
     )
     await store.audit.record(event)
-    other = await Store.open(store_url)
+    other = await Store.open(store_url, credential_types=INSTALLED)
     try:
         (seen,) = await other.audit.events()
     finally:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, update
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.config.models import SigningSettings
@@ -106,7 +107,9 @@ async def test_concurrent_updates_keep_every_change(store: Store) -> None:
 
 
 async def test_an_unreachable_database_is_a_key_store_error_naming_no_secret() -> None:
-    unreachable = await Store.open("postgresql+asyncpg://tokenbroker:hunter2@127.0.0.1:9/none")
+    unreachable = await Store.open(
+        "postgresql+asyncpg://tokenbroker:hunter2@127.0.0.1:9/none", credential_types=INSTALLED
+    )
     try:
         with pytest.raises(KeyStoreError, match="cannot read signing keys") as caught:
             await DbKeyStore(unreachable, ENCRYPTION_KEY).load()
@@ -226,7 +229,7 @@ async def test_an_embedded_store_generates_its_encryption_key_once_and_reuses_it
 ) -> None:
     data_dir = tmp_path / "data"
     settings = _settings(data_dir, f"sqlite+aiosqlite:///{data_dir / 'tokenbroker.db'}", None)
-    store = await Store.open(settings.store.resolved_url(data_dir))
+    store = await Store.open(settings.store.resolved_url(data_dir), credential_types=INSTALLED)
     try:
         await store.upgrade()
         key = generate_signing_key("ES256", NOW)
@@ -249,7 +252,7 @@ async def test_an_empty_generated_key_file_is_a_config_error(tmp_path: Path) -> 
     data_dir.mkdir()
     (data_dir / ENCRYPTION_KEY_FILENAME).write_text("\n")
     settings = _settings(data_dir, f"sqlite+aiosqlite:///{data_dir / 'tokenbroker.db'}", None)
-    store = await Store.open(settings.store.resolved_url(data_dir))
+    store = await Store.open(settings.store.resolved_url(data_dir), credential_types=INSTALLED)
     try:
         with pytest.raises(ConfigError) as caught:
             await open_key_store(settings, store)

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.store import Store
 from tokenbroker.store.engine import head_revision
 from tokenbroker.store.policy import assigned_credentials_query
@@ -17,7 +18,7 @@ from tokenbroker.store.tables import metadata
 
 
 async def test_upgrade_twice_leaves_the_database_at_head(store_url: str) -> None:
-    store = await Store.open(store_url)
+    store = await Store.open(store_url, credential_types=INSTALLED)
     try:
         assert await store.revision() is None
         await store.upgrade()
@@ -58,7 +59,7 @@ async def test_ping_answers_on_a_reachable_database(store: Store) -> None:
 
 async def test_ping_fails_when_the_database_is_unreachable() -> None:
     # Port 1 on loopback: nothing listens there, so the connection is refused at once.
-    store = await Store.open("postgresql+asyncpg://tb@127.0.0.1:1/none")
+    store = await Store.open("postgresql+asyncpg://tb@127.0.0.1:1/none", credential_types=INSTALLED)
     try:
         with pytest.raises(ConnectionRefusedError):
             await store.ping()
@@ -70,7 +71,7 @@ async def test_sqlite_store_creates_its_directory_and_runs_in_wal_with_foreign_k
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "nested" / "deeper" / "tb.db"
-    store = await Store.open(f"sqlite+aiosqlite:///{path}")
+    store = await Store.open(f"sqlite+aiosqlite:///{path}", credential_types=INSTALLED)
     try:
         await store.upgrade()
         assert path.parent.is_dir()
@@ -87,11 +88,13 @@ async def test_sqlite_store_creates_its_directory_and_runs_in_wal_with_foreign_k
 )
 async def test_only_the_async_drivers_are_accepted(url: str) -> None:
     with pytest.raises(ValueError, match=r"store\.url"):
-        await Store.open(url)
+        await Store.open(url, credential_types=INSTALLED)
 
 
 async def test_the_exchange_lookup_uses_indexes_not_scans(tmp_path: Path) -> None:
-    store = await Store.open(f"sqlite+aiosqlite:///{tmp_path / 'tb.db'}")
+    store = await Store.open(
+        f"sqlite+aiosqlite:///{tmp_path / 'tb.db'}", credential_types=INSTALLED
+    )
     await store.upgrade()
     await store.close()
     engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'tb.db'}")

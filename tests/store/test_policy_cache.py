@@ -9,6 +9,7 @@ from alembic import command
 from sqlalchemy import Connection, text
 
 from tests.store.helpers import VAULT_SETTINGS
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config.loader import parse_settings
 from tokenbroker.policy.models import Credential, Organization
@@ -101,7 +102,9 @@ def clock() -> FrozenClock:
 @pytest.fixture
 async def cached(store: Store, store_url: str, clock: FrozenClock) -> AsyncIterator[Store]:
     """A second store on the same database, with a policy cache whose revision is verified."""
-    opened = await Store.open(store_url, policy_cache=PolicyCache(monotonic=clock.now))
+    opened = await Store.open(
+        store_url, policy_cache=PolicyCache(monotonic=clock.now), credential_types=INSTALLED
+    )
     await opened.policy.check_revision()
     yield opened
     await opened.close()
@@ -281,7 +284,9 @@ async def test_without_polls_another_instances_change_is_served_stale_at_most_th
 async def test_two_cached_instances_see_each_others_changes(
     store_url: str, cached: Store, clock: FrozenClock
 ) -> None:
-    other = await Store.open(store_url, policy_cache=PolicyCache(monotonic=clock.now))
+    other = await Store.open(
+        store_url, policy_cache=PolicyCache(monotonic=clock.now), credential_types=INSTALLED
+    )
     try:
         await other.policy.check_revision()
         assert await names(other) == await names(cached) == ("acme", ["vault"])
@@ -315,7 +320,7 @@ async def test_a_database_at_0001_gets_the_revision_row_on_upgrade(store_url: st
             await connection.run_sync(_upgrade_to_0001)
     finally:
         await engine.dispose()
-    store = await Store.open(store_url)
+    store = await Store.open(store_url, credential_types=INSTALLED)
     try:
         assert await store.revision() == "0001"
         await store.upgrade()
@@ -330,7 +335,9 @@ async def test_a_database_at_0001_gets_the_revision_row_on_upgrade(store_url: st
 async def test_without_a_verified_revision_every_lookup_reads_the_database(
     store_url: str, clock: FrozenClock
 ) -> None:
-    store = await Store.open(store_url, policy_cache=PolicyCache(monotonic=clock.now))
+    store = await Store.open(
+        store_url, policy_cache=PolicyCache(monotonic=clock.now), credential_types=INSTALLED
+    )
     try:
         engine = create_engine(store_url)
         try:

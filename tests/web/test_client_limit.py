@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config import Settings, parse_settings
 from tokenbroker.policy.models import AuditEvent
@@ -146,7 +147,9 @@ async def test_floods_still_open_are_audited_at_shutdown(
     client = await aiohttp_client(create_app(settings, clock=clock))
     await flood(client, BURST + 3)
     await client.close()
-    store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+    store = await Store.open(
+        settings.store.resolved_url(settings.server.data_dir), credential_types=INSTALLED
+    )
     try:
         events = await store.audit.events()
     finally:

@@ -35,13 +35,12 @@ from botocore.exceptions import (
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
 )
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential
+from tokenbroker.backends.base import BackendContext, CredentialSettings, IssuedCredential
 from tokenbroker.clock import isoformat_utc
 from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import (
@@ -142,10 +141,8 @@ PolicyArn = Annotated[str, AfterValidator(_policy_arn)]
 StsEndpoint = Annotated[str, AfterValidator(_sts_endpoint)]
 
 
-class AwsOidcSettings(BaseModel):
+class AwsOidcSettings(CredentialSettings):
     """Settings of an ``aws_oidc`` credential: the role to assume and how."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     role_arn: RoleArn
     # A template over identity fields, rendered per exchange and sanitized for AWS.

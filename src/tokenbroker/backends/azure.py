@@ -21,9 +21,14 @@ from urllib.parse import urlsplit
 import aiohttp
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import AfterValidator, BaseModel, Field, ValidationInfo, field_validator
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential, OutboundToken
+from tokenbroker.backends.base import (
+    BackendContext,
+    CredentialSettings,
+    IssuedCredential,
+    OutboundToken,
+)
 from tokenbroker.backends.http import read_json_object
 from tokenbroker.backends.tls import PemBundle, SslContexts
 from tokenbroker.config.urls import require_backend_url
@@ -84,10 +89,8 @@ Guid = Annotated[str, AfterValidator(_guid)]
 AuthorityHost = Annotated[str, AfterValidator(_authority_host)]
 
 
-class AzureOidcSettings(BaseModel):
+class AzureOidcSettings(CredentialSettings):
     """Settings of an ``azure_oidc`` credential: the tenant, the application and what to get."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     tenant_id: str
     # The app registration's (or user-assigned managed identity's) application id.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from tokenbroker.identity.models import Identity
 
@@ -51,6 +51,13 @@ class SettingsAdvisories(Protocol):
     def advisories(self) -> list[str]:
         """Warnings to log, naming the setting; empty when there is nothing to say."""
         ...
+
+
+class CredentialSettings(BaseModel):
+    """Base of a type's settings model: an unknown key is an error, and validated settings
+    never change."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 @runtime_checkable

@@ -21,14 +21,18 @@ import aiohttp
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential, OutboundToken
+from tokenbroker.backends.base import (
+    BackendContext,
+    CredentialSettings,
+    IssuedCredential,
+    OutboundToken,
+)
 from tokenbroker.backends.http import read_json_object
 from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import (
@@ -108,10 +112,8 @@ WorkloadAudience = Annotated[str, AfterValidator(_audience)]
 TrustedUrl = Annotated[str, AfterValidator(_trusted_url)]
 
 
-class GcpOidcSettings(BaseModel):
+class GcpOidcSettings(CredentialSettings):
     """Settings of a ``gcp_oidc`` credential: the workload identity provider and what to get."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     audience: WorkloadAudience
     subject_token_type: Literal[

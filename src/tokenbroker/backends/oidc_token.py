@@ -8,17 +8,15 @@ from typing import ClassVar
 
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential
+from tokenbroker.backends.base import BackendContext, CredentialSettings, IssuedCredential
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.identity.models import Identity
 
 
-class OidcTokenSettings(BaseModel):
+class OidcTokenSettings(CredentialSettings):
     """No settings of its own: the credential's ``audience`` and ``token = "mint"`` say it all."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class OidcTokenBackend:

@@ -13,24 +13,35 @@ from importlib.metadata import EntryPoint, entry_points
 
 from pydantic import BaseModel
 
-from tokenbroker.backends.base import Backend, BackendContext, BackendFactory
+from tokenbroker.backends.base import (
+    Backend,
+    BackendContext,
+    BackendFactory,
+    CredentialTraits,
+    SettingsAdvisories,
+    traits_of,
+)
+from tokenbroker.errors import UnusableCredentialType
 
 ENTRY_POINT_GROUP = "tokenbroker.backends"
 _EXTRA_MARKER = re.compile(r"""extra\s*==\s*["']([^"']+)["']""")
 _REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
-class UnknownCredentialType(LookupError):
+class UnknownCredentialType(UnusableCredentialType, LookupError):
     """No installed backend provides this credential type."""
 
     def __init__(self, type_name: str, known: list[str]) -> None:
-        super().__init__(
-            f"unknown credential type {type_name!r}; installed types: {', '.join(known) or 'none'}"
-        )
+        self._installed = f"installed types: {', '.join(known) or 'none'}"
+        super().__init__(f"unknown credential type {type_name!r}; {self._installed}")
         self.type_name = type_name
 
+    @property
+    def problem(self) -> str:
+        return f"unknown credential type; {self._installed}"
 
-class BackendUnavailable(ImportError):
+
+class BackendUnavailable(UnusableCredentialType, ImportError):
     """The backend is registered but its module or a dependency of it cannot be imported."""
 
 
@@ -87,6 +98,30 @@ def backend_class(type_name: str) -> BackendFactory:
 def settings_model_for(type_name: str) -> type[BaseModel]:
     """The pydantic schema a credential of this type must validate against."""
     return backend_class(type_name).settings_model
+
+
+class InstalledTypes:
+    """The installed credential types, as the store asks about them (its ``CredentialTypes``).
+
+    The store imports no backends: whoever builds one hands it :data:`INSTALLED`. Each method
+    raises UnknownCredentialType or BackendUnavailable.
+    """
+
+    def settings_model(self, type_name: str) -> type[BaseModel]:
+        """The pydantic schema a credential of this type must validate against."""
+        return settings_model_for(type_name)
+
+    def traits(self, type_name: str) -> CredentialTraits:
+        """What the type's backend class declares."""
+        return traits_of(backend_class(type_name))
+
+    def advisories(self, settings: BaseModel) -> list[str]:
+        """What valid settings advise against (``SettingsAdvisories``); empty when nothing."""
+        return settings.advisories() if isinstance(settings, SettingsAdvisories) else []
+
+
+INSTALLED = InstalledTypes()
+"""Every credential type installed through the entry-point group."""
 
 
 class Backends:

@@ -21,13 +21,12 @@ import aiohttp
 from pydantic import (
     AfterValidator,
     BaseModel,
-    ConfigDict,
     Field,
     ValidationInfo,
     field_validator,
 )
 
-from tokenbroker.backends.base import BackendContext, IssuedCredential
+from tokenbroker.backends.base import BackendContext, CredentialSettings, IssuedCredential
 from tokenbroker.backends.tls import PemBundle, SslContexts
 from tokenbroker.config.urls import require_backend_url
 from tokenbroker.errors import AccessDenied, BrokerError, UpstreamError, UpstreamTimeout
@@ -60,10 +59,8 @@ VaultAddress = Annotated[str, AfterValidator(_vault_address)]
 VaultPath = Annotated[str, AfterValidator(_vault_path)]
 
 
-class VaultOidcSettings(BaseModel):
+class VaultOidcSettings(CredentialSettings):
     """A ``vault_oidc`` credential's settings: env0's Address, Version, Role, Path, Namespace."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     address: VaultAddress
     # Informational, as in env0's form: the login API is the same across Vault/OpenBao versions.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 
+from tokenbroker.backends import registry
 from tokenbroker.cli.common import CliError, add_config_argument, settings_from_args
 from tokenbroker.config.models import Settings
 from tokenbroker.store import Store
@@ -30,7 +31,10 @@ def run_upgrade(args: argparse.Namespace) -> int:
 async def _upgrade(settings: Settings) -> tuple[str | None, str]:
     settings.server.data_dir.mkdir(parents=True, exist_ok=True)
     try:
-        store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+        store = await Store.open(
+            settings.store.resolved_url(settings.server.data_dir),
+            credential_types=registry.INSTALLED,
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:

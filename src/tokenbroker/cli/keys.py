@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+from tokenbroker.backends import registry
 from tokenbroker.cli.common import (
     EXIT_OK,
     CliError,
@@ -104,7 +105,10 @@ def _run(work: Coroutine[object, object, _T]) -> _T:
 async def _opened_store(settings: Settings) -> AsyncIterator[Store]:
     """The configured store, closed on exit; an unusable URL or database is a CliError."""
     try:
-        store = await Store.open(settings.store.resolved_url(settings.server.data_dir))
+        store = await Store.open(
+            settings.store.resolved_url(settings.server.data_dir),
+            credential_types=registry.INSTALLED,
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from None
     try:

@@ -48,6 +48,7 @@ from tokenbroker.client.failures import (
     UsageFailure,
 )
 from tokenbroker.client.retry import (
+    Attempt,
     Deadline,
     HttpReply,
     Notify,
@@ -91,6 +92,26 @@ class ClientRuntime:
     sleep: Sleep = asyncio.sleep
     rng: random.Random | None = None
 
+    async def send(
+        self,
+        attempt: Attempt,
+        *,
+        what: str,
+        deadline: Deadline,
+        private_ca: str = "pass --ca-cert",
+    ) -> HttpReply:
+        """``send_with_retries`` on this runtime's clock, randomness, sleep and notices."""
+        return await send_with_retries(
+            attempt,
+            what=what,
+            deadline=deadline,
+            clock=self.clock,
+            rng=self.rng,
+            sleep=self.sleep,
+            notify=self.notify,
+            private_ca=private_ca,
+        )
+
 
 def broker_url_from(options: ExchangeOptions, env: Mapping[str, str]) -> str:
     """``--broker``, else ``$TOKENBROKER_URL``."""
@@ -129,14 +150,8 @@ async def read_platform_token(
     if isinstance(source, EnvVariableSource):
         return PlatformToken(token_from_text(env.get(source.variable, ""), described), described)
     assert isinstance(source, RequestedTokenSource)
-    reply = await send_with_retries(
-        token_request_attempt(http, source, audience),
-        what=source.endpoint(),
-        deadline=deadline,
-        clock=runtime.clock,
-        rng=runtime.rng,
-        sleep=runtime.sleep,
-        notify=runtime.notify,
+    reply = await runtime.send(
+        token_request_attempt(http, source, audience), what=source.endpoint(), deadline=deadline
     )
     if reply.status == 200:
         return PlatformToken(parse_token_response(reply.body, source), described)
@@ -210,7 +225,7 @@ async def ask_broker(
         source, env, http=http, audience=options.audience, deadline=deadline, runtime=runtime
     )
     runtime.notify(f"using the platform token from {token.source}")
-    return await send_with_retries(
+    return await runtime.send(
         broker_attempt(
             http,
             url,
@@ -220,10 +235,6 @@ async def ask_broker(
         ),
         what="the broker",
         deadline=deadline,
-        clock=runtime.clock,
-        rng=runtime.rng,
-        sleep=runtime.sleep,
-        notify=runtime.notify,
     )
 
 
@@ -243,14 +254,10 @@ async def revoke_at_broker(
         token = await read_platform_token(
             source, env, http=http, audience=options.audience, deadline=deadline, runtime=runtime
         )
-        reply = await send_with_retries(
+        reply = await runtime.send(
             broker_attempt(http, url, token.value, body={"job": True}),
             what="the broker",
             deadline=deadline,
-            clock=runtime.clock,
-            rng=runtime.rng,
-            sleep=runtime.sleep,
-            notify=runtime.notify,
         )
     if reply.status != 200:
         raise failure_for_reply(reply)

@@ -19,7 +19,7 @@ import aiohttp
 from tokenbroker import __version__
 from tokenbroker.client.exchange import DEFAULT_TIMEOUT_SECONDS, ClientRuntime, ssl_context
 from tokenbroker.client.failures import Unavailable, UsageFailure
-from tokenbroker.client.retry import Deadline, HttpReply, post_attempt, send_with_retries
+from tokenbroker.client.retry import Deadline, HttpReply, post_attempt
 from tokenbroker.config.urls import require_trusted_url
 
 # Vault's namespace paths, as the broker accepts them: segments of these, joined by '/'.
@@ -131,7 +131,7 @@ async def revoke_vault_token(held: VaultTokenHeld, runtime: ClientRuntime) -> No
     )
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls)) as http:
         try:
-            reply = await send_with_retries(
+            reply = await runtime.send(
                 post_attempt(
                     http,
                     url,
@@ -141,10 +141,6 @@ async def revoke_vault_token(held: VaultTokenHeld, runtime: ClientRuntime) -> No
                 ),
                 what=f"Vault at {held.address}",
                 deadline=Deadline(runtime.clock, DEFAULT_TIMEOUT_SECONDS),
-                clock=runtime.clock,
-                rng=runtime.rng,
-                sleep=runtime.sleep,
-                notify=runtime.notify,
                 private_ca="set VAULT_CACERT to its CA bundle",
             )
         except Unavailable as exc:

@@ -7,14 +7,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    # Only the type: config load applies these rules too, and imports no backends.
-    from tokenbroker.backends.base import CredentialTraits
+from typing import Protocol
 
 
-def mint_audience(audience: object, traits: CredentialTraits | None) -> str | None:
+class TypeTraits(Protocol):
+    """What these rules read of a credential type (``backends.base.CredentialTraits`` is one):
+    config load and the store apply them too, and import no backends."""
+
+    @property
+    def type_name(self) -> str: ...
+
+    @property
+    def mint_only(self) -> bool: ...
+
+    @property
+    def default_mint_audience(self) -> str | None: ...
+
+
+def mint_audience(audience: object, traits: TypeTraits | None) -> str | None:
     """The audience a minted outbound token gets: the credential's own, else its type's default."""
     if isinstance(audience, str) and audience:
         return audience
@@ -22,7 +32,7 @@ def mint_audience(audience: object, traits: CredentialTraits | None) -> str | No
 
 
 def token_mode_problems(
-    token: object, audience: object, traits: CredentialTraits | None
+    token: object, audience: object, traits: TypeTraits | None
 ) -> list[tuple[str, str]]:
     """(field, problem) pairs for a credential's ``token`` mode and ``audience``.
 

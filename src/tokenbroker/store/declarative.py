@@ -27,7 +27,7 @@ _ATTEMPTS = 3
 async def apply_declarative(store: Store, settings: Settings) -> None:
     """Make the store hold what the config declares; ConfigError lines name each bad entry."""
     clean_settings = _checked_credential_settings(
-        settings.credentials, settings.security.allow_private_backends
+        store.credential_types, settings.credentials, settings.security.allow_private_backends
     )
     for attempt in range(_ATTEMPTS):
         try:
@@ -56,18 +56,19 @@ class _EntryError(Exception):
 
 
 def _checked_credential_settings(
-    entries: list[CredentialConfig], allow_private_backends: bool
+    types: check.CredentialTypes, entries: list[CredentialConfig], allow_private_backends: bool
 ) -> list[dict[str, object]]:
     # Every problem of every credential at once, before the store is touched.
     lines: list[str] = []
     cleaned: list[dict[str, object]] = []
     for index, entry in enumerate(entries):
         problems = check.Problems()
-        check.check_token_mode(problems, entry.type, entry.token, entry.audience)
+        check.check_token_mode(problems, types, entry.type, entry.token, entry.audience)
         check.check_bound_claims(problems, entry.bound_claims)
         cleaned.append(
             check.check_settings(
                 problems,
+                types,
                 entry.type,
                 entry.settings,
                 allow_private_backends=allow_private_backends,
@@ -79,7 +80,7 @@ def _checked_credential_settings(
     if lines:
         raise ConfigError(lines)
     for entry, clean in zip(entries, cleaned, strict=True):
-        check.warn_on_settings(entry.organization, entry.name, entry.type, clean)
+        check.warn_on_settings(types, entry.organization, entry.name, entry.type, clean)
     return cleaned
 
 

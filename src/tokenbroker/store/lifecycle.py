@@ -23,6 +23,7 @@ from tokenbroker.store.policy import Policy, bump_revision
 from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.store.signing_keys import SigningKeys
 from tokenbroker.store.tables import metadata
+from tokenbroker.store.validation import CredentialTypes
 
 # Held for the length of an upgrade on PostgreSQL, so instances starting together migrate once.
 _MIGRATION_LOCK_ID = 0x746F6B656E62726B  # "tokenbrk"
@@ -31,11 +32,17 @@ _MIGRATION_LOCK_ID = 0x746F6B656E62726B  # "tokenbrk"
 class UnitOfWork:
     """The store's policy and signing keys on one connection, in its owner's transaction."""
 
-    def __init__(self, connection: AsyncConnection, *, allow_private_backends: bool) -> None:
+    def __init__(
+        self,
+        connection: AsyncConnection,
+        types: CredentialTypes,
+        *,
+        allow_private_backends: bool,
+    ) -> None:
         self.connection = connection
         """The connection every statement runs on (for the store's own plumbing and tests)."""
         joined = Connections.joined(connection)
-        self.policy = Policy(joined, allow_private_backends=allow_private_backends)
+        self.policy = Policy(joined, types, allow_private_backends=allow_private_backends)
         self.keys = SigningKeys(joined)
 
     async def count(self, table: str) -> int:
@@ -51,21 +58,29 @@ class Store:
     Every mutation runs in one transaction: when it raises, nothing of it was written. With a
     ``policy_cache`` the exchange's lookup is answered from memory (see policy_cache.py for
     why that stays correct); the server runs ``store.policy.watch_revision()`` beside it.
+    ``credential_types`` are the types its credentials may have (the store imports no
+    backends: its builder passes ``backends.registry.INSTALLED``).
     """
 
     def __init__(
         self,
         engine: AsyncEngine,
         *,
+        credential_types: CredentialTypes,
         policy_cache: PolicyCache | None = None,
         allow_private_backends: bool = False,
     ) -> None:
         self._engine = engine
         self._policy_cache = policy_cache
         self._allow_private_backends = allow_private_backends
+        self.credential_types = credential_types
+        """What the store knows of credential types (settings schemas, traits)."""
         per_call = Connections(writing=self._policy_write, reading=engine.connect)
         self.policy = Policy(
-            per_call, cache=policy_cache, allow_private_backends=allow_private_backends
+            per_call,
+            credential_types,
+            cache=policy_cache,
+            allow_private_backends=allow_private_backends,
         )
         """Organizations, credentials, assignments and the exchange's lookup."""
         self.keys = SigningKeys(per_call)
@@ -81,6 +96,7 @@ class Store:
         cls,
         url: str,
         *,
+        credential_types: CredentialTypes,
         policy_cache: PolicyCache | None = None,
         allow_private_backends: bool = False,
     ) -> Store:
@@ -90,6 +106,7 @@ class Store:
         """
         return cls(
             engines.create_engine(url),
+            credential_types=credential_types,
             policy_cache=policy_cache,
             allow_private_backends=allow_private_backends,
         )
@@ -138,14 +155,19 @@ class Store:
         ends, empties this store's policy cache before the caller goes on.
         """
         async with self._policy_write() as connection:
-            yield UnitOfWork(connection, allow_private_backends=self._allow_private_backends)
+            yield self._unit(connection)
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[UnitOfWork]:
         """The aggregates for reads on one connection (each statement sees what was committed
         before it)."""
         async with self._engine.connect() as connection:
-            yield UnitOfWork(connection, allow_private_backends=self._allow_private_backends)
+            yield self._unit(connection)
+
+    def _unit(self, connection: AsyncConnection) -> UnitOfWork:
+        return UnitOfWork(
+            connection, self.credential_types, allow_private_backends=self._allow_private_backends
+        )
 
     @asynccontextmanager
     async def _policy_write(self) -> AsyncIterator[AsyncConnection]:

@@ -56,11 +56,13 @@ class Policy:
     def __init__(
         self,
         connections: Connections,
+        types: check.CredentialTypes,
         *,
         cache: PolicyCache | None = None,
         allow_private_backends: bool = False,
     ) -> None:
         self._connections = connections
+        self._types = types
         self._cache = cache
         # [security] allow_private_backends: credential URLs may name private addresses.
         self._allow_private_backends = allow_private_backends
@@ -267,13 +269,15 @@ class Policy:
         bound_claims: Mapping[str, str | list[str]],
     ) -> Credential:
         """The credential as it will be stored (id not known yet), or UnprocessableEntity."""
-        check.check_token_mode(problems, type, token, audience)
-        candidate = check.minted_audience(organization, name, type, token, audience)
+        types = self._types
+        check.check_token_mode(problems, types, type, token, audience)
+        candidate = check.minted_audience(types, organization, name, type, token, audience)
         if candidate is not None:
-            check.check_audience_unshared(problems, candidate, await _minted_audiences(conn))
+            minted = await _minted_audiences(conn, types)
+            check.check_audience_unshared(problems, candidate, minted)
         claims = check.check_bound_claims(problems, bound_claims)
         clean_settings = check.check_settings(
-            problems, type, settings, allow_private_backends=self._allow_private_backends
+            problems, types, type, settings, allow_private_backends=self._allow_private_backends
         )
         problems.raise_if_any("invalid_credential", "credential")
         return Credential(
@@ -732,7 +736,9 @@ def _credential_not_found(organization: str, name: str) -> NotFound:
     )
 
 
-async def _minted_audiences(conn: AsyncConnection) -> list[MintedAudience]:
+async def _minted_audiences(
+    conn: AsyncConnection, types: check.CredentialTypes
+) -> list[MintedAudience]:
     """Every stored mint credential's audience, across organizations."""
     rows = await conn.execute(
         select(organizations.c.name, credentials.c.name, credentials.c.type, credentials.c.audience)
@@ -741,7 +747,7 @@ async def _minted_audiences(conn: AsyncConnection) -> list[MintedAudience]:
     )
     found = []
     for org, name, type_name, audience in rows:
-        minted = check.minted_audience(org, name, type_name, "mint", audience)
+        minted = check.minted_audience(types, org, name, type_name, "mint", audience)
         if minted is not None:
             found.append(minted)
     return found

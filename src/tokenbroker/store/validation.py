@@ -1,29 +1,29 @@
 """Checks on what the store is asked to keep: pure functions that raise UnprocessableEntity.
 
 The admin API feeds the store directly, so the store checks every field itself and names each
-problem (``settings.role``, ``bound_claims./repo``) the way the caller spelled it.
+problem (``settings.role``, ``bound_claims./repo``) the way the caller spelled it. What a
+credential type is comes from the :class:`CredentialTypes` the store was built with: the store
+imports no backends.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import cast
+from typing import Protocol, cast
 
 from pydantic import BaseModel, ValidationError
 
-from tokenbroker.backends import registry
-from tokenbroker.backends.base import SettingsAdvisories, traits_of
 from tokenbroker.config.models import NAME_PATTERN
 from tokenbroker.config.urls import url_context
-from tokenbroker.errors import UnprocessableEntity
+from tokenbroker.errors import UnprocessableEntity, UnusableCredentialType
 from tokenbroker.policy.bound_claims import split_json_pointer
 from tokenbroker.policy.models import BoundClaims, TokenMode
 from tokenbroker.policy.rules import (
     MintedAudience,
+    TypeTraits,
     audience_conflicts,
     mint_audience,
     token_mode_problems,
@@ -43,6 +43,27 @@ MAX_BOUND_VALUES = 256
 MAX_AUDIT_PAGE = 1000
 # Ids are 64-bit on PostgreSQL; a larger number cannot even be sent as a parameter.
 MAX_ID = 2**63 - 1
+
+
+class CredentialTypes(Protocol):
+    """The credential types a store may keep, handed to it by whoever builds it
+    (``backends.registry.INSTALLED``: the installed ones).
+
+    ``settings_model`` and ``traits`` raise UnusableCredentialType for a type that is not
+    installed or cannot be loaded.
+    """
+
+    def settings_model(self, type_name: str) -> type[BaseModel]:
+        """The schema a credential's settings must validate against."""
+        ...
+
+    def traits(self, type_name: str) -> TypeTraits:
+        """What the type declares: mint only, its default mint audience."""
+        ...
+
+    def advisories(self, settings: BaseModel) -> list[str]:
+        """What valid settings advise against, a sentence each; empty when nothing."""
+        ...
 
 
 @dataclass
@@ -79,35 +100,47 @@ def check_text(problems: Problems, field_name: str, value: object, limit: int = 
 
 
 def check_token_mode(
-    problems: Problems, type_name: object, token: object, audience: object
+    problems: Problems,
+    types: CredentialTypes,
+    type_name: object,
+    token: object,
+    audience: object,
 ) -> None:
     """``token`` is passthrough or mint, as the type allows; an audience is a short string."""
     if token not in TOKEN_MODES:
         problems.add("token", "must be 'passthrough' or 'mint'")
     if audience is not None:
         check_text(problems, "audience", audience, MAX_AUDIENCE)
-    traits = None
-    if isinstance(type_name, str):
-        with contextlib.suppress(registry.UnknownCredentialType, registry.BackendUnavailable):
-            traits = traits_of(registry.backend_class(type_name))
+    traits = _traits(types, type_name) if isinstance(type_name, str) else None
     for field_name, message in token_mode_problems(token, audience, traits):
         problems.add(field_name, message)
 
 
 def minted_audience(
-    organization: str, name: str, type_name: str, token: str, audience: str | None
+    types: CredentialTypes,
+    organization: str,
+    name: str,
+    type_name: str,
+    token: str,
+    audience: str | None,
 ) -> MintedAudience | None:
     """What a credential mints for, as the audience rule sees it; None when it mints nothing."""
     if token != "mint":
         return None
-    traits = None
-    with contextlib.suppress(registry.UnknownCredentialType, registry.BackendUnavailable):
-        traits = traits_of(registry.backend_class(type_name))
+    traits = _traits(types, type_name)
     effective = mint_audience(audience, traits)
     if effective is None:
         return None
     handed_out = traits is not None and traits.mint_only
     return MintedAudience(organization, name, effective, handed_out)
+
+
+def _traits(types: CredentialTypes, type_name: str) -> TypeTraits | None:
+    # None for an unusable type: check_settings reports it as the ``type`` field's problem.
+    try:
+        return types.traits(type_name)
+    except UnusableCredentialType:
+        return None
 
 
 def check_audience_unshared(
@@ -149,20 +182,21 @@ def check_bound_claims(problems: Problems, bound_claims: object) -> BoundClaims:
 
 
 def check_settings(
-    problems: Problems, type_name: str, settings: object, *, allow_private_backends: bool
+    problems: Problems,
+    types: CredentialTypes,
+    type_name: str,
+    settings: object,
+    *,
+    allow_private_backends: bool,
 ) -> dict[str, object]:
     """Validate settings with the credential type's schema; the JSON form of the result.
 
     ``allow_private_backends`` is ``[security]``'s: whether URLs may name private addresses.
     """
     try:
-        model = registry.settings_model_for(type_name)
-    except registry.UnknownCredentialType:
-        known = ", ".join(registry.credential_types()) or "none"
-        problems.add("type", f"unknown credential type; installed types: {known}")
-        return {}
-    except registry.BackendUnavailable as exc:
-        problems.add("type", str(exc))
+        model = types.settings_model(type_name)
+    except UnusableCredentialType as exc:
+        problems.add("type", exc.problem)
         return {}
     if not isinstance(settings, Mapping):
         problems.add("settings", "must be an object")
@@ -181,16 +215,18 @@ def check_settings(
 
 
 def warn_on_settings(
-    organization: str, name: str, type_name: str, settings: Mapping[str, object]
+    types: CredentialTypes,
+    organization: str,
+    name: str,
+    type_name: str,
+    settings: Mapping[str, object],
 ) -> list[str]:
     """Log (WARNING) what the type's schema advises against in valid settings; return it."""
     try:
-        validated = registry.settings_model_for(type_name).model_validate(dict(settings))
-    except (registry.UnknownCredentialType, registry.BackendUnavailable, ValidationError):
+        validated = types.settings_model(type_name).model_validate(dict(settings))
+    except (UnusableCredentialType, ValidationError):
         return []  # reported as problems by check_settings
-    if not isinstance(validated, SettingsAdvisories):
-        return []
-    advisories = validated.advisories()
+    advisories = types.advisories(validated)
     for advice in advisories:
         logger.warning("credential %s of organization %s: %s", name, organization, advice)
     return advisories

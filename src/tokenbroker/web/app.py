@@ -18,6 +18,7 @@ from aiohappyeyeballs import AddrInfoType
 from aiohttp import web
 
 from tokenbroker import __version__
+from tokenbroker.backends import registry
 from tokenbroker.backends.base import BackendContext
 from tokenbroker.backends.registry import Backends
 from tokenbroker.clock import Clock, SystemClock
@@ -147,6 +148,7 @@ async def _store(app: web.Application) -> AsyncIterator[None]:
     # The exchange's policy lookup from memory; changes made elsewhere show within 1 s.
     store = await Store.open(
         settings.store.resolved_url(settings.server.data_dir),
+        credential_types=registry.INSTALLED,
         policy_cache=PolicyCache(),
         allow_private_backends=settings.security.allow_private_backends,
     )

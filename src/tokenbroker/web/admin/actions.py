@@ -15,7 +15,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import cast
+from typing import TypeVar, cast
 
 from aiohttp import web
 
@@ -42,6 +42,8 @@ from tokenbroker.web.admin.auth import ADMIN_PRINCIPAL, AdminPrincipal
 from tokenbroker.web.admin.schemas import AuditQuery, LeaseQuery, merge_patch, unprocessable
 
 log = logging.getLogger(__name__)
+
+_Row = TypeVar("_Row")
 
 
 def organization_not_found(name: str) -> NotFound:
@@ -108,6 +110,13 @@ class AdminActions:
         """404 for an org-scoped admin: broker-wide things (signing keys) are not theirs."""
         if not self.principal.is_global:
             raise _not_found(what)
+
+    def _listed(self, organization: str | None) -> list[str] | None:
+        """The organizations a listing may show (None: all); a named one must be in scope."""
+        if organization is not None:
+            self._require_scope(organization)
+        scope = self.principal.organizations
+        return None if scope is None else sorted(scope)
 
     def _require_scope(self, organization: str) -> None:
         if not self.principal.may_see(organization):
@@ -212,7 +221,9 @@ class AdminActions:
             # The store checks every value's shape and names the key of a bad one.
             bound_claims=cast(BoundClaims, bound_claims),
         )
-        warn_on_settings(organization, cred.name, cred.type, cred.settings)
+        warn_on_settings(
+            self._store.credential_types, organization, cred.name, cred.type, cred.settings
+        )
         fields = ["token"] + (["audience"] if audience is not None else [])
         await self._audit(
             "credential_created",
@@ -251,7 +262,9 @@ class AdminActions:
             settings=settings,
             bound_claims=bound_claims,
         )
-        warn_on_settings(organization, cred.name, cred.type, cred.settings)
+        warn_on_settings(
+            self._store.credential_types, organization, cred.name, cred.type, cred.settings
+        )
         fields = [f for f in ("token", "audience") if getattr(change, f) is not UNSET]
         fields += [f"settings.{k}" for k in sorted(change.settings or {})]
         fields += [f"bound_claims.{k}" for k in sorted(change.bound_claims or {})]
@@ -297,38 +310,34 @@ class AdminActions:
         """Assign a credential to a project (idempotent; audited each time it is asked)."""
         self._require_scope(organization)
         assignment = await self._store.policy.assign(organization, project, credential)
+        await self._audit_assignment("credential_assigned", organization, project, credential)
+        return assignment
+
+    async def _audit_assignment(
+        self, action: str, organization: str, project: str, credential: str
+    ) -> None:
         await self._audit(
-            "credential_assigned",
+            action,
             {"object": "assignment", "name": credential, "project": project},
             organization=organization,
             project=project,
             credential_name=credential,
         )
-        return assignment
 
     async def unassign(self, organization: str, project: str, credential: str) -> None:
         """Take a credential away from a project."""
         self._require_scope(organization)
         await self._store.policy.unassign(organization, project, credential)
-        await self._audit(
-            "credential_unassigned",
-            {"object": "assignment", "name": credential, "project": project},
-            organization=organization,
-            project=project,
-            credential_name=credential,
-        )
+        await self._audit_assignment("credential_unassigned", organization, project, credential)
 
     # -- audit ------------------------------------------------------------------------------
 
     async def audit_events(self, query: AuditQuery) -> AuditPage:
         """A page of the audit trail this admin may see, newest first."""
-        if query.organization is not None:
-            self._require_scope(query.organization)
-        scope = self.principal.organizations
         # One more than asked tells whether another page exists without a second query.
         events = await self._store.audit.events(
             organization=query.organization,
-            organizations=None if scope is None else sorted(scope),
+            organizations=self._listed(query.organization),
             project=query.project,
             credential=query.credential,
             outcome=query.outcome,
@@ -337,15 +346,13 @@ class AdminActions:
             limit=query.limit + 1,
             before_id=query.before,
         )
-        page = events[: query.limit]
-        more = len(events) > query.limit
-        return AuditPage(page, page[-1].id if more and page else None)
+        page, last = _first_page(events, query.limit)
+        return AuditPage(page, last.id if last is not None else None)
 
     async def audit_event(self, event_id: int) -> AuditEvent:
         """One audit event this admin may see, by id (404 otherwise)."""
-        scope = self.principal.organizations
         found = await self._store.audit.events(
-            organizations=None if scope is None else sorted(scope),
+            organizations=self._listed(None),
             before_id=event_id + 1,
             limit=1,
         )
@@ -357,9 +364,6 @@ class AdminActions:
 
     async def leases(self, query: LeaseQuery) -> LeasePage:
         """A page of the leases this admin may see, newest first."""
-        if query.organization is not None:
-            self._require_scope(query.organization)
-        scope = self.principal.organizations
         found = await self._store.leases.listing(
             filters={
                 "organization": query.organization,
@@ -368,13 +372,12 @@ class AdminActions:
                 "state": query.state,
                 "job": query.job,
             },
-            organizations=None if scope is None else sorted(scope),
+            organizations=self._listed(query.organization),
             limit=query.limit + 1,
             before=query.before,
         )
-        page = found[: query.limit]
-        more = len(found) > query.limit
-        return LeasePage(page, page[-1].id if more and page else None)
+        page, last = _first_page(found, query.limit)
+        return LeasePage(page, last.id if last is not None else None)
 
     async def revoke_lease(self, lease_id: str) -> RevokedCredentials:
         """Revoke an active lease at its backend where its type allows it."""
@@ -506,3 +509,9 @@ def admin_actions(request: web.Request, principal: AdminPrincipal | None = None)
         service=app.get(keys.SERVICE),
         client_address=request.remote,
     )
+
+
+def _first_page(rows: list[_Row], limit: int) -> tuple[list[_Row], _Row | None]:
+    """The first ``limit`` of ``limit + 1`` rows fetched, and its last row when more follow."""
+    page = rows[:limit]
+    return page, page[-1] if len(rows) > limit and page else None

@@ -32,6 +32,7 @@ from tokenbroker.web.console.layout import (
     form_field,
     link,
     page,
+    pager,
     scope_filters,
     section,
     table,
@@ -155,11 +156,9 @@ async def audit(request: web.Request) -> web.Response:
         empty="No event matches these filters.",
     )
     kept = {k: raw[k] for k in _FILTERS if raw.get(k)}
-    pager = []
-    if query.before is not None:
-        pager.append(link(url("audit", **kept), "Newest"))
-    if page_of.next is not None:
-        pager.append(link(url("audit", before=page_of.next, **kept), "Older events"))
+    pages = pager(
+        "audit", kept, before=query.before, older=page_of.next, older_label="Older events"
+    )
     body = join(
         [
             section(
@@ -168,15 +167,7 @@ async def audit(request: web.Request) -> web.Response:
             ),
             section(
                 "Events",
-                join(
-                    [
-                        listing,
-                        render(
-                            '<nav class="pager" aria-label="Pages">{links}</nav>',
-                            links=join(pager, " "),
-                        ),
-                    ]
-                ),
+                join([listing, pages]),
             ),
         ]
     )

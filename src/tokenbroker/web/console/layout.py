@@ -246,6 +246,19 @@ def field_errors(problems: Sequence[tuple[str, str]]) -> Callable[[str], str | N
     return error
 
 
+def pager(
+    route: str, kept: Mapping[str, str], *, before: object, older: object, older_label: str
+) -> Markup:
+    """The links to the newest page (when this one is not) and to the ``older`` one, if any,
+    each keeping the filters ``kept``."""
+    links = []
+    if before is not None:
+        links.append(link(url(route, **kept), "Newest"))
+    if older is not None:
+        links.append(link(url(route, before=older, **kept), older_label))
+    return render('<nav class="pager" aria-label="Pages">{links}</nav>', links=join(links, " "))
+
+
 def scope_filters(
     raw: Mapping[str, str], orgs: Sequence[str], error: Callable[[str], str | None]
 ) -> list[Field]:
@@ -338,22 +351,14 @@ def form_field(f: Field) -> Markup:
     kind_class = "check" if f.kind == "checkbox" else "field"
     if f.wide:
         kind_class += " wide-field"
-    if f.kind == "checkbox":
-        return render(
-            '<div class="{k}{inv}">{control}{label}{hint}{error}</div>',
-            k=kind_class,
-            inv=" invalid" if f.error else "",
-            control=control,
-            label=label,
-            hint=hint,
-            error=error,
-        )
+    # A checkbox stands before its label; every other control after it.
+    first, second = (control, label) if f.kind == "checkbox" else (label, control)
     return render(
-        '<div class="{k}{inv}">{label}{control}{hint}{error}</div>',
+        '<div class="{k}{inv}">{first}{second}{hint}{error}</div>',
         k=kind_class,
         inv=" invalid" if f.error else "",
-        label=label,
-        control=control,
+        first=first,
+        second=second,
         hint=hint,
         error=error,
     )

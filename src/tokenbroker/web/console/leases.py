@@ -18,8 +18,8 @@ from tokenbroker.web.console.layout import (
     error_summary,
     field_errors,
     form_field,
-    link,
     page,
+    pager,
     post_button,
     scope_filters,
     section,
@@ -136,11 +136,7 @@ async def leases(request: web.Request) -> web.Response:
         empty="No lease matches these filters.",
     )
     kept = {k: raw[k] for k in _FILTERS if raw.get(k)}
-    pager = []
-    if query.before is not None:
-        pager.append(link(url("leases", **kept), "Newest"))
-    if found.next is not None:
-        pager.append(link(url("leases", before=found.next, **kept), "Older leases"))
+    pages = pager("leases", kept, before=query.before, older=found.next, older_label="Older leases")
     body = join(
         [
             section("Filters", join([error_summary(problems, set(_FILTERS)), filters])),
@@ -154,9 +150,7 @@ async def leases(request: web.Request) -> web.Response:
                             "are never handed out again and expire.</p>"
                         ),
                         listing,
-                        render(
-                            '<nav class="pager" aria-label="Pages">{l}</nav>', l=join(pager, " ")
-                        ),
+                        pages,
                     ]
                 ),
             ),

@@ -364,11 +364,13 @@ def _credential_form(
     org: str,
     type_name: str,
     current: Credential | None,
-    problems: Problems,
-    values: Mapping[str, str] | None = None,
-    claims: Sequence[tuple[str, str]] | None = None,
-    status: int = 200,
+    refused: BrokerError | None = None,
 ) -> web.Response:
+    """The credential form; after a ``refused`` submission, its problems and what was sent."""
+    problems: Problems = problems_of(refused) if refused is not None else []
+    values = _submitted_values(request) if refused is not None else None
+    claims = _submitted_claims(request) if refused is not None else None
+    status = 422 if refused is not None else 200
     specs = _specs_of(type_name)
     mint_only = traits_of(backend_class(type_name)).mint_only
     submitted = values or {}
@@ -507,7 +509,7 @@ async def new_credential(request: web.Request) -> web.Response:
     org = request.match_info["org"]
     await actions(request).organization(org)
     type_name = request.query.get("type", "")
-    return _credential_form(request, org=org, type_name=type_name, current=None, problems=[])
+    return _credential_form(request, org=org, type_name=type_name, current=None)
 
 
 def _submitted_values(request: web.Request) -> dict[str, str]:
@@ -540,16 +542,7 @@ async def create_credential(request: web.Request) -> web.Response:
             bound_claims=bound_claims_from_form(submitted),
         )
     except (UnprocessableEntity, Conflict) as exc:
-        return _credential_form(
-            request,
-            org=org,
-            type_name=type_name,
-            current=None,
-            problems=problems_of(exc),
-            values=_submitted_values(request),
-            claims=_submitted_claims(request),
-            status=422,
-        )
+        return _credential_form(request, org=org, type_name=type_name, current=None, refused=exc)
     flash(request, f"Credential {name} created.")
     return redirect(url("organizations", org))
 
@@ -558,7 +551,7 @@ async def edit_credential(request: web.Request) -> web.Response:
     """The form of an existing credential, filled with what it has (never a secret)."""
     org, name = request.match_info["org"], request.match_info["name"]
     current = await actions(request).credential(org, name)
-    return _credential_form(request, org=org, type_name=current.type, current=current, problems=[])
+    return _credential_form(request, org=org, type_name=current.type, current=current)
 
 
 async def update_credential(request: web.Request) -> web.Response:
@@ -580,14 +573,7 @@ async def update_credential(request: web.Request) -> web.Response:
         await admin.update_credential(org, name, change)
     except UnprocessableEntity as exc:
         return _credential_form(
-            request,
-            org=org,
-            type_name=current.type,
-            current=current,
-            problems=problems_of(exc),
-            values=_submitted_values(request),
-            claims=_submitted_claims(request),
-            status=422,
+            request, org=org, type_name=current.type, current=current, refused=exc
         )
     flash(request, f"Credential {name} saved.")
     return redirect(url("organizations", org))
