@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenbroker.backends import registry
 from tokenbroker.store import Store
 
 SMALL_TOTAL = 10
@@ -48,7 +49,7 @@ def _filler(count: int, credentials: int) -> Iterator[tuple[str, str]]:
 
 
 async def _fill(path: Path, total: int) -> Store:
-    store = await Store.open(f"sqlite+aiosqlite:///{path}")
+    store = await Store.open(f"sqlite+aiosqlite:///{path}", credential_types=registry.INSTALLED)
     await store.upgrade()
     await _add_organization(store, "target", _TARGET_ORG)
     target = [(_TARGET_PROJECT, f"cred-{index}") for index in range(3)]
