@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import event
 
 from tests.store.conftest import store, store_url  # noqa: F401 (fixtures)
 from tokenbroker.backends.base import IssuedCredential
@@ -131,6 +132,36 @@ async def test_different_tokens_and_changed_credentials_never_share(reuse: Broke
     await issue(reuse, issuer, ReuseKey("sha256:b", 1, "v1"))
     await issue(reuse, issuer, ReuseKey("sha256:a", 1, "v2"))
     assert issuer.calls == 3
+
+
+async def test_concurrent_retries_of_different_issues_share_one_lease_state_read(
+    reuse: Broker,
+    store: Store,  # noqa: F811
+) -> None:
+    issuer = CountingIssuer()
+    keys = [ReuseKey(f"sha256:{n}", 1, "v1") for n in range(8)]
+    firsts = [(await issue(reuse, issuer, key))[0] for key in keys]
+    revoked = firsts[3]
+    assert await store.leases.end(
+        revoked.lease_id, state="revoked", now=datetime.fromtimestamp(NOW, UTC), by="test"
+    )
+    reads: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "leases" in statement:
+            reads.append(statement)
+
+    engine = store._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        retries = await asyncio.gather(*(issue(reuse, issuer, key) for key in keys))
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # One read for the eight remembered issues, then the revoked one's new claim.
+    assert len([r for r in reads if " IN " in r.upper()]) == 1
+    assert [reused for _, reused in retries] == [n != 3 for n in range(8)]
+    assert retries[3][0].lease_id != revoked.lease_id
+    assert issuer.calls == 9
 
 
 async def test_a_repeat_after_the_reuse_window_is_a_new_issue(

@@ -33,8 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.errors import UnprocessableEntity
+from tokenbroker.store.batching import Batched, GroupCommit, Statement
 from tokenbroker.store.engine import write_connection
-from tokenbroker.store.group_commit import GroupCommit, Statement
 from tokenbroker.store.tables import leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
@@ -113,6 +113,7 @@ class Leases:
     def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
         self._engine = engine
         self._commits = commits
+        self._active: Batched[str, bool] = Batched(self._active_among)
 
     async def claim(self, pending: Lease, now: datetime, *, stale_after: float) -> Claimed | Held:
         """Insert ``pending`` under its slot, or answer the lease that holds the slot.
@@ -213,10 +214,15 @@ class Leases:
         return await self._one(leases.c.id == lease_id)
 
     async def is_active(self, lease_id: str) -> bool:
-        """Whether a lease is active (issued, and neither revoked nor expired yet)."""
+        """Whether a lease is active (issued, and neither revoked nor expired yet); the
+        questions asked at once share one read."""
+        return await self._active(lease_id)
+
+    async def _active_among(self, lease_ids: Sequence[str]) -> list[bool]:
         async with self._engine.connect() as conn:
-            row = (await conn.execute(_STATE_OF, {"lease_id": lease_id})).first()
-        return row is not None and row[0] == "active"
+            rows = await conn.execute(_ACTIVE_AMONG, {"lease_ids": sorted(set(lease_ids))})
+            active = {row[0] for row in rows}
+        return [lease_id in active for lease_id in lease_ids]
 
     async def by_slot(self, slot: str) -> Lease | None:
         """The lease holding a reuse slot."""
@@ -338,7 +344,9 @@ _ACTIVATE = (
         sealed_until=bindparam("new_sealed_until"),
     )
 )
-_STATE_OF = select(leases.c.state).where(leases.c.id == bindparam("lease_id"))
+_ACTIVE_AMONG = select(leases.c.id).where(
+    leases.c.id.in_(bindparam("lease_ids", expanding=True)), leases.c.state == "active"
+)
 
 
 def _values(lease: Lease) -> dict[str, object]:
