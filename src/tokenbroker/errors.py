@@ -28,6 +28,8 @@ class BrokerError(Exception):
         self.reason = reason
         self.description = description
         self.details: Mapping[str, object] = details or {}
+        self.logged = False
+        """Whether the refusal was logged where it was decided (the exchange's decision line)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(reason={self.reason!r}, description={self.description!r})"

@@ -355,6 +355,18 @@ async def test_an_issued_credential_is_logged_at_info_and_a_reused_one_at_debug(
     )
 
 
+async def test_a_refused_exchange_logs_one_info_line_and_an_admin_refusal_its_own(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tokenbroker")
+    assert (await broker.exchange("not.a-jwt.at-all", "prod-vault")).status == 401
+    assert (await broker.client.get("/v1/admin/organizations")).status == 401
+    lines = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    assert [name for name, _ in lines] == ["tokenbroker.exchange.service", "tokenbroker.web.errors"]
+    assert lines[0][1].startswith("exchange decided: denied (token_malformed)")
+    assert lines[1][1] == "request refused"
+
+
 async def test_the_only_assigned_credential_needs_no_name_but_several_do(broker: Broker) -> None:
     response = await broker.exchange(broker.token(), None)
     body = await assert_error(response, 400, "invalid_request", "credential_required")

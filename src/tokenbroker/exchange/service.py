@@ -401,6 +401,7 @@ class ExchangeService:
         except BrokerError as exc:
             outcome: Outcome = "error" if exc.status >= 500 else "denied"
             await self._audit(run, outcome, f"dry_run:{exc.reason}" if run.dry_run else exc.reason)
+            exc.logged = True  # by the decision's own line
             self._count(run, outcome)
             raise
         try:

@@ -89,7 +89,8 @@ async def request_context_middleware(request: web.Request, handler: Handler) -> 
         try:
             response = await handler(request)
         except BrokerError as exc:
-            log.info("request refused", extra={"reason": exc.reason, "status": exc.status})
+            if not exc.logged:
+                log.info("request refused", extra={"reason": exc.reason, "status": exc.status})
             response = broker_error_response(exc)
         except web.HTTPException as exc:
             if exc.status < 400:
