@@ -10,14 +10,16 @@ commit with them, the leases' claims: :class:`GroupCommit`) and the one read of 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from sqlalchemy import Executable
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokenbroker.store.engine import write_connection
+from tokenbroker.store.engine import WRITE_OPTION
 
 # Calls per round: a bound on how long one round holds the database (its write lock).
 MAX_BATCH = 50
@@ -49,6 +51,11 @@ class Batched(Generic[_Call, _Answer]):
             self._runner = asyncio.create_task(self._drain())
         # A caller cancelled here cancels only its wait: the call still runs.
         return await future
+
+    @property
+    def running(self) -> bool:
+        """Whether a round is running or waiting to."""
+        return self._runner is not None
 
     async def flush(self) -> None:
         """Wait until every call made so far has run."""
@@ -90,12 +97,28 @@ class Statement:
     parameters: Mapping[str, object]
 
 
-class GroupCommit:
-    """Writes batched into one transaction each round: written whole or not at all."""
+class _DeadBeforeWriting(Exception):
+    """The held connection was found dead at a round's first statement."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class GroupCommit:
+    """Writes batched into one transaction each round: written whole or not at all.
+
+    The rounds run one at a time, so they share one connection while writes keep coming: a
+    connection checked out of the pool and back per round costs more than a small round's
+    statements. The connection goes back to the pool once idle for ``idle_seconds`` (so the
+    pool's check on checkout finds one a PostgreSQL server dropped while the broker was quiet),
+    and is dropped when it failed.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, idle_seconds: float = 1.0) -> None:
         self._engine = engine
         self._batched: Batched[Sequence[Statement], None] = Batched(self._commit)
+        self._idle_seconds = idle_seconds
+        self._held: AsyncConnection | None = None
+        self._used_at = 0.0
+        self._release_check: asyncio.TimerHandle | None = None
+        self._releasing: asyncio.Task[None] | None = None
 
     @property
     def transactions(self) -> int:
@@ -110,6 +133,11 @@ class GroupCommit:
         """Wait until every write made so far is written."""
         await self._batched.flush()
 
+    async def close(self) -> None:
+        """Write what is pending, then give the connection back (before the engine's dispose)."""
+        await self.flush()
+        await self._release()
+
     async def _commit(self, writes: Sequence[Sequence[Statement]]) -> list[None]:
         # Each statement once, with every write's parameters (an executemany), in the order
         # the statements first appear: the writes of a batch are independent of each other.
@@ -117,7 +145,66 @@ class GroupCommit:
         for statements in writes:
             for item in statements:
                 grouped.setdefault(item.statement, []).append(item.parameters)
-        async with write_connection(self._engine) as conn:
-            for statement, parameters in grouped.items():
-                await conn.execute(statement, parameters)
+        try:
+            await self._transaction(grouped)
+        except _DeadBeforeWriting:
+            # Nothing of the round reached the database: its one retry, on a fresh connection
+            # (which the pool checks on checkout), is not a second write.
+            await self._transaction(grouped)
+        self._used_at = time.monotonic()
+        if self._release_check is None:
+            self._release_check = asyncio.get_running_loop().call_later(
+                self._idle_seconds, self._release_when_idle
+            )
         return [None] * len(writes)
+
+    async def _transaction(self, grouped: Mapping[Executable, list[Mapping[str, object]]]) -> None:
+        conn = await self._connection()
+        sent = False
+        try:
+            async with conn.begin():
+                for statement, parameters in grouped.items():
+                    await conn.execute(statement, parameters)
+                    sent = True
+        except DBAPIError as exc:
+            # A refused write (a unique key taken) leaves the connection as good as before.
+            if not exc.connection_invalidated:
+                raise
+            await self._release()
+            if not sent:
+                raise _DeadBeforeWriting from exc
+            raise
+        except BaseException:
+            await self._release()
+            raise
+
+    def _release_when_idle(self) -> None:
+        self._release_check = None
+        if self._held is None:
+            return
+        idle = time.monotonic() - self._used_at
+        if idle < self._idle_seconds or self._batched.running:
+            self._release_check = asyncio.get_running_loop().call_later(
+                max(self._idle_seconds - idle, 0), self._release_when_idle
+            )
+            return
+        # Taken here, not in the task: a round that starts meanwhile opens another.
+        held, self._held = self._held, None
+        self._releasing = asyncio.create_task(held.close())
+
+    async def _connection(self) -> AsyncConnection:
+        if self._held is None:
+            held = await self._engine.connect()
+            await held.execution_options(**{WRITE_OPTION: True})
+            self._held = held
+        return self._held
+
+    async def _release(self) -> None:
+        if self._release_check is not None:
+            self._release_check.cancel()
+            self._release_check = None
+        held, self._held = self._held, None
+        if held is not None:
+            await held.close()
+        if self._releasing is not None:
+            await self._releasing

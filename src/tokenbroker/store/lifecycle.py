@@ -85,7 +85,7 @@ class Store:
         """Organizations, credentials, assignments and the exchange's lookup."""
         self.keys = SigningKeys(per_call)
         """The issuer's signing keys, sealed (keystore.py unseals them)."""
-        commits = GroupCommit(engine)
+        self._commits = commits = GroupCommit(engine)
         self.audit = AuditLog(engine, commits)
         """The audit trail: appended by group commit, read newest first."""
         self.leases = Leases(engine, commits)
@@ -123,7 +123,7 @@ class Store:
 
     async def close(self) -> None:
         """Write the audit events still pending, then close every connection."""
-        await self.audit.flush()
+        await self._commits.close()
         await self._engine.dispose()
 
     async def upgrade(self) -> None:
