@@ -155,9 +155,7 @@ class ReuseWindow:
         future: asyncio.Future[Issue] = asyncio.get_running_loop().create_future()
         self._in_flight[key] = future
         try:
-            result, reused = await self._remembered_or_claim(
-                key, credential, facts, issue, orphaned
-            )
+            result, reused = await self._claim_or_wait(key, credential, facts, issue, orphaned)
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 future.cancel()
@@ -228,7 +226,7 @@ class ReuseWindow:
             return None
         return _sealed_from(plaintext)
 
-    async def _remembered_or_claim(
+    async def _claim_or_wait(
         self,
         key: ReuseKey,
         credential: Credential,
@@ -246,16 +244,6 @@ class ReuseWindow:
                     key, credential, remembered.issued, remembered.lease_id, fresh=False
                 ), True
             self._remembered.pop(key, None)
-        return await self._claim_or_wait(key, credential, facts, issue, orphaned)
-
-    async def _claim_or_wait(
-        self,
-        key: ReuseKey,
-        credential: Credential,
-        facts: LeaseFacts,
-        issue: Callable[[str], Awaitable[IssuedCredential]],
-        orphaned: Callable[[str, IssuedCredential], Awaitable[None]],
-    ) -> tuple[Issue, bool]:
         deadline = self._clock.now() + self._wait_seconds
         poll = _FIRST_POLL_SECONDS
         while True:
