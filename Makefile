@@ -30,7 +30,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) deploy-tools
 	$(BIN)/python -m bench
 
 clean:
@@ -44,7 +44,7 @@ BASE_IMAGE := localhost/debian-python:bookworm
 BASE_ROOTFS := build/debian-python-bookworm
 IMAGE ?= localhost/tokenbroker:$(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
 # Debian packages the deploy and console tests use; installed only when a command is missing.
-DEPLOY_TOOLS := podman:podman runc:runc debootstrap:debootstrap haproxy:haproxy \
+DEPLOY_TOOLS := podman:podman runc:runc debootstrap:debootstrap haproxy:haproxy wrk:wrk \
   kubectl:kubernetes-client chromium:chromium
 
 deploy-tools:
