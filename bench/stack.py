@@ -383,9 +383,11 @@ class Stack:
             tar.extractall(target, filter="data")
         return target / "src"
 
-    def start_floor(self, name: str, *, full: bool) -> tuple[str, ServerProcess]:
-        """A floor server (``bench.servers floor``): its URL and process. ``full``: it also
-        verifies the token and writes a row, else it only makes the outbound login."""
+    def start_floor(
+        self, name: str, *, verify: bool = True, write: bool = True
+    ) -> tuple[str, ServerProcess]:
+        """A floor server (``bench.servers floor``): its URL and process. It always makes the
+        outbound login; ``verify``: it checks the token first; ``write``: it writes a row."""
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
         args = [
@@ -400,7 +402,7 @@ class Stack:
             "--role",
             ROLE,
         ]
-        if full:
+        if verify:
             args += [
                 "--jwks-url",
                 self.issuer.jwks_url("env0"),
@@ -408,9 +410,9 @@ class Stack:
                 self.issuer.issuer_url("env0"),
                 "--audience",
                 ENV0_AUDIENCE,
-                "--database",
-                str(self.workdir / f"{name}.db"),
             ]
+        if write:
+            args += ["--database", str(self.workdir / f"{name}.db")]
         return url, self.serve(name, args, url)
 
     # -- tokens ----------------------------------------------------------------------------

@@ -5,8 +5,8 @@
 -- out; cycle: round and round; fixed: the first one; none: no token), body (its @TOKEN@ replaced),
 -- content_type, bearer (1: "Authorization: Bearer <token>"), expect (the status counted as
 -- success; anything but 200 makes wrk hand every response to response(), which counts each
--- status), max (stop after this many requests per thread), histogram (1: write every latency
--- value and its count, for medians over several runs).
+-- status), max (stop after this many requests per thread; wrk itself still exits only at its
+-- duration), histogram (1: write every latency value and its count, for medians over runs).
 
 local threads = {}
 
@@ -85,7 +85,7 @@ function request()
   local index = sent
   if mode == "fresh" then
     if index >= #prepared then
-      exhausted = index > #prepared
+      exhausted = true
       wrk.thread:stop()
       index = #prepared
     end
