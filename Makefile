@@ -30,7 +30,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-bench: $(STAMP) deploy-tools
+# The bench needs only wrk of the deploy tools.
+bench: $(STAMP)
+	@$(MAKE) --no-print-directory deploy-tools DEPLOY_TOOLS=wrk:wrk
 	$(BIN)/python -m bench
 
 clean:
