@@ -50,6 +50,7 @@ RETRY_BEFORE_LEASES = "before leases 0.45x hello's rate, 0.18 ms CPU/req"
 RETRY_AFTER_LEASES = "after leases 0.10x, 0.95 ms (own load generator)"
 _MANY_ISSUERS = 200
 FLOOR = "floor (verify, one outbound login, one row)"
+FLOOR_SQLITE3 = "floor, the row through sqlite3 itself"
 FLOOR_NO_ROW = "floor without the row (verify, outbound login)"
 FLOOR_OUTBOUND = "floor, outbound login only"
 _UNLIMITED = {
@@ -363,6 +364,7 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
     hello_pid = _pid(stack.hello)
     floors = {
         FLOOR: stack.start_floor("floor"),
+        FLOOR_SQLITE3: stack.start_floor("floor-sqlite3", plain_sqlite=True),
         FLOOR_NO_ROW: stack.start_floor("floor-no-row", write=False),
         FLOOR_OUTBOUND: stack.start_floor("floor-outbound", verify=False, write=False),
     }
@@ -555,7 +557,7 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
                 cpu_context(c32[label]),
                 c32[label].data(),
             )
-            for label in (FLOOR, FLOOR_NO_ROW, FLOOR_OUTBOUND)
+            for label in (FLOOR, FLOOR_SQLITE3, FLOOR_NO_ROW, FLOOR_OUTBOUND)
         ),
         _ratio_row(
             section,

@@ -5,15 +5,17 @@
 JWKS (OpenBao and the broker fetch keys from it), kept off the broker's and the loader's CPU loop.
 ``python -m bench.servers moto --port N``: moto's server (STS, IAM), also in a process of its own.
 ``python -m bench.servers floor --port N --login-url U --role R [--jwks-url J --issuer I
---audience A --database F]``: the floor of a proxied login, the least a broker must do for one
-(receive the request; verify the RS256 platform token against the cached JWKS key; one
-outbound POST of it to OpenBao's JWT login; one row written to SQLite); without ``--jwks-url``
-and ``--database`` only the request and the outbound call.
+--audience A --database F [--sqlite3]]``: the floor of a proxied login, the least a broker must
+do for one (receive the request; verify the RS256 platform token against the cached JWKS key;
+one outbound POST of it to OpenBao's JWT login; one row written to SQLite through the broker's
+engine, or with ``--sqlite3`` through the standard library's driver on the loop's thread);
+without ``--jwks-url`` and ``--database`` only the request and the outbound call.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import threading
 import time
@@ -55,6 +57,8 @@ class FloorSettings:
     issuer: str | None = None
     audience: str | None = None
     database: Path | None = None
+    # The row through sqlite3 itself (WAL, synchronous=NORMAL), not SQLAlchemy async.
+    plain_sqlite: bool = False
 
 
 _ROWS = Table(
@@ -68,6 +72,8 @@ _ROWS = Table(
 _SESSION = web.AppKey("session", aiohttp.ClientSession)
 _KEYS = web.AppKey("keys", KeySet)
 _ENGINE = web.AppKey("engine", AsyncEngine)
+_PLAIN = web.AppKey("plain", sqlite3.Connection)
+_PLAIN_INSERT = "INSERT INTO exchanges (subject, status, at) VALUES (?, ?, ?)"
 
 
 def floor_app(settings: FloorSettings) -> web.Application:
@@ -84,7 +90,16 @@ def floor_app(settings: FloorSettings) -> web.Application:
         if settings.jwks_url is not None:
             async with app[_SESSION].get(settings.jwks_url) as response:
                 app[_KEYS] = KeySet.import_key_set(await response.json())
-        if settings.database is not None:
+        if settings.database is not None and settings.plain_sqlite:
+            plain = sqlite3.connect(settings.database, isolation_level=None)
+            plain.execute("PRAGMA journal_mode=WAL")
+            plain.execute("PRAGMA synchronous=NORMAL")
+            plain.execute(
+                "CREATE TABLE IF NOT EXISTS exchanges (id INTEGER PRIMARY KEY, "
+                "subject TEXT NOT NULL, status INTEGER NOT NULL, at INTEGER NOT NULL)"
+            )
+            app[_PLAIN] = plain
+        elif settings.database is not None:
             app[_ENGINE] = create_engine(f"sqlite+aiosqlite:///{settings.database}")
             async with app[_ENGINE].begin() as connection:
                 await connection.run_sync(_ROWS.metadata.create_all)
@@ -93,6 +108,8 @@ def floor_app(settings: FloorSettings) -> web.Application:
         await app[_SESSION].close()
         if _ENGINE in app:
             await app[_ENGINE].dispose()
+        if _PLAIN in app:
+            app[_PLAIN].close()
 
     async def login(request: web.Request) -> web.Response:
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -106,6 +123,9 @@ def floor_app(settings: FloorSettings) -> web.Application:
             settings.login_url, json={"role": settings.role, "jwt": token}
         ) as response:
             body, status = await response.read(), response.status
+        if _PLAIN in request.app:
+            # Autocommit: the INSERT is its own transaction.
+            request.app[_PLAIN].execute(_PLAIN_INSERT, (subject, status, int(time.time())))
         if _ENGINE in request.app:
             async with request.app[_ENGINE].begin() as connection:
                 await connection.execute(
@@ -146,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--issuer", help="floor: the tokens' iss")
     parser.add_argument("--audience", help="floor: the tokens' aud")
     parser.add_argument("--database", type=Path, help="floor: write a row per request here")
+    parser.add_argument("--sqlite3", action="store_true", help="floor: the row through sqlite3")
     # The hello-world is the broker's ceiling: it runs on the loop the broker runs on.
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args(argv)
@@ -158,7 +179,13 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("floor needs --login-url")
         app = floor_app(
             FloorSettings(
-                args.login_url, args.role, args.jwks_url, args.issuer, args.audience, args.database
+                args.login_url,
+                args.role,
+                args.jwks_url,
+                args.issuer,
+                args.audience,
+                args.database,
+                args.sqlite3,
             )
         )
     else:

@@ -384,10 +384,11 @@ class Stack:
         return target / "src"
 
     def start_floor(
-        self, name: str, *, verify: bool = True, write: bool = True
+        self, name: str, *, verify: bool = True, write: bool = True, plain_sqlite: bool = False
     ) -> tuple[str, ServerProcess]:
         """A floor server (``bench.servers floor``): its URL and process. It always makes the
-        outbound login; ``verify``: it checks the token first; ``write``: it writes a row."""
+        outbound login; ``verify``: it checks the token first; ``write``: it writes a row
+        (``plain_sqlite``: through sqlite3 rather than the broker's engine)."""
         port = free_port()
         url = f"http://127.0.0.1:{port}/"
         args = [
@@ -413,6 +414,8 @@ class Stack:
             ]
         if write:
             args += ["--database", str(self.workdir / f"{name}.db")]
+        if plain_sqlite:
+            args.append("--sqlite3")
         return url, self.serve(name, args, url)
 
     # -- tokens ----------------------------------------------------------------------------
