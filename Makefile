@@ -30,7 +30,9 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# The bench needs only wrk of the deploy tools.
 bench: $(STAMP)
+	@$(MAKE) --no-print-directory deploy-tools DEPLOY_TOOLS=wrk:wrk
 	$(BIN)/python -m bench
 
 clean:
@@ -43,8 +45,9 @@ PODMAN := CONTAINERS_CONF=$(CONTAINERS_CONF) podman --runtime runc --cgroup-mana
 BASE_IMAGE := localhost/debian-python:bookworm
 BASE_ROOTFS := build/debian-python-bookworm
 IMAGE ?= localhost/tokenbroker:$(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml','rb'))['project']['version'])")
-# Debian packages the deploy and console tests use; installed only when a command is missing.
-DEPLOY_TOOLS := podman:podman runc:runc debootstrap:debootstrap haproxy:haproxy \
+# Debian packages the deploy and console tests and the bench (wrk) use; installed only when a
+# command is missing.
+DEPLOY_TOOLS := podman:podman runc:runc debootstrap:debootstrap haproxy:haproxy wrk:wrk \
   kubectl:kubernetes-client chromium:chromium
 
 deploy-tools:

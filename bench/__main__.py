@@ -1,11 +1,13 @@
 """``python -m bench`` (``make bench``): the whole benchmark, one table, one JSON file.
 
-Starts the local stack (dev platform issuer, OpenBao, moto, brokers, a hello-world), each server
-in its own process, mints the platform tokens, then measures: overhead over the direct call,
-the ceiling, validation cost, growth, memory, and one broker of two workers against one of a
-single worker. Every judged figure is a ratio or difference of two things measured side by
-side in this run. ``--quick`` takes about two minutes. ``--workers-scaling`` measures only the
-curve of 1..``--max-workers`` workers instead.
+Starts the local stack (dev platform issuer, OpenBao, moto, brokers, a hello-world, the floor
+servers), each server in its own process, mints the platform tokens, then measures with wrk:
+the broker's CPU per proxied login and per retry against a hello-world's and OpenBao's, the c=1
+extra over a direct login, refused requests, PostgreSQL + Redis, an A/B against another
+revision; then validation cost, growth, memory, and one broker of two workers against one of a
+single worker. Every judged figure is a ratio of two things measured in this run. ``--quick``
+takes a few minutes. ``--workers-scaling`` measures only the curve of 1..``--max-workers``
+workers instead.
 """
 
 from __future__ import annotations
@@ -21,23 +23,25 @@ from pathlib import Path
 
 from joserfc.jwk import RSAKey
 
-from bench import store_growth
-from bench.load import LoadPool, LoadWorker
+from bench import store_growth, wrk
 from bench.measure import (
     Plan,
-    measure_ceiling,
+    Pool,
     measure_growth,
+    measure_main,
     measure_memory,
-    measure_overhead,
     measure_scaling,
     measure_workers,
+    start_extras,
 )
 from bench.report import Row, table, write_json
-from bench.stack import DEFAULT_POSTGRES_URL, Stack
+from bench.stack import DEFAULT_POSTGRES_URL, DEFAULT_REDIS_URL, Stack
 from bench.validation import measure_validation
 
 RESULTS_DIR = Path(__file__).parent / "results"
-SECTIONS = ("overhead", "ceiling", "memory", "validation", "growth", "workers")
+SECTIONS = ("main", "validation", "growth", "memory", "workers")
+# Before the redesign and leases (issue 14's "before"); --baseline-rev '' skips the A/B.
+DEFAULT_BASELINE = "ba92040"
 
 
 def _log(message: str) -> None:
@@ -51,19 +55,19 @@ def run(
     store_url: str | None,
     event_loop: str = "auto",
     postgres_url: str = DEFAULT_POSTGRES_URL,
+    redis_url: str = DEFAULT_REDIS_URL,
+    baseline_revision: str = DEFAULT_BASELINE,
 ) -> list[Row]:
     """Start the stack, run the chosen sections, return their rows (in section order)."""
+    wrk.wrk_binary()
     rows: list[Row] = []
     _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
-    with (
-        Stack(
-            log_dir=keep_logs,
-            store_url=store_url,
-            event_loop=event_loop,
-            postgres_url=postgres_url,
-        ) as stack,
-        LoadWorker() as worker,
-    ):
+    with Stack(
+        log_dir=keep_logs,
+        store_url=store_url,
+        event_loop=event_loop,
+        postgres_url=postgres_url,
+    ) as stack:
         _log(f"minting {plan.token_pool:,} platform tokens (before any timing)")
         tokens = stack.mint_tokens(plan.token_pool)
         growth_token = len(tokens)
@@ -72,48 +76,53 @@ def run(
                 "env0", org=store_growth._TARGET_ORG, project=store_growth._TARGET_PROJECT
             )
         )
-        worker.set_tokens(tokens)
+        pool = Pool(plan, tokens)
+
+        def main_section() -> list[Row]:
+            _log(f"starting the other brokers (baseline: {baseline_revision or 'none'})")
+            return measure_main(
+                stack, pool, plan, start_extras(stack, baseline_revision, redis_url)
+            )
+
         steps: dict[str, Callable[[], list[Row]]] = {
-            "overhead": lambda: measure_overhead(stack, worker, plan),
-            "ceiling": lambda: measure_ceiling(stack, worker, plan),
-            "memory": lambda: measure_memory(stack, worker, plan),
+            "main": main_section,
             "validation": lambda: measure_validation(
                 stack.issuer.issuer_settings("env0"),
                 RSAKey.import_key(stack.issuer.signing_key("env0").as_dict(private=False)),
-                tokens[: plan.c1_tokens],
+                tokens[:1000],
                 plan.validation_calls,
             ),
-            "growth": lambda: measure_growth(stack, worker, plan, growth_token),
-            "workers": lambda: measure_workers(stack, worker, plan),
+            "growth": lambda: measure_growth(stack, pool, plan, growth_token),
+            "memory": lambda: measure_memory(stack, pool, plan),
+            "workers": lambda: measure_workers(stack, pool, plan),
         }
-        if "overhead" not in sections and {"ceiling", "memory"} & set(sections):
-            raise SystemExit("ceiling and memory reuse the tokens the overhead section exchanged")
         for name in SECTIONS:
             if name in sections:
                 _log(f"measuring {name}")
                 started = time.monotonic()
                 rows += steps[name]()
                 _log(f"{name} done in {time.monotonic() - started:.0f} s")
-    return sorted(rows, key=lambda row: row.section)
+    return sorted(rows, key=_section_number)
+
+
+def _section_number(row: Row) -> int:
+    number = row.section.split()[0]
+    return int(number) if number.isdigit() else 0
 
 
 def run_scaling(
     plan: Plan,
     max_workers: int,
-    load_processes: int,
     keep_logs: Path | None,
     event_loop: str,
     postgres_url: str,
 ) -> list[Row]:
     """The retry path of brokers of 1..``max_workers`` workers side by side: the curve."""
+    wrk.wrk_binary()
     _log("starting the stack (issuer, OpenBao, moto, hello-world, broker)")
-    with (
-        Stack(log_dir=keep_logs, event_loop=event_loop, postgres_url=postgres_url) as stack,
-        LoadPool(load_processes) as load,
-    ):
-        load.set_tokens(stack.mint_tokens(1))
-        _log(f"measuring 1..{max_workers} workers with {load_processes} load process(es)")
-        return measure_scaling(stack, load, max_workers, plan)
+    with Stack(log_dir=keep_logs, event_loop=event_loop, postgres_url=postgres_url) as stack:
+        _log(f"measuring 1..{max_workers} workers")
+        return measure_scaling(stack, stack.mint_tokens(1), max_workers, plan)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,10 +162,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the curve's last point (default: this machine's CPUs)",
     )
     parser.add_argument(
-        "--load-processes",
-        type=int,
-        default=max(1, (os.cpu_count() or 1) // 4),
-        help="load generator processes for the curve, c=32 each (default: a quarter of the CPUs)",
+        "--redis-url",
+        default=DEFAULT_REDIS_URL,
+        help=f"the Redis of the PostgreSQL + Redis broker's limits (default: {DEFAULT_REDIS_URL})",
+    )
+    parser.add_argument(
+        "--baseline-rev",
+        default=DEFAULT_BASELINE,
+        help="a git revision whose src runs as a second broker beside this checkout's (A/B of "
+        f"CPU per proxied login and retry); '' for none (default: {DEFAULT_BASELINE})",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--results", type=Path, default=RESULTS_DIR, help="where the JSON goes")
@@ -167,7 +181,6 @@ def main(argv: list[str] | None = None) -> int:
         rows = run_scaling(
             plan,
             args.max_workers,
-            args.load_processes,
             args.logs,
             args.event_loop,
             args.postgres_url,
@@ -180,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
             args.store_url,
             args.event_loop,
             args.postgres_url,
+            args.redis_url,
+            args.baseline_rev,
         )
     print(table(rows))
     path = write_json(
@@ -189,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "sections": ["workers-scaling"] if args.workers_scaling else args.only,
             "max_workers": args.max_workers if args.workers_scaling else None,
-            "load_processes": args.load_processes if args.workers_scaling else None,
+            "redis_url": args.redis_url,
+            "baseline_rev": args.baseline_rev,
             "postgres_url": args.postgres_url,
             "store_url": args.store_url or "sqlite (default)",
             "event_loop": args.event_loop,

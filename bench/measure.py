@@ -1,38 +1,30 @@
-"""The measurements over the network: overhead, ceiling, growth, memory, workers.
+"""The measurements over the network, load from wrk: CPU per request, latency, growth, memory.
 
-Every comparison is made in one run: at concurrency 1 the compared targets alternate request by
-request inside one job; at concurrency 32 they run as alternating phases of equal length. Load
-comes from the LoadWorker process; the brokers, OpenBao, moto and the hello-world run in theirs.
+Every comparison is made in one run: the compared targets run as phases of equal length, one
+wrk process each, the phases repeating in rounds whose order rotates (this machine's load drifts
+within seconds; many short rotating phases spread a drift over every target instead of one).
+The CPU of a server over its phases (``/proc/<pid>/stat``, its descendants included) divided by
+the requests wrk counted is its CPU per request. Every server runs in its own process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import statistics
+import sys
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import store_growth
-from bench.load import (
-    TOKEN_PLACEHOLDER,
-    Job,
-    JobResult,
-    LoadPool,
-    LoadWorker,
-    Target,
-    TargetResult,
-    Tokens,
-)
+from bench import store_growth, wrk
 from bench.procs import rss_kib, tree_cpu_seconds
-from bench.report import Row, at_most, percentile
+from bench.report import Row, at_most
 from bench.stack import (
-    AWS,
+    DEFAULT_REDIS_URL,
     PASSTHROUGH_PATH,
     ROLE,
-    ROLE_ARN,
     VAULT_MINT,
     VAULT_PASSTHROUGH,
     Broker,
@@ -40,338 +32,680 @@ from bench.stack import (
 )
 
 CONCURRENCY = 32
-OVERHEAD_TARGET_MS = 0.5
-THROUGHPUT_TARGET = 0.8
-CEILING_TARGET = 0.4
+# Issue 17's targets.
+LOGIN_HELLO_TARGET = 4.0
+LOGIN_OPENBAO_TARGET = 1.0
+MINT_HELLO_TARGET = 5.0
+C1_EXTRA_TARGET = 5.0
+RETRY_CPU_TARGET = 2.0
+RETRY_RATE_TARGET = 0.5
+REFUSED_TARGET = 0.5
+SHARED_STORE_TARGET = 1.5
 GROWTH_TARGET = 1.1
 MEMORY_TARGET_MB = 20.0
 WORKERS_TARGET = 1.5
-_WARMUP_C1 = 20
-_WARMUP_C32 = 2 * CONCURRENCY
+# The retry path as the bench measured it before and after leases (bench/README.md: round 4,
+# 2026-11-22, and the quick run of 2026-12-02): issue 14 asks for today's figure beside them.
+RETRY_BEFORE_LEASES = "before leases 0.45x hello's rate, 0.18 ms CPU/req"
+RETRY_AFTER_LEASES = "after leases 0.10x, 0.95 ms (own load generator)"
 _MANY_ISSUERS = 200
+FLOOR = "floor (verify, one outbound login, one row)"
+FLOOR_SQLITE3 = "floor, the row through sqlite3 itself"
+FLOOR_NO_ROW = "floor without the row (verify, outbound login)"
+FLOOR_OUTBOUND = "floor, outbound login only"
+_UNLIMITED = {
+    "enabled": True,
+    "requests_per_minute": 1_000_000,
+    "burst": 100_000,
+    "per_client_per_minute": 1_000_000,
+    "per_client_burst": 100_000,
+}
 
 
 @dataclass(frozen=True)
 class Plan:
-    """Sample counts and durations; ``quick()`` is the ~2 minute version."""
+    """Phase lengths and rounds; ``quick()`` is the few-minute version."""
 
-    latency_samples: int = 1000
-    # Short phases, many rounds, the order rotating: this machine's load drifts within
-    # seconds, and a drift then falls on every target alike instead of on one phase.
-    throughput_seconds: float = 2.0
-    throughput_tokens: int = 2500
+    # wrk counts time in whole seconds.
+    phase_seconds: int = 2
     rounds: int = 4
-    ceiling_rounds: int = 10
-    ceiling_seconds: float = 2.0
+    c1_rounds: int = 6
+    growth_rounds: int = 6
     validation_calls: int = 4000
-    growth_samples: int = 1000
     store_growth_iterations: int = 2000
     memory_exchanges: int = 100_000
+    # Fresh tokens one broker credential may use over the run (c=1 and c=32 phases), and
+    # OpenBao alone at c=32 and at c=1.
+    fresh_tokens: int = 24_000
 
     @classmethod
     def quick(cls) -> Plan:
-        """Fewer samples, shorter phases: for a look, not for the README."""
+        """Shorter phases, fewer rounds: for a look, not for the README."""
         return cls(
-            latency_samples=300,
-            throughput_seconds=1.0,
-            throughput_tokens=1200,
+            phase_seconds=1,
             rounds=2,
-            ceiling_rounds=2,
-            ceiling_seconds=1.0,
+            c1_rounds=2,
+            growth_rounds=2,
             validation_calls=1000,
-            growth_samples=300,
             store_growth_iterations=500,
             memory_exchanges=20_000,
+            fresh_tokens=8_000,
         )
 
     @property
-    def c1_tokens(self) -> int:
-        """Tokens the concurrency-1 job uses (warm-up included)."""
-        return _WARMUP_C1 + self.latency_samples
+    def token_pool(self) -> int:
+        """Distinct platform tokens to mint before any timing (see Pool)."""
+        return 3 * self.fresh_tokens + _REPEATED + _MEMORY_TOKENS + 1
+
+
+_MEMORY_TOKENS = 1000
+_MEMORY_CHUNK_SECONDS = 3
+_REPEATED = 500
+
+
+class Pool:
+    """The minted tokens, in ranges: ``brokers`` for proxied logins (every (broker, credential)
+    has a cursor of its own through it), OpenBao's alone (``repeated``: tokens it sees again and
+    again; ``direct_c32`` and ``direct_c1``: tokens it never saw), the memory row's, and one
+    token for retries."""
+
+    def __init__(self, plan: Plan, tokens: Sequence[str]) -> None:
+        self.tokens = tokens
+        fresh = plan.fresh_tokens
+        self.brokers = (0, fresh)
+        self.direct_c32 = (fresh, 2 * fresh)
+        self.direct_c1 = (2 * fresh, 3 * fresh)
+        self.repeated = (3 * fresh, 3 * fresh + _REPEATED)
+        self.memory = (self.repeated[1], self.repeated[1] + _MEMORY_TOKENS)
+        self.retry = self.memory[1]
+        self._cursors: dict[str, Cursor] = {}
+
+    def cursor(self, key: str, span: tuple[int, int] | None = None) -> Cursor:
+        """The fresh-token cursor of ``key`` (a broker and credential) in ``span``."""
+        start, stop = span or self.brokers
+        return self._cursors.setdefault(key, Cursor(start, stop))
+
+
+@dataclass
+class Cursor:
+    """Fresh tokens of one range: every phase starts past the tokens the earlier ones sent."""
+
+    next: int
+    stop: int
+
+    def tokens(self) -> wrk.Tokens:
+        """The unused rest of the range."""
+        return wrk.Tokens("fresh", self.next, self.stop)
+
+    def used(self, sent: int) -> None:
+        """``sent`` more tokens of the range are spent."""
+        self.next = min(self.stop, self.next + sent)
+
+
+@dataclass(frozen=True)
+class Load:
+    """One phase kind: a target, its tokens, and the process whose CPU it is charged to."""
+
+    target: wrk.Target
+    tokens: wrk.Tokens | Cursor
+    pid: int | None
 
     @property
-    def token_pool(self) -> int:
-        """Distinct platform tokens to mint before any timing."""
-        return self.c1_tokens + self.rounds * self.throughput_tokens
+    def label(self) -> str:
+        """The target's label."""
+        return self.target.label
+
+
+@dataclass
+class Totals:
+    """One label's phases added up."""
+
+    requests: int = 0
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    histogram: Counter[int] = field(default_factory=Counter)
+    exhausted: bool = False
+
+    @property
+    def rate(self) -> float:
+        """Requests per second over its phases."""
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        """CPU milliseconds of its server per request."""
+        return 1000 * self.cpu_seconds / self.requests if self.requests else 0.0
+
+    @property
+    def median_ms(self) -> float:
+        """Median latency over its phases (histogram phases only)."""
+        return wrk.median_ms(self.histogram)
+
+    def data(self) -> dict[str, object]:
+        """For the JSON file."""
+        values: dict[str, object] = {
+            "requests": self.requests,
+            "seconds": round(self.seconds, 3),
+            "rate": round(self.rate, 1),
+            "cpu_ms_per_request": round(self.cpu_ms, 4),
+        }
+        if self.histogram:
+            values["median_ms"] = round(self.median_ms, 4)
+            values["p99_ms"] = round(wrk.p99_ms(self.histogram), 4)
+        return values
+
+
+def run_rounds(
+    tokens: Sequence[str],
+    loads: Sequence[Load],
+    connections: int,
+    seconds: int,
+    rounds: int,
+    *,
+    histogram: bool = False,
+    warm: bool = True,
+) -> dict[str, Totals]:
+    """Each load alone for ``seconds`` per round, the order rotating from round to round;
+    first one unrecorded round of 1-second phases (connections, pools, caches) when ``warm``."""
+    totals = {load.label: Totals() for load in loads}
+
+    def one(load: Load, phase_seconds: int, record: bool) -> None:
+        use = load.tokens.tokens() if isinstance(load.tokens, Cursor) else load.tokens
+        cpu_before = tree_cpu_seconds(load.pid) if load.pid is not None else 0.0
+        phase = wrk.checked(
+            wrk.run(
+                load.target,
+                tokens,
+                use,
+                connections,
+                phase_seconds,
+                histogram=histogram and record,
+            )
+        )
+        cpu = tree_cpu_seconds(load.pid) - cpu_before if load.pid is not None else 0.0
+        if isinstance(load.tokens, Cursor):
+            load.tokens.used(phase.sent)
+        if phase.exhausted:
+            # wrk then idles until the phase's end: its rate is low, its CPU per request right.
+            print(f"[bench] {load.label}: its fresh tokens ran out", file=sys.stderr)
+        if record:
+            total = totals[load.label]
+            total.requests += phase.expected
+            total.seconds += phase.seconds
+            total.cpu_seconds += cpu
+            total.histogram += phase.histogram
+            total.exhausted = total.exhausted or phase.exhausted
+
+    if warm:
+        for load in loads:
+            one(load, 1, record=False)
+    for round_index in range(rounds):
+        shift = round_index % len(loads)
+        for load in [*loads[shift:], *loads[:shift]]:
+            one(load, seconds, record=True)
+    return totals
 
 
 # -- targets -------------------------------------------------------------------------------
 
 
-def vault_direct(stack: Stack, tokens: Tokens) -> Target:
+def hello_target(stack: Stack) -> wrk.Target:
+    """The aiohttp hello-world, sent what the broker is sent (a bearer token, the JSON body):
+    one HTTP request received and answered, the yardstick's unit."""
+    body = json.dumps({"credential": VAULT_PASSTHROUGH})
+    return wrk.Target("hello-world", stack.hello_url, body=body, bearer=True)
+
+
+def vault_direct(stack: Stack, label: str = "vault direct") -> wrk.Target:
     """An OpenBao JWT login with the platform token, straight to OpenBao."""
-    body = json.dumps({"role": ROLE, "jwt": TOKEN_PLACEHOLDER})
+    body = json.dumps({"role": ROLE, "jwt": wrk.TOKEN_PLACEHOLDER})
     url = f"{stack.openbao.address}/v1/auth/{PASSTHROUGH_PATH}/login"
-    return Target("vault direct", url, body=body, tokens=tokens)
-
-
-def sts_direct(stack: Stack, tokens: Tokens) -> Target:
-    """moto STS AssumeRoleWithWebIdentity with the platform token, straight to moto."""
-    body = (
-        "Action=AssumeRoleWithWebIdentity&Version=2011-06-15"
-        f"&RoleArn={ROLE_ARN}&RoleSessionName=bench&DurationSeconds=3600"
-        f"&WebIdentityToken={TOKEN_PLACEHOLDER}"
-    )
-    return Target(
-        "sts direct",
-        f"{stack.moto_url}/",
-        body=body,
-        content_type="application/x-www-form-urlencoded",
-        tokens=tokens,
-    )
+    return wrk.Target(label, url, body=body)
 
 
 def via_broker(
-    label: str, broker: Broker, credential: str, tokens: Tokens, *, dry_run: bool = False
-) -> Target:
-    """``POST /v1/exchange`` of a broker for ``credential``."""
+    label: str,
+    broker: Broker,
+    credential: str,
+    *,
+    dry_run: bool = False,
+    expect_status: int = 200,
+    headers: tuple[tuple[str, str], ...] = (),
+) -> wrk.Target:
+    """``POST /v1/exchange`` of a broker for ``credential``, the token as bearer."""
     url = broker.exchange_url + ("?dry_run=true" if dry_run else "")
     body = json.dumps({"credential": credential})
-    return Target(label, url, body=body, bearer=True, tokens=tokens)
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _ms(samples_ns: Sequence[int], fraction: float | None = None) -> float:
-    if fraction is None:
-        return statistics.median(samples_ns) / 1e6
-    return percentile(samples_ns, fraction) / 1e6
-
-
-def _checked(result: JobResult) -> JobResult:
-    for target in result.targets.values():
-        if target.count == 0 or target.errors > target.count // 100:
-            raise RuntimeError(
-                f"{target.label}: {target.count} ok, {target.errors} failed; "
-                f"first failure: {target.first_error}"
-            )
-    return result
-
-
-def _latency_context(base: TargetResult, other: TargetResult) -> str:
-    return (
-        f"median {_ms(base.latencies_ns):.2f} -> {_ms(other.latencies_ns):.2f} ms, "
-        f"p99 {_ms(base.latencies_ns, 0.99):.2f} -> {_ms(other.latencies_ns, 0.99):.2f} ms "
-        f"(n={other.count})"
+    return wrk.Target(
+        label,
+        url,
+        body=body,
+        bearer=not headers,
+        expect_status=expect_status,
+        headers=headers,
     )
 
 
-def _latency_data(result: TargetResult) -> dict[str, object]:
-    return {
-        "median_ms": round(_ms(result.latencies_ns), 3),
-        "p99_ms": round(_ms(result.latencies_ns, 0.99), 3),
-        "samples": result.count,
-    }
+def _pid(process: object) -> int:
+    pid = getattr(process, "pid", None)
+    assert isinstance(pid, int), "a server of the stack is not running"
+    return pid
+
+
+def _ratio_row(
+    section: str,
+    name: str,
+    value: float,
+    target: float | None,
+    context: str,
+    data: dict[str, object],
+    *,
+    at_least: bool = False,
+) -> Row:
+    if target is None:
+        return Row(section, name, value, "x", context=context, data=data)
+    passed = value >= target if at_least else at_most(value, target)
+    bound = f">= {target}x" if at_least else f"<= {target}x"
+    return Row(section, name, value, "x", bound, passed, context, data)
+
+
+# -- the main figures: CPU per request at c=32, latency at c=1 -------------------------------
 
 
 @dataclass
-class _Throughput:
-    count: int = 0
-    seconds: float = 0.0
-    cpu_seconds: float = 0.0
+class Extras:
+    """The brokers beside the main one (each None when not run)."""
 
-    @property
-    def rate(self) -> float:
-        return self.count / self.seconds if self.seconds else 0.0
-
-    @property
-    def cpu_ms_per_request(self) -> float:
-        return 1000 * self.cpu_seconds / self.count if self.count else 0.0
+    shared: Broker | None = None  # PostgreSQL + Redis
+    baseline: Broker | None = None  # another revision, SQLite
+    baseline_revision: str = ""
+    limited: Broker | None = None  # the pre-auth limit set low
 
 
-def _run_round(
-    worker: LoadWorker | LoadPool,
-    phases: Sequence[tuple[Target, int | None, int]],
-    seconds: float,
-    round_index: int,
-    totals: dict[str, _Throughput],
-) -> None:
-    """Run each (target, pid to count CPU of, max requests) alone at c=32 per load process,
-    adding to ``totals``. A pid's CPU includes its descendants' (a supervisor's workers).
-
-    Round ``round_index`` starts that many phases in: the order rotates from round to round.
-    """
-    shift = round_index % len(phases)
-    for target, pid, count in [*phases[shift:], *phases[:shift]]:
-        cpu_before = tree_cpu_seconds(pid) if pid is not None else 0.0
-        result = _checked(
-            worker.run(Job((target,), CONCURRENCY, count, seconds, warmup=_WARMUP_C32))
-        )
-        total = totals.setdefault(target.label, _Throughput())
-        total.count += result.targets[target.label].count
-        total.seconds += result.elapsed_seconds
-        if pid is not None:
-            total.cpu_seconds += tree_cpu_seconds(pid) - cpu_before
-
-
-def _rate_context(base: _Throughput, other: _Throughput, backend: str = "") -> str:
-    context = f"{base.rate:,.0f} -> {other.rate:,.0f} req/s"
-    if backend and base.cpu_seconds:
-        context += f", {backend} CPU {base.cpu_ms_per_request:.2f} ms/req direct"
-    if other.cpu_seconds:
-        context += f", broker CPU {other.cpu_ms_per_request:.2f} ms/req"
-    return context
-
-
-def _rate_data(result: _Throughput) -> dict[str, object]:
-    data: dict[str, object] = {
-        "requests": result.count,
-        "seconds": round(result.seconds, 3),
-        "rate": round(result.rate, 1),
-    }
-    if result.cpu_seconds:
-        data["cpu_ms_per_request"] = round(result.cpu_ms_per_request, 3)  # of that side's server
-    return data
-
-
-# -- 1. overhead over the direct call ------------------------------------------------------
-
-
-def measure_overhead(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
-    """Direct OpenBao login / moto STS vs the same through the broker, c=1 and c=32."""
-    broker = stack.brokers["main"]
-    section = "1 overhead over the direct call"
-    # One fresh token per request: the broker must call the backend every time, never
-    # answer from its idempotent-retry cache. Cache keys include the credential, so the
-    # three broker targets may share tokens; OpenBao and moto do not care about reuse.
-    fresh = Tokens("fresh", 0, plan.c1_tokens)
-    c1 = _checked(
-        worker.run(
-            Job(
-                (
-                    vault_direct(stack, fresh),
-                    via_broker("vault passthrough", broker, VAULT_PASSTHROUGH, fresh),
-                    via_broker("vault mint", broker, VAULT_MINT, fresh),
-                    sts_direct(stack, fresh),
-                    via_broker("sts via broker", broker, AWS, fresh),
-                ),
-                concurrency=1,
-                max_count=plan.latency_samples,
-                max_seconds=600,
-                warmup=_WARMUP_C1,
-            )
-        )
+def start_extras(
+    stack: Stack, baseline_revision: str | None, redis_url: str = DEFAULT_REDIS_URL
+) -> Extras:
+    """The brokers the main figures compare with: one on PostgreSQL + Redis, one whose
+    per-client limit refuses nearly everything, and one of ``baseline_revision``."""
+    policy = stack.main_policy()
+    extras = Extras()
+    extras.shared = stack.start_broker(
+        "shared",
+        [stack.env0_issuer()],
+        store_url=stack.new_postgres_schema(),
+        rate_limit={**_UNLIMITED, "redis_url": redis_url, "redis_timeout_ms": 1000},
+        organizations=policy["organizations"],
+        credentials=policy["credentials"],
+        assignments=policy["assignments"],
     )
-    rows: list[Row] = []
-    direct = c1.targets["vault direct"]
-    for label in ("vault passthrough", "vault mint"):
-        through = c1.targets[label]
-        extra = _ms(through.latencies_ns) - _ms(direct.latencies_ns)
-        rows.append(
-            Row(
-                section,
-                f"vault login c=1, {label.split()[1]}: median extra",
-                extra,
-                "ms",
-                f"<= +{OVERHEAD_TARGET_MS} ms",
-                at_most(extra, OVERHEAD_TARGET_MS),
-                f"{_ms(through.latencies_ns) / _ms(direct.latencies_ns):.2f}x; "
-                + _latency_context(direct, through),
-                {"direct": _latency_data(direct), "broker": _latency_data(through)},
+    extras.limited = stack.start_broker(
+        "limited",
+        [stack.env0_issuer()],
+        rate_limit={**_UNLIMITED, "per_client_per_minute": 1, "per_client_burst": 1},
+        organizations=policy["organizations"],
+        credentials=policy["credentials"],
+        assignments=policy["assignments"],
+    )
+    if baseline_revision:
+        extras.baseline = stack.start_broker(
+            "baseline",
+            [stack.env0_issuer()],
+            source=stack.extract_revision(baseline_revision),
+            organizations=policy["organizations"],
+            credentials=policy["credentials"],
+            assignments=policy["assignments"],
+        )
+        extras.baseline_revision = baseline_revision
+    return extras
+
+
+def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[Row]:
+    """Issue 17's rows (and issue 14's): CPU per request at c=32, the c=1 extra."""
+    broker = stack.brokers["main"]
+    hello_pid = _pid(stack.hello)
+    floors = {
+        FLOOR: stack.start_floor("floor"),
+        FLOOR_SQLITE3: stack.start_floor("floor-sqlite3", plain_sqlite=True),
+        FLOOR_NO_ROW: stack.start_floor("floor-no-row", write=False),
+        FLOOR_OUTBOUND: stack.start_floor("floor-outbound", verify=False, write=False),
+    }
+    retry_token = wrk.Tokens("fixed", pool.retry, pool.retry + 1)
+    malformed = (("Authorization", "Bearer not-a-platform-token"),)
+    loads = [
+        Load(hello_target(stack), retry_token, hello_pid),
+        # Tokens OpenBao has seen (they logged in during the warm-up round): a login of a
+        # known subject. "fresh": each token's subject is new to OpenBao, an entity per login.
+        Load(
+            vault_direct(stack, "vault direct, repeated tokens"),
+            wrk.Tokens("cycle", *pool.repeated),
+            stack.openbao.pid,
+        ),
+        Load(
+            vault_direct(stack, "vault direct, fresh tokens"),
+            pool.cursor("direct c32", pool.direct_c32),
+            stack.openbao.pid,
+        ),
+        Load(
+            via_broker("passthrough", broker, VAULT_PASSTHROUGH),
+            pool.cursor("main passthrough"),
+            broker.pid,
+        ),
+        Load(via_broker("mint", broker, VAULT_MINT), pool.cursor("main mint"), broker.pid),
+        *(
+            Load(
+                wrk.Target(label, url, bearer=True), wrk.Tokens("cycle", *pool.brokers), server.pid
+            )
+            for label, (url, server) in floors.items()
+        ),
+        Load(via_broker("retry path", broker, VAULT_PASSTHROUGH), retry_token, broker.pid),
+        Load(
+            via_broker("dry run", broker, VAULT_PASSTHROUGH, dry_run=True),
+            retry_token,
+            broker.pid,
+        ),
+        Load(
+            via_broker(
+                "malformed token", broker, VAULT_PASSTHROUGH, expect_status=401, headers=malformed
+            ),
+            wrk.NO_TOKEN,
+            broker.pid,
+        ),
+    ]
+    if extras.limited is not None:
+        loads.append(
+            Load(
+                via_broker("pre-auth 429", extras.limited, VAULT_PASSTHROUGH, expect_status=429),
+                retry_token,
+                extras.limited.pid,
             )
         )
-    sts, sts_broker = c1.targets["sts direct"], c1.targets["sts via broker"]
-    rows.append(
+    for name, other in (("shared", extras.shared), ("baseline", extras.baseline)):
+        if other is not None:
+            loads += [
+                Load(
+                    via_broker(f"{name} passthrough", other, VAULT_PASSTHROUGH),
+                    pool.cursor(f"{name} passthrough"),
+                    other.pid,
+                ),
+                Load(
+                    via_broker(f"{name} retry path", other, VAULT_PASSTHROUGH),
+                    retry_token,
+                    other.pid,
+                ),
+            ]
+    c32 = run_rounds(pool.tokens, loads, CONCURRENCY, plan.phase_seconds, plan.rounds)
+    for _, server in floors.values():
+        server.stop()
+    c1 = run_rounds(
+        pool.tokens,
+        [
+            Load(hello_target(stack), retry_token, None),
+            # Fresh tokens on both sides: OpenBao makes an entity for each, as it does for
+            # every login through the broker here.
+            Load(
+                vault_direct(stack),
+                pool.cursor("direct c1", pool.direct_c1),
+                None,
+            ),
+            Load(
+                via_broker("passthrough", broker, VAULT_PASSTHROUGH),
+                pool.cursor("main passthrough"),
+                None,
+            ),
+            Load(via_broker("mint", broker, VAULT_MINT), pool.cursor("main mint"), None),
+        ],
+        1,
+        plan.phase_seconds,
+        plan.c1_rounds,
+        histogram=True,
+    )
+    return _main_rows(c32, c1, extras)
+
+
+def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) -> list[Row]:
+    hello = c32["hello-world"]
+    repeated = c32["vault direct, repeated tokens"]
+    fresh = c32["vault direct, fresh tokens"]
+    rows: list[Row] = []
+    section = "1 yardsticks (wrk, same run)"
+    hello1, direct1 = c1["hello-world"], c1["vault direct"]
+    rows += [
         Row(
             section,
-            "moto STS c=1: median extra",
-            _ms(sts_broker.latencies_ns) - _ms(sts.latencies_ns),
-            "ms",
-            context=f"{_ms(sts_broker.latencies_ns) / _ms(sts.latencies_ns):.2f}x; "
-            + _latency_context(sts, sts_broker),
-            data={"direct": _latency_data(sts), "broker": _latency_data(sts_broker)},
-        )
-    )
+            "hello-world c=1: round trip (median)",
+            hello1.median_ms,
+            "ms each",
+            context=f"p99 {wrk.p99_ms(hello1.histogram):.3f} ms (n={hello1.requests:,})",
+            data=hello1.data(),
+        ),
+        Row(
+            section,
+            "hello-world c=32: CPU per request",
+            hello.cpu_ms,
+            "ms each",
+            context=f"{hello.rate:,.0f} req/s",
+            data=hello.data(),
+        ),
+        Row(
+            section,
+            "OpenBao JWT login c=1, fresh tokens: median",
+            direct1.median_ms,
+            "ms each",
+            context=f"p99 {wrk.p99_ms(direct1.histogram):.3f} ms (n={direct1.requests:,})",
+            data=direct1.data(),
+        ),
+        Row(
+            section,
+            "OpenBao CPU per login c=32, repeated tokens",
+            repeated.cpu_ms,
+            "ms each",
+            context=f"{repeated.rate:,.0f} logins/s",
+            data=repeated.data(),
+        ),
+        Row(
+            section,
+            "OpenBao CPU per login c=32, fresh tokens",
+            fresh.cpu_ms,
+            "ms each",
+            context=f"{fresh.rate:,.0f} logins/s (each token a new subject: a new entity)",
+            data=fresh.data(),
+        ),
+    ]
 
-    totals: dict[str, _Throughput] = {}
-    for round_index in range(plan.rounds):
-        start = plan.c1_tokens + round_index * plan.throughput_tokens
-        chunk = Tokens("fresh", start, start + plan.throughput_tokens)
-        everywhere = Tokens("cycle", 0, plan.token_pool)
-        # Fresh tokens are finite: a broker phase may end on count before time (still a rate).
-        limit, unlimited = plan.throughput_tokens - _WARMUP_C32, 10**9
-        # The backends' own CPU per request too, in the direct phases: what the broker's
-        # CPU per request is to be weighed against on a machine they share.
-        phases: list[tuple[Target, int | None, int]] = [
-            (vault_direct(stack, everywhere), stack.openbao.pid, unlimited),
-            (
-                via_broker("vault passthrough", broker, VAULT_PASSTHROUGH, chunk),
-                broker.pid,
-                limit,
-            ),
-            (via_broker("vault mint", broker, VAULT_MINT, chunk), broker.pid, limit),
-            (sts_direct(stack, everywhere), stack.moto.pid if stack.moto else None, unlimited),
-            (via_broker("sts via broker", broker, AWS, chunk), broker.pid, limit),
-        ]
-        _run_round(worker, phases, plan.throughput_seconds, round_index, totals)
-    for label, base_label, judged, backend in (
-        ("vault passthrough", "vault direct", True, "OpenBao"),
-        ("vault mint", "vault direct", True, "OpenBao"),
-        ("sts via broker", "sts direct", False, "moto"),
-    ):
-        base, other = totals[base_label], totals[label]
-        ratio = other.rate / base.rate
-        name = (
-            f"vault login c={CONCURRENCY}, {label.split()[1]}: throughput"
-            if judged
-            else f"moto STS c={CONCURRENCY}: throughput"
-        )
+    section = "2 proxied Vault login (c=32, broker CPU per request)"
+    passthrough, mint = c32["passthrough"], c32["mint"]
+    floor = c32[FLOOR]
+
+    def cpu_context(totals: Totals) -> str:
+        return f"{totals.cpu_ms:.3f} vs hello {hello.cpu_ms:.3f} ms/req, {totals.rate:,.0f} req/s"
+
+    rows += [
+        _ratio_row(
+            section,
+            "passthrough / hello-world CPU per request",
+            passthrough.cpu_ms / hello.cpu_ms,
+            LOGIN_HELLO_TARGET,
+            cpu_context(passthrough),
+            {"broker": passthrough.data(), "hello": hello.data()},
+        ),
+        _ratio_row(
+            section,
+            "passthrough / OpenBao CPU per login (repeated tokens)",
+            passthrough.cpu_ms / repeated.cpu_ms,
+            LOGIN_OPENBAO_TARGET,
+            f"{passthrough.cpu_ms:.3f} vs {repeated.cpu_ms:.3f} ms; OpenBao with fresh "
+            f"tokens {fresh.cpu_ms:.3f} ms: {passthrough.cpu_ms / fresh.cpu_ms:.2f}x",
+            {
+                "broker": passthrough.data(),
+                "openbao": repeated.data(),
+                "openbao_fresh": fresh.data(),
+            },
+        ),
+        _ratio_row(
+            section,
+            "mint (ES256) / hello-world CPU per request",
+            mint.cpu_ms / hello.cpu_ms,
+            MINT_HELLO_TARGET,
+            cpu_context(mint),
+            {"broker": mint.data(), "hello": hello.data()},
+        ),
+        *(
+            _ratio_row(
+                section,
+                f"{label} / hello-world",
+                c32[label].cpu_ms / hello.cpu_ms,
+                None,
+                cpu_context(c32[label]),
+                c32[label].data(),
+            )
+            for label in (FLOOR, FLOOR_SQLITE3, FLOOR_NO_ROW, FLOOR_OUTBOUND)
+        ),
+        _ratio_row(
+            section,
+            "passthrough / floor CPU per request",
+            passthrough.cpu_ms / floor.cpu_ms,
+            None,
+            f"{passthrough.cpu_ms:.3f} vs {floor.cpu_ms:.3f} ms/req",
+            {},
+        ),
+        _ratio_row(
+            section,
+            "passthrough throughput / direct (repeated tokens)",
+            passthrough.rate / repeated.rate,
+            None,
+            f"{repeated.rate:,.0f} -> {passthrough.rate:,.0f} req/s",
+            {},
+        ),
+        _ratio_row(
+            section,
+            "mint throughput / direct (repeated tokens)",
+            mint.rate / repeated.rate,
+            None,
+            f"{repeated.rate:,.0f} -> {mint.rate:,.0f} req/s",
+            {},
+        ),
+    ]
+
+    section = "3 proxied Vault login (c=1, median)"
+    for label, target in (("passthrough", C1_EXTRA_TARGET), ("mint", None)):
+        through = c1[label]
+        extra = through.median_ms - direct1.median_ms
         rows.append(
+            _ratio_row(
+                section,
+                f"{label}: median extra over the direct login / hello-world round trip",
+                extra / hello1.median_ms,
+                target,
+                f"+{extra:.3f} ms (median {direct1.median_ms:.3f} -> {through.median_ms:.3f} "
+                f"ms; hello {hello1.median_ms:.3f} ms; n={through.requests:,})",
+                {"broker": through.data(), "direct": direct1.data(), "hello": hello1.data()},
+            )
+        )
+
+    section = "4 retry path (same token and credential, c=32)"
+    retry, dry = c32["retry path"], c32["dry run"]
+    rows += [
+        _ratio_row(
+            section,
+            "retry path / hello-world CPU per request",
+            retry.cpu_ms / hello.cpu_ms,
+            RETRY_CPU_TARGET,
+            f"{cpu_context(retry)}; {RETRY_BEFORE_LEASES}, {RETRY_AFTER_LEASES}",
+            {"broker": retry.data(), "hello": hello.data()},
+        ),
+        _ratio_row(
+            section,
+            "retry path / hello-world rate",
+            retry.rate / hello.rate,
+            RETRY_RATE_TARGET,
+            f"{hello.rate:,.0f} -> {retry.rate:,.0f} req/s",
+            {"broker": retry.data(), "hello": hello.data()},
+            at_least=True,
+        ),
+        _ratio_row(
+            section,
+            "dry run / hello-world CPU per request",
+            dry.cpu_ms / hello.cpu_ms,
+            None,
+            cpu_context(dry),
+            dry.data(),
+        ),
+    ]
+
+    section = "5 refused requests (c=32)"
+    refused = [("malformed token (401)", c32["malformed token"])]
+    if "pre-auth 429" in c32:
+        refused.insert(0, ("pre-auth 429 (per-client limit)", c32["pre-auth 429"]))
+    for name, totals in refused:
+        rows.append(
+            _ratio_row(
+                section,
+                f"{name} / retry path CPU per request",
+                totals.cpu_ms / retry.cpu_ms,
+                REFUSED_TARGET,
+                f"{totals.cpu_ms:.3f} vs {retry.cpu_ms:.3f} ms/req, {totals.rate:,.0f} req/s",
+                totals.data(),
+            )
+        )
+
+    if extras.shared is not None:
+        section = "6 PostgreSQL + Redis (shared lease and limits, c=32)"
+        shared_login, shared_retry = c32["shared passthrough"], c32["shared retry path"]
+        rows += [
+            _ratio_row(
+                section,
+                "proxied login CPU / SQLite's",
+                shared_login.cpu_ms / passthrough.cpu_ms,
+                SHARED_STORE_TARGET,
+                f"{passthrough.cpu_ms:.3f} -> {shared_login.cpu_ms:.3f} ms/req "
+                f"({shared_login.cpu_ms / hello.cpu_ms:.1f}x hello)",
+                shared_login.data(),
+            ),
+            _ratio_row(
+                section,
+                "retry path CPU / SQLite's",
+                shared_retry.cpu_ms / retry.cpu_ms,
+                SHARED_STORE_TARGET,
+                f"{retry.cpu_ms:.3f} -> {shared_retry.cpu_ms:.3f} ms/req "
+                f"({shared_retry.cpu_ms / hello.cpu_ms:.1f}x hello; "
+                f"{shared_retry.rate / hello.rate:.2f}x hello's rate)",
+                shared_retry.data(),
+            ),
+        ]
+
+    if extras.baseline is not None:
+        section = f"7 this checkout / {extras.baseline_revision} (A/B, SQLite, c=32)"
+        base_login, base_retry = c32["baseline passthrough"], c32["baseline retry path"]
+        rows += [
             Row(
                 section,
-                name,
-                ratio,
-                "x",
-                f">= {THROUGHPUT_TARGET}x" if judged else "",
-                ratio >= THROUGHPUT_TARGET if judged else None,
-                _rate_context(base, other, backend),
-                {"direct": _rate_data(base), "broker": _rate_data(other)},
-            )
-        )
+                "proxied login: broker CPU added since the baseline",
+                passthrough.cpu_ms - base_login.cpu_ms,
+                "ms",
+                context=f"{base_login.cpu_ms:.3f} -> {passthrough.cpu_ms:.3f} ms/req",
+                data={"baseline": base_login.data(), "now": passthrough.data()},
+            ),
+            _ratio_row(
+                section,
+                "proxied login CPU / baseline's",
+                passthrough.cpu_ms / base_login.cpu_ms,
+                None,
+                f"{base_login.rate:,.0f} -> {passthrough.rate:,.0f} req/s",
+                {},
+            ),
+            _ratio_row(
+                section,
+                "retry path CPU / baseline's",
+                retry.cpu_ms / base_retry.cpu_ms,
+                None,
+                f"{base_retry.cpu_ms:.3f} -> {retry.cpu_ms:.3f} ms/req; rate "
+                f"{base_retry.rate:,.0f} -> {retry.rate:,.0f} req/s",
+                {"baseline": base_retry.data(), "now": retry.data()},
+            ),
+        ]
     return rows
 
 
-# -- 2. the ceiling ------------------------------------------------------------------------
-
-
-def measure_ceiling(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
-    """aiohttp hello-world vs the broker's idempotent-retry path and dry-run, at c=32."""
-    broker = stack.brokers["main"]
-    hello = Target("hello-world", stack.hello_url)
-    # Token 0 was exchanged for this credential during the overhead runs: every request
-    # here is a retry answered from the cache (validation, policy, audit; no backend call).
-    fixed = Tokens("fixed", 0)
-    retry = via_broker("retry path", broker, VAULT_PASSTHROUGH, fixed)
-    dry = via_broker("dry run", broker, VAULT_PASSTHROUGH, fixed, dry_run=True)
-    totals: dict[str, _Throughput] = {}
-    phases: list[tuple[Target, int | None, int]] = [
-        (hello, None, 10**9),
-        (retry, broker.pid, 10**9),
-        (dry, broker.pid, 10**9),
-    ]
-    for round_index in range(plan.ceiling_rounds):
-        _run_round(worker, phases, plan.ceiling_seconds, round_index, totals)
-    base = totals["hello-world"]
-    rows = []
-    for label, judged in (("retry path", True), ("dry run", False)):
-        ratio = totals[label].rate / base.rate
-        rows.append(
-            Row(
-                "2 the ceiling (c=32)",
-                f"{label} / aiohttp hello-world rate",
-                ratio,
-                "x",
-                f">= {CEILING_TARGET}x" if judged else "",
-                ratio >= CEILING_TARGET if judged else None,
-                _rate_context(base, totals[label]),
-                {"hello_world": _rate_data(base), "broker": _rate_data(totals[label])},
-            )
-        )
-    return rows
-
-
-# -- 4. growth -----------------------------------------------------------------------------
+# -- growth --------------------------------------------------------------------------------
 
 
 async def _filled(path: Path, total: int) -> None:
@@ -379,11 +713,11 @@ async def _filled(path: Path, total: int) -> None:
     await store.close()
 
 
-def measure_growth(stack: Stack, worker: LoadWorker, plan: Plan, token_index: int) -> list[Row]:
+def measure_growth(stack: Stack, pool: Pool, plan: Plan, token_index: int) -> list[Row]:
     """Dry-run exchange latency with 10 vs 100,000 assignments, 1 vs 200 issuers (c=1).
 
     The stores are filled by ``bench.store_growth`` (its organization, project and credential
-    names); ``token_index`` is a token of that organization and project in the worker's pool.
+    names); ``token_index`` is a token of that organization and project in the token file.
     """
     directory = Path(tempfile.mkdtemp(prefix="growth-", dir=stack.workdir))
     for name, total in (
@@ -416,47 +750,42 @@ def measure_growth(stack: Stack, worker: LoadWorker, plan: Plan, token_index: in
             store_url=f"sqlite+aiosqlite:///{directory / 'issuers.db'}",
         ),
     }
-    fixed = Tokens("fixed", token_index)
-    result = _checked(
-        worker.run(
-            Job(
-                tuple(
-                    via_broker(name, broker, "cred-0", fixed, dry_run=True)
-                    for name, broker in brokers.items()
-                ),
-                concurrency=1,
-                max_count=plan.growth_samples,
-                max_seconds=600,
-                warmup=_WARMUP_C1,
-            )
-        )
+    fixed = wrk.Tokens("fixed", token_index, token_index + 1)
+    totals = run_rounds(
+        pool.tokens,
+        [
+            Load(via_broker(name, broker, "cred-0", dry_run=True), fixed, None)
+            for name, broker in brokers.items()
+        ],
+        1,
+        plan.phase_seconds,
+        plan.growth_rounds,
+        histogram=True,
     )
     for broker in brokers.values():
         broker.server.stop()
-    small = result.targets["small"]
+    small = totals["small"]
+    section = "9 growth (c=1, median latency)"
     rows = []
     for label, name, judged in (
         ("large", f"dry-run exchange, {store_growth.LARGE_TOTAL:,} / 10 assignments", True),
         ("issuers", f"dry-run exchange, {_MANY_ISSUERS} / 1 trusted issuers", False),
     ):
-        other = result.targets[label]
-        ratio = _ms(other.latencies_ns) / _ms(small.latencies_ns)
+        other = totals[label]
         rows.append(
-            Row(
-                "4 growth (c=1, median latency)",
+            _ratio_row(
+                section,
                 name,
-                ratio,
-                "x",
-                f"<= {GROWTH_TARGET}x" if judged else "",
-                at_most(ratio, GROWTH_TARGET) if judged else None,
-                _latency_context(small, other),
-                {"baseline": _latency_data(small), "grown": _latency_data(other)},
+                other.median_ms / small.median_ms,
+                GROWTH_TARGET if judged else None,
+                f"median {small.median_ms:.3f} -> {other.median_ms:.3f} ms (n={other.requests:,})",
+                {"baseline": small.data(), "grown": other.data()},
             )
         )
     lookup = asyncio.run(store_growth.run(plan.store_growth_iterations))
     rows.append(
         Row(
-            "4 growth (c=1, median latency)",
+            section,
             "store lookup (bench.store_growth), 100,000 / 10",
             lookup.ratio,
             "x",
@@ -470,54 +799,62 @@ def measure_growth(stack: Stack, worker: LoadWorker, plan: Plan, token_index: in
     return rows
 
 
-# -- 5. memory -----------------------------------------------------------------------------
+# -- memory --------------------------------------------------------------------------------
 
 
-def measure_memory(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
-    """Broker RSS before and after ``plan.memory_exchanges`` retry-path exchanges."""
+def measure_memory(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
+    """Broker RSS before and after ``plan.memory_exchanges`` exchanges at c=32."""
     broker = stack.brokers["main"]
-    # Retries of the tokens exchanged in the c=1 runs, round-robin: each answered from the
-    # idempotent-retry cache, with validation, policy lookups and an audit row every time.
-    target = via_broker(
-        "memory",
-        broker,
-        VAULT_PASSTHROUGH,
-        Tokens("cycle", _WARMUP_C1, plan.c1_tokens),
-    )
+    # 1,000 tokens round-robin: each is issued once (a login at OpenBao), then retried from
+    # its lease (validation, lookups, an audit row every time; no backend call).
+    target = via_broker("memory", broker, VAULT_PASSTHROUGH)
     before = rss_kib(broker.pid)
-    result = _checked(
-        worker.run(Job((target,), CONCURRENCY, plan.memory_exchanges, max_seconds=420))
-    )
+    sent = completed = 0
+    seconds = 0.0
+    # wrk stops sending at the count but exits only at its duration: short runs, until done.
+    while sent < plan.memory_exchanges:
+        phase = wrk.checked(
+            wrk.run(
+                target,
+                pool.tokens,
+                wrk.Tokens("cycle", *pool.memory),
+                CONCURRENCY,
+                _MEMORY_CHUNK_SECONDS,
+                max_requests=plan.memory_exchanges - sent,
+            )
+        )
+        sent += phase.sent
+        completed += phase.requests
+        seconds += phase.seconds
     after = rss_kib(broker.pid)
-    count = result.targets["memory"].count
     grown_mb = (after - before) / 1024
     return [
         Row(
-            "5 memory",
-            f"broker RSS growth over {count:,} retry-path exchanges",
+            "10 memory",
+            f"broker RSS growth over {sent:,} exchanges",
             grown_mb,
             "MB",
             f"< {MEMORY_TARGET_MB:.0f} MB",
             grown_mb < MEMORY_TARGET_MB,
-            f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MB in {result.elapsed_seconds:.0f} s "
-            f"({count / result.elapsed_seconds:,.0f} req/s)",
+            f"RSS {before / 1024:.1f} -> {after / 1024:.1f} MB in {seconds:.0f} s "
+            f"({_MEMORY_TOKENS:,} tokens, each issued once, then retried)",
             {
                 "rss_before_kib": before,
                 "rss_after_kib": after,
-                "exchanges": count,
-                "path": "idempotent retry (cache hit), distinct tokens round-robin",
+                "exchanges": sent,
+                "completed": completed,
             },
         )
     ]
 
 
-# -- 6. workers ----------------------------------------------------------------------------
+# -- workers -------------------------------------------------------------------------------
 # Brokers of 1, 2, ... workers run at once on one PostgreSQL schema (SQLite serves one worker),
-# each on its own port; their retry-path phases alternate in rotating rounds like the
-# ceiling's. The retry path (a token already exchanged for the credential) keeps OpenBao out
-# of the figure: what scales, or not, is the broker, its store and the machine's CPUs.
+# each on its own port; their retry-path phases alternate in rotating rounds. The retry path
+# (a token already exchanged for the credential) keeps OpenBao out of the figure: what scales,
+# or not, is the broker, its store and the machine's CPUs.
 
-WORKERS_SECTION = "6 workers (retry path, c=32, PostgreSQL)"
+WORKERS_SECTION = "11 workers (retry path, c=32, PostgreSQL)"
 SCALING_SECTION = "workers scaling (retry path, PostgreSQL)"
 
 
@@ -527,62 +864,61 @@ def _label(workers: int) -> str:
 
 def _curve(
     stack: Stack,
-    load: LoadWorker | LoadPool,
+    tokens: Sequence[str],
+    token_index: int,
     counts: Sequence[int],
-    rounds: int,
-    seconds: float,
-) -> dict[int, _Throughput]:
+    plan: Plan,
+    connections: int,
+) -> dict[int, Totals]:
     """The retry path's rate and CPU per request of a broker of each of ``counts`` workers."""
-    policy = stack.main_policy()
     store_url = stack.postgres_store_url()
-    phases: list[tuple[Target, int | None, int]] = []
+    policy = stack.main_policy()
+    loads: list[Load] = []
     brokers: list[Broker] = []
     for workers in counts:
         broker = stack.start_broker(
             f"workers-{workers}",
             [stack.env0_issuer()],
             store_url=store_url,
+            workers=workers,
             organizations=policy["organizations"],
             credentials=policy["credentials"],
             assignments=policy["assignments"],
-            workers=workers,
         )
-        # Token 0 again and again: the first request (in the warm-up) issues it, every later
+        # One token again and again: the first request (in the warm-up) issues it, every later
         # one is a retry answered from its lease, whichever broker and worker it reaches.
-        target = via_broker(_label(workers), broker, VAULT_PASSTHROUGH, Tokens("fixed", 0))
-        phases.append((target, broker.pid, 10**9))
+        target = via_broker(_label(workers), broker, VAULT_PASSTHROUGH)
+        loads.append(Load(target, wrk.Tokens("fixed", token_index, token_index + 1), broker.pid))
         brokers.append(broker)
-    totals: dict[str, _Throughput] = {}
-    for round_index in range(rounds):
-        _run_round(load, phases, seconds, round_index, totals)
+    totals = run_rounds(tokens, loads, connections, plan.phase_seconds, plan.rounds)
     for broker in brokers:
         broker.server.stop()
     return {workers: totals[_label(workers)] for workers in counts}
 
 
-def measure_workers(stack: Stack, worker: LoadWorker, plan: Plan) -> list[Row]:
+def measure_workers(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
     """The retry path of a broker of ``--workers 2`` against one of a single worker."""
-    curve = _curve(stack, worker, (1, 2), plan.ceiling_rounds, plan.ceiling_seconds)
+    curve = _curve(stack, pool.tokens, pool.retry, (1, 2), plan, CONCURRENCY)
     one, two = curve[1], curve[2]
-    ratio = two.rate / one.rate
     return [
-        Row(
+        _ratio_row(
             WORKERS_SECTION,
             "retry path, --workers 2 / 1 worker rate",
-            ratio,
-            "x",
-            f">= {WORKERS_TARGET}x",
-            ratio >= WORKERS_TARGET,
-            _rate_context(one, two),
-            {"one_worker": _rate_data(one), "two_workers": _rate_data(two)},
+            two.rate / one.rate,
+            WORKERS_TARGET,
+            f"{one.rate:,.0f} -> {two.rate:,.0f} req/s, broker CPU {one.cpu_ms:.3f} -> "
+            f"{two.cpu_ms:.3f} ms/req",
+            {"one_worker": one.data(), "two_workers": two.data()},
+            at_least=True,
         )
     ]
 
 
-def measure_scaling(stack: Stack, load: LoadPool, max_workers: int, plan: Plan) -> list[Row]:
-    """One row per worker count, 1..``max_workers``: its rate against one worker's."""
+def measure_scaling(stack: Stack, tokens: Sequence[str], max_workers: int, plan: Plan) -> list[Row]:
+    """One row per worker count, 1..``max_workers``: its rate against one worker's (the first
+    of ``tokens`` retried)."""
     counts = list(range(1, max_workers + 1))
-    curve = _curve(stack, load, counts, plan.ceiling_rounds, plan.ceiling_seconds)
+    curve = _curve(stack, tokens, 0, counts, plan, CONCURRENCY * max(1, max_workers // 2))
     one = curve[1]
     return [
         Row(
@@ -592,8 +928,8 @@ def measure_scaling(stack: Stack, load: LoadPool, max_workers: int, plan: Plan) 
             "x",
             context=f"{curve[workers].rate:,.0f} req/s, "
             f"{curve[workers].rate / one.rate / workers:.2f}x per worker, "
-            f"broker CPU {curve[workers].cpu_ms_per_request:.2f} ms/req",
-            data=_rate_data(curve[workers]),
+            f"broker CPU {curve[workers].cpu_ms:.3f} ms/req",
+            data=curve[workers].data(),
         )
         for workers in counts
     ]

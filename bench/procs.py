@@ -9,7 +9,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -39,19 +39,32 @@ def rss_kib(pid: int) -> int:
 class ServerProcess:
     """A server run as its own process (own CPU loop), output to a log file, stopped on exit."""
 
-    def __init__(self, name: str, argv: Sequence[str], ready_url: str, log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        ready_url: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.ready_url = ready_url
         self.log_path = log_path
+        self.env = dict(env) if env is not None else None
         self._process: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def python(
-        cls, name: str, module_args: Sequence[str], ready_url: str, log_path: Path
+        cls,
+        name: str,
+        module_args: Sequence[str],
+        ready_url: str,
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
     ) -> ServerProcess:
-        """A ``python -m ...`` server with this interpreter."""
-        return cls(name, [sys.executable, "-m", *module_args], ready_url, log_path)
+        """A ``python -m ...`` server with this interpreter (``env``: its whole environment)."""
+        return cls(name, [sys.executable, "-m", *module_args], ready_url, log_path, env)
 
     @property
     def pid(self) -> int:
@@ -63,7 +76,11 @@ class ServerProcess:
         """Start the process and wait until ``ready_url`` answers 2xx."""
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
             )
         deadline = time.monotonic() + _START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:

@@ -17,7 +17,8 @@ class Row:
     """One figure of the table.
 
     ``value`` is what is judged: a ratio (``unit="x"``) or a difference (``"ms"``, ``"MB"``),
-    measured in the same run as what it is compared with. ``passed`` is None when the figure
+    measured in the same run as what it is compared with; ``"ms each"`` is an absolute time
+    (a yardstick, reported only). ``passed`` is None when the figure
     has no target. ``context`` holds the absolute numbers it came from, for reading only.
     """
 
@@ -42,6 +43,8 @@ class Row:
         """The judged value as printed."""
         if self.unit == "x":
             return f"{self.value:.2f}x"
+        if self.unit == "ms each":
+            return f"{self.value:.3f} ms"
         return f"{self.value:+.2f} {self.unit}"
 
 

@@ -4,18 +4,34 @@
 ``python -m bench.servers issuer --port N --keys-dir D``: the dev platform issuer's discovery and
 JWKS (OpenBao and the broker fetch keys from it), kept off the broker's and the loader's CPU loop.
 ``python -m bench.servers moto --port N``: moto's server (STS, IAM), also in a process of its own.
+``python -m bench.servers floor --port N --login-url U --role R [--jwks-url J --issuer I
+--audience A --database F [--sqlite3]]``: the floor of a proxied login, the least a broker must
+do for one (receive the request; verify the RS256 platform token against the cached JWKS key;
+one outbound POST of it to OpenBao's JWT login; one row written to SQLite through the broker's
+engine, or with ``--sqlite3`` through the standard library's driver on the loop's thread);
+without ``--jwks-url`` and ``--database`` only the request and the outbound call.
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
+from joserfc import jwt
+from joserfc.jwk import KeySet
+from joserfc.jwt import JWTClaimsRegistry
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer, create_issuer_app
+from tokenbroker.store.engine import create_engine
 from tokenbroker.web.loop import new_event_loop
 
 
@@ -28,6 +44,100 @@ def hello_app() -> web.Application:
 
     app = web.Application()
     app.router.add_route("*", "/", hello)
+    return app
+
+
+@dataclass(frozen=True)
+class FloorSettings:
+    """What the floor does per request: always the outbound login; the rest when set."""
+
+    login_url: str
+    role: str
+    jwks_url: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    database: Path | None = None
+    # The row through sqlite3 itself (WAL, synchronous=NORMAL), not SQLAlchemy async.
+    plain_sqlite: bool = False
+
+
+_ROWS = Table(
+    "exchanges",
+    MetaData(),
+    Column("id", Integer, primary_key=True),
+    Column("subject", String, nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("at", Integer, nullable=False),
+)
+_SESSION = web.AppKey("session", aiohttp.ClientSession)
+_KEYS = web.AppKey("keys", KeySet)
+_ENGINE = web.AppKey("engine", AsyncEngine)
+_PLAIN = web.AppKey("plain", sqlite3.Connection)
+_PLAIN_INSERT = "INSERT INTO exchanges (subject, status, at) VALUES (?, ?, ?)"
+
+
+def floor_app(settings: FloorSettings) -> web.Application:
+    """A proxied login's irreducible work, as aiohttp, joserfc and the broker's SQLite engine
+    do it: what the broker's CPU per proxied login is to be weighed against."""
+    claims = JWTClaimsRegistry(
+        iss={"essential": True, "value": settings.issuer or ""},
+        aud={"essential": True, "values": [settings.audience or ""]},
+        exp={"essential": True},
+    )
+
+    async def start(app: web.Application) -> None:
+        app[_SESSION] = aiohttp.ClientSession()
+        if settings.jwks_url is not None:
+            async with app[_SESSION].get(settings.jwks_url) as response:
+                app[_KEYS] = KeySet.import_key_set(await response.json())
+        if settings.database is not None and settings.plain_sqlite:
+            plain = sqlite3.connect(settings.database, isolation_level=None)
+            plain.execute("PRAGMA journal_mode=WAL")
+            plain.execute("PRAGMA synchronous=NORMAL")
+            plain.execute(
+                "CREATE TABLE IF NOT EXISTS exchanges (id INTEGER PRIMARY KEY, "
+                "subject TEXT NOT NULL, status INTEGER NOT NULL, at INTEGER NOT NULL)"
+            )
+            app[_PLAIN] = plain
+        elif settings.database is not None:
+            app[_ENGINE] = create_engine(f"sqlite+aiosqlite:///{settings.database}")
+            async with app[_ENGINE].begin() as connection:
+                await connection.run_sync(_ROWS.metadata.create_all)
+
+    async def stop(app: web.Application) -> None:
+        await app[_SESSION].close()
+        if _ENGINE in app:
+            await app[_ENGINE].dispose()
+        if _PLAIN in app:
+            app[_PLAIN].close()
+
+    async def login(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        await request.read()
+        subject = ""
+        if _KEYS in request.app:
+            decoded = jwt.decode(token, request.app[_KEYS], algorithms=["RS256"])
+            claims.validate(decoded.claims)
+            subject = str(decoded.claims.get("sub", ""))
+        async with request.app[_SESSION].post(
+            settings.login_url, json={"role": settings.role, "jwt": token}
+        ) as response:
+            body, status = await response.read(), response.status
+        if _PLAIN in request.app:
+            # Autocommit: the INSERT is its own transaction.
+            request.app[_PLAIN].execute(_PLAIN_INSERT, (subject, status, int(time.time())))
+        if _ENGINE in request.app:
+            async with request.app[_ENGINE].begin() as connection:
+                await connection.execute(
+                    insert(_ROWS).values(subject=subject, status=status, at=int(time.time()))
+                )
+        return web.Response(body=body, status=status, content_type="application/json")
+
+    app = web.Application()
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_post("/", login)
+    app.router.add_get("/", _ok)
     return app
 
 
@@ -47,9 +157,16 @@ def _serve_moto(port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Serve one of the benchmark's servers on loopback until terminated."""
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("kind", choices=["hello", "issuer", "moto"])
+    parser.add_argument("kind", choices=["hello", "issuer", "moto", "floor"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keys-dir", type=Path, help="the dev issuer's key directory")
+    parser.add_argument("--login-url", help="floor: OpenBao's JWT login URL")
+    parser.add_argument("--role", default="", help="floor: the JWT role")
+    parser.add_argument("--jwks-url", help="floor: verify tokens with this JWKS's keys")
+    parser.add_argument("--issuer", help="floor: the tokens' iss")
+    parser.add_argument("--audience", help="floor: the tokens' aud")
+    parser.add_argument("--database", type=Path, help="floor: write a row per request here")
+    parser.add_argument("--sqlite3", action="store_true", help="floor: the row through sqlite3")
     # The hello-world is the broker's ceiling: it runs on the loop the broker runs on.
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args(argv)
@@ -57,6 +174,20 @@ def main(argv: list[str] | None = None) -> int:
         return _serve_moto(args.port)
     if args.kind == "hello":
         app = hello_app()
+    elif args.kind == "floor":
+        if args.login_url is None:
+            parser.error("floor needs --login-url")
+        app = floor_app(
+            FloorSettings(
+                args.login_url,
+                args.role,
+                args.jwks_url,
+                args.issuer,
+                args.audience,
+                args.database,
+                args.sqlite3,
+            )
+        )
     else:
         if args.keys_dir is None:
             parser.error("issuer needs --keys-dir")

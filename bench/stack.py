@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
+import json
 import multiprocessing
+import os
 import secrets
 import shutil
+import subprocess
+import sys
+import tarfile
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -41,6 +47,25 @@ VAULT_MINT = "vault-mint"
 AWS = "aws"
 # This machine's PostgreSQL (trust auth on loopback); --postgres-url names another.
 DEFAULT_POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
+# This machine's Redis, a database number of the bench's own; --redis-url names another.
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/12"
+REPO = Path(__file__).resolve().parent.parent
+# Run in a revision's tree: every config table and key that revision's Settings knows.
+_KNOWN_KEYS = """
+import json, typing
+from pydantic import BaseModel
+from tokenbroker.config.models import Settings
+
+def fields(model):
+    known = {}
+    for name, info in model.model_fields.items():
+        types = typing.get_args(info.annotation) or (info.annotation,)
+        inner = [t for t in types if isinstance(t, type) and issubclass(t, BaseModel)]
+        known[name] = fields(inner[0]) if inner else None
+    return known
+
+print(json.dumps(fields(Settings)))
+"""
 # moto accepts any key pair; placeholders, not credentials.
 _MOTO_KEY = "testing"
 
@@ -53,6 +78,17 @@ def _store_section(url: str | None, encryption_key: str) -> dict[str, object]:
         # each other's keys and leases); a throwaway key, the bench's keys live for one run.
         return {"url": url, "encryption_key": encryption_key}
     return {"url": url}
+
+
+def _known_only(value: object, known: object) -> object:
+    """``value`` without the tables and keys a revision's Settings does not know."""
+    if not isinstance(known, dict):
+        return value
+    if isinstance(value, list):
+        return [_known_only(item, known) for item in value]
+    if isinstance(value, Mapping):
+        return {k: _known_only(v, known[k]) for k, v in value.items() if k in known}
+    return value
 
 
 def _mint_batch(keys_dir: str, base_url: str, count: int) -> list[str]:
@@ -83,6 +119,7 @@ class Stack:
         self.moto_url = ""
         self.moto: ServerProcess | None = None
         self.hello_url = ""
+        self.hello: ServerProcess | None = None
         self.brokers: dict[str, Broker] = {}
         # The main broker's store; None: SQLite in its data directory (the default config).
         self.store_url = store_url
@@ -118,7 +155,7 @@ class Stack:
 
     def _start(self) -> None:
         self.issuer.signing_key("env0")  # the key file, before the issuer process reads it
-        self._serve(
+        self.serve(
             "issuer",
             [
                 "bench.servers",
@@ -134,7 +171,7 @@ class Stack:
         self._stack.callback(self.openbao.stop)
         moto_port = free_port()
         self.moto_url = f"http://127.0.0.1:{moto_port}"
-        self.moto = self._serve(
+        self.moto = self.serve(
             "moto",
             ["bench.servers", "moto", "--port", str(moto_port)],
             f"{self.moto_url}/moto-api/",
@@ -155,7 +192,7 @@ class Stack:
         )
         hello_port = free_port()
         self.hello_url = f"http://127.0.0.1:{hello_port}/"
-        self._serve(
+        self.hello = self.serve(
             "hello",
             ["bench.servers", "hello", "--port", str(hello_port), "--event-loop", self.event_loop],
             self.hello_url,
@@ -202,8 +239,21 @@ class Stack:
             )
         return self._postgres_store_url
 
-    def _serve(self, name: str, module_args: Sequence[str], ready_url: str) -> ServerProcess:
-        server = ServerProcess.python(name, module_args, ready_url, self.log_dir / f"{name}.log")
+    def new_postgres_schema(self) -> str:
+        """The store URL of one more schema of this run's own (dropped with the stack)."""
+        return self._stack.enter_context(schema_of_its_own(self.postgres_url))
+
+    def serve(
+        self,
+        name: str,
+        module_args: Sequence[str],
+        ready_url: str,
+        env: Mapping[str, str] | None = None,
+    ) -> ServerProcess:
+        """Start ``python -m <module_args>`` as a server of the stack, stopped with it."""
+        server = ServerProcess.python(
+            name, module_args, ready_url, self.log_dir / f"{name}.log", env
+        )
         server.start()
         self._stack.callback(server.stop)
         return server
@@ -262,9 +312,16 @@ class Stack:
         credentials: Sequence[Mapping[str, object]] = (),
         assignments: Sequence[Mapping[str, object]] = (),
         workers: int = 1,
+        rate_limit: Mapping[str, object] | None = None,
+        source: Path | None = None,
     ) -> Broker:
         """Run ``tokenbroker serve`` with a generated config in its own process (and ``workers``
-        processes under it when more than one)."""
+        processes under it when more than one).
+
+        ``rate_limit``: the ``[rate_limit]`` table (default: off). ``source``: a ``src`` tree
+        of another revision (``extract_revision``) to run instead of this checkout's, with
+        the config cut down to the keys that revision knows.
+        """
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         data_dir = self.workdir / f"broker-{name}"
@@ -279,7 +336,7 @@ class Stack:
             },
             "store": _store_section(store_url, self._encryption_key),
             # The bench drives one organization far past any sane per-organization limit.
-            "rate_limit": {"enabled": False},
+            "rate_limit": dict(rate_limit) if rate_limit is not None else {"enabled": False},
             # The issuer, OpenBao and moto listen on loopback.
             "security": {"allow_private_backends": True},
             "issuers": list(issuers),
@@ -287,16 +344,79 @@ class Stack:
             "credentials": list(credentials),
             "assignments": list(assignments),
         }
+        env: dict[str, str] | None = None
+        if source is not None:
+            env = {**os.environ, "PYTHONPATH": str(source)}
+            known = json.loads(
+                subprocess.run(
+                    [sys.executable, "-c", _KNOWN_KEYS],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            config = {k: _known_only(v, known[k]) for k, v in config.items() if k in known}
         path = self.workdir / f"broker-{name}.toml"
         path.write_text(dump_toml({k: v for k, v in config.items() if v}))
         # Up, not ready: readiness waits for every issuer's keys, and the growth brokers trust
         # issuers that exist only on paper. The app has started once /healthz answers.
-        server = self._serve(
-            f"broker-{name}", ["tokenbroker", "serve", "--config", str(path)], f"{url}/healthz"
+        server = self.serve(
+            f"broker-{name}",
+            ["tokenbroker", "serve", "--config", str(path)],
+            f"{url}/healthz",
+            env,
         )
         broker = Broker(name, url, server)
         self.brokers[name] = broker
         return broker
+
+    def extract_revision(self, revision: str) -> Path:
+        """``src`` of ``revision`` of this repository, extracted into the working directory."""
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", revision, "src"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        target = self.workdir / f"revision-{revision}"
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(target, filter="data")
+        return target / "src"
+
+    def start_floor(
+        self, name: str, *, verify: bool = True, write: bool = True, plain_sqlite: bool = False
+    ) -> tuple[str, ServerProcess]:
+        """A floor server (``bench.servers floor``): its URL and process. It always makes the
+        outbound login; ``verify``: it checks the token first; ``write``: it writes a row
+        (``plain_sqlite``: through sqlite3 rather than the broker's engine)."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        args = [
+            "bench.servers",
+            "floor",
+            "--port",
+            str(port),
+            "--event-loop",
+            self.event_loop,
+            "--login-url",
+            f"{self.openbao.address}/v1/auth/{PASSTHROUGH_PATH}/login",
+            "--role",
+            ROLE,
+        ]
+        if verify:
+            args += [
+                "--jwks-url",
+                self.issuer.jwks_url("env0"),
+                "--issuer",
+                self.issuer.issuer_url("env0"),
+                "--audience",
+                ENV0_AUDIENCE,
+            ]
+        if write:
+            args += ["--database", str(self.workdir / f"{name}.db")]
+        if plain_sqlite:
+            args.append("--sqlite3")
+        return url, self.serve(name, args, url)
 
     # -- tokens ----------------------------------------------------------------------------
 

@@ -101,7 +101,7 @@ def measure_validation(
     ratio = ours_us / bare_us
     return [
         Row(
-            section="3 validation cost (in process, keys cached)",
+            section="8 validation cost (in process, keys cached)",
             name="validate_platform_token / joserfc decode+claims",
             value=ratio,
             unit="x",
@@ -119,7 +119,7 @@ def measure_validation(
             },
         ),
         Row(
-            section="3 validation cost (in process, keys cached)",
+            section="8 validation cost (in process, keys cached)",
             name="validate_platform_token, repeated token / joserfc",
             value=repeated_us / bare_us,
             unit="x",
