@@ -21,10 +21,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.openbao import OpenBaoDevServer, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.config import IssuerSettings, Settings, parse_settings
-from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
@@ -235,17 +234,8 @@ async def configure_vault(bao: OpenBaoDevServer, issuer: ServedDevIssuer, auth_p
 
     In a thread: OpenBao fetches the JWKS, served on this event loop, while it takes the write.
     """
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        bao.client(),
-        path=auth_path,
-        jwks_url=issuer.jwks_url("env0"),
-        bound_issuer=issuer.issuer_url("env0"),
-        role=VAULT_ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG},
-        policies=["fault-runner"],
-        kv_mount="fault-kv",
+    await trust_env0_tokens(
+        bao, issuer, auth_path, role=VAULT_ROLE, org=ORG, policy="fault-runner", kv_mount="fault-kv"
     )
 
 

@@ -21,12 +21,11 @@ from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
 from tokenbroker.identity.models import Identity
-from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.issuer.minting import mint_for_identity
 from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.web import keys
@@ -206,44 +205,34 @@ async def broker(
     )
     server = TestServer(create_app(settings), port=port)
     client = await aiohttp_client(server)
-    vault_admin = openbao.client()
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        vault_admin,
-        path=passthrough_path,
-        jwks_url=dev_issuer.jwks_url("env0"),
-        bound_issuer=dev_issuer.issuer_url("env0"),
+    await trust_env0_tokens(
+        openbao,
+        dev_issuer,
+        passthrough_path,
         role=ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG, "apiKeyType": "oidc"},
-        policies=[POLICY],
-        kv_mount=KV,
-    )
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        vault_admin,
-        path=mint_path,
-        jwks_url=f"{public_url}/.well-known/jwks.json",
-        bound_issuer=public_url,
-        role=ROLE,
-        bound_audiences=[MINT_AUDIENCE],
-        bound_claims={"organizationId": ORG},
-        policies=[POLICY],
+        org=ORG,
+        claims={"apiKeyType": "oidc"},
+        policy=POLICY,
         kv_mount=KV,
     )
     # The README's advice: a role for minted tokens binds the credential they were minted for.
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        vault_admin,
-        path=mint_path,
-        jwks_url=f"{public_url}/.well-known/jwks.json",
-        bound_issuer=public_url,
-        role=CREDENTIAL_BOUND_ROLE,
-        bound_audiences=[MINT_AUDIENCE],
-        bound_claims={"/tokenbroker/credential": "credential-bound-vault"},
-        policies=[POLICY],
-        kv_mount=KV,
-    )
+    mint_roles = {
+        ROLE: {"organizationId": ORG},
+        CREDENTIAL_BOUND_ROLE: {"/tokenbroker/credential": "credential-bound-vault"},
+    }
+    for role, bound_claims in mint_roles.items():
+        await asyncio.to_thread(
+            configure_jwt_auth,
+            openbao.client(),
+            path=mint_path,
+            jwks_url=f"{public_url}/.well-known/jwks.json",
+            bound_issuer=public_url,
+            role=role,
+            bound_audiences=[MINT_AUDIENCE],
+            bound_claims=bound_claims,
+            policies=[POLICY],
+            kv_mount=KV,
+        )
     return Broker(client, dev_issuer, openbao, fake_vault, mint_path, gate)
 
 
