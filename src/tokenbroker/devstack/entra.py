@@ -178,12 +178,12 @@ class EntraServer:
 
     def app(self) -> web.Application:
         """The aiohttp application; it opens its own client session for issuers' JWKS."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
-        app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery)
-        app.router.add_get("/{tenant}/discovery/v2.0/keys", self._keys)
-        app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        app.cleanup_ctx.append(self._outbound.cleanup_ctx)
-        return app
+        routes = [
+            web.get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery),
+            web.get("/{tenant}/discovery/v2.0/keys", self._keys),
+            web.post("/{tenant}/oauth2/v2.0/token", self._token),
+        ]
+        return self._outbound.application(routes, max_body_bytes=_MAX_BODY_BYTES)
 
     def add_federated_credential(
         self, tenant_id: str, client_id: str, credential: FederatedIdentityCredential

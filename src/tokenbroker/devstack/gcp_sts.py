@@ -195,12 +195,12 @@ class GcpStsServer:
 
     def app(self) -> web.Application:
         """The aiohttp application; it opens its own client session for JWKS fetches."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
-        app.router.add_post("/v1/token", self._token)
-        app.router.add_post("/v1/projects/{project}/serviceAccounts/{target}", self._generate)
-        app.router.add_get("/v1/tokeninfo", self._tokeninfo)
-        app.cleanup_ctx.append(self._outbound.cleanup_ctx)
-        return app
+        routes = [
+            web.post("/v1/token", self._token),
+            web.post("/v1/projects/{project}/serviceAccounts/{target}", self._generate),
+            web.get("/v1/tokeninfo", self._tokeninfo),
+        ]
+        return self._outbound.application(routes, max_body_bytes=_MAX_BODY_BYTES)
 
     # --- STS ---------------------------------------------------------------------------------
 

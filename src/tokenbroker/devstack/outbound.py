@@ -8,7 +8,7 @@ discovery documents and JWKS through it, as the real services do: no redirects, 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 import aiohttp
@@ -30,6 +30,15 @@ class OutboundSession:
 
     def __init__(self) -> None:
         self._http: aiohttp.ClientSession | None = None
+
+    def application(
+        self, routes: Iterable[web.AbstractRouteDef], *, max_body_bytes: int
+    ) -> web.Application:
+        """An app of ``routes`` that opens this session while it runs."""
+        app = web.Application(client_max_size=max_body_bytes)
+        app.add_routes(routes)
+        app.cleanup_ctx.append(self.cleanup_ctx)
+        return app
 
     @asynccontextmanager
     async def cleanup_ctx(self, _app: web.Application) -> AsyncIterator[None]:
