@@ -21,9 +21,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from tests.support.broker import one_org_settings
 from tests.support.openbao import OpenBaoDevServer, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
-from tokenbroker.config import IssuerSettings, Settings, parse_settings
+from tokenbroker.config import IssuerSettings, Settings
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
@@ -32,14 +33,6 @@ RESULTS = Path(__file__).resolve().parents[2] / "build" / "fault-figures.md"
 RECOVERY_DEADLINE_SECONDS = 60.0
 # Outbound calls (JWKS fetches) give up after this; a fault then costs an exchange about this.
 CLIENT_TIMEOUT_SECONDS = 3.0
-# The broker's own token: no backend to fail, so what fails is what the test broke.
-ID_TOKEN: dict[str, object] = {
-    "organization": "acme",
-    "name": "id-token",
-    "type": "oidc_token",
-    "token": "mint",
-    "audience": "https://example.test/ci",
-}
 
 Client = TestClient[web.Request, web.Application]
 
@@ -185,29 +178,20 @@ def fault_settings(
 ) -> Settings:
     """One organization of ``issuer`` with ``credentials`` assigned to PROJECT; loopback
     backends allowed; ``sections`` added (``store``, ``rate_limit``...)."""
-    server = {"data_dir": str(data_dir), "client_timeout_seconds": CLIENT_TIMEOUT_SECONDS}
+    server: dict[str, object] = {"client_timeout_seconds": CLIENT_TIMEOUT_SECONDS}
     server.update(sections.pop("server", {}))
     # Limits high enough that no rate limit answers for the fault under test.
     rate_limit: dict[str, object] = {"requests_per_minute": 1_000_000, "burst": 100_000}
     rate_limit.update(sections.pop("rate_limit", {}))
-    return parse_settings(
-        {
-            "server": server,
-            "security": {"allow_private_backends": True},
-            "rate_limit": rate_limit,
-            "issuers": [issuer.model_dump(mode="json")],
-            "organizations": [{"name": "acme", "issuer": issuer.name, "platform_org_id": ORG}],
-            "credentials": credentials,
-            "assignments": [
-                {
-                    "organization": "acme",
-                    "project": PROJECT,
-                    "credentials": [str(credential["name"]) for credential in credentials],
-                }
-            ],
-            **sections,
-        },
-        {},
+    return one_org_settings(
+        data_dir,
+        issuer,
+        credentials,
+        org=ORG,
+        project=PROJECT,
+        server=server,
+        rate_limit=rate_limit,
+        **sections,
     )
 
 

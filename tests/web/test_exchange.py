@@ -21,6 +21,7 @@ from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
+from tests.support.broker import JWT_TOKEN_TYPE, post_exchange, post_token_exchange
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 
@@ -62,9 +63,7 @@ class Broker:
     async def exchange(
         self, token: str | None, credential: str | None = None, *, query: str = ""
     ) -> aiohttp.ClientResponse:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        body = {"credential": credential} if credential is not None else None
-        return await self.client.post(f"/v1/exchange{query}", json=body, headers=headers)
+        return await post_exchange(self.client, token, credential, query=query)
 
     @property
     def app(self) -> web.Application:
@@ -533,15 +532,7 @@ async def test_metrics_count_exchanges_by_type_and_outcome(broker: Broker) -> No
 
 
 async def test_oauth2_token_exchange_returns_the_vault_token(broker: Broker) -> None:
-    response = await broker.client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": broker.token(),
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "audience": "prod-vault",
-        },
-    )
+    response = await post_token_exchange(broker.client, broker.token(), "prod-vault")
     body = await response.json()
     assert response.status == 200, body
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
@@ -601,15 +592,11 @@ async def test_an_rfc_8693_token_type_that_does_not_match_is_refused_before_vaul
     broker: Broker,
 ) -> None:
     before = token_accessors(broker)
-    response = await broker.client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": broker.token(),
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "audience": "prod-vault",
-            "requested_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        },
+    response = await post_token_exchange(
+        broker.client,
+        broker.token(),
+        "prod-vault",
+        requested_token_type=JWT_TOKEN_TYPE,
     )
     await assert_error(response, 400, "invalid_request", "requested_token_type_unsupported")
     assert token_accessors(broker) == before
