@@ -20,11 +20,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
 from tests.support.broker import one_org_settings
 from tests.support.openbao import OpenBaoDevServer, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.config import IssuerSettings, Settings
+from tokenbroker.web.app import create_app
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
@@ -227,3 +229,25 @@ async def vault_tokens(bao: OpenBaoDevServer) -> set[str]:
     """The accessor of every token OpenBao holds."""
     listed = await asyncio.to_thread(bao.client().auth.token.list_accessors)
     return set(listed["data"]["keys"])
+
+
+@dataclass
+class VaultFault:
+    """The broker, the OpenBao its one credential logs in at, and that JWT auth path."""
+
+    broker: Broker
+    bao: OpenBaoDevServer
+    auth_path: str
+
+
+async def start_vault_fault(
+    data_dir: Path, issuer: ServedDevIssuer, bao: OpenBaoDevServer, aiohttp_client: AiohttpClient
+) -> VaultFault:
+    """A broker whose credential ``vault`` logs in at ``bao``, checked with one exchange."""
+    auth_path = f"fault-{uuid.uuid4().hex[:8]}"
+    await configure_vault(bao, issuer, auth_path)
+    credentials = [vault_credential(bao.address, auth_path)]
+    settings = fault_settings(data_dir, issuer.issuer_settings("env0"), credentials)
+    broker = Broker(await aiohttp_client(create_app(settings)), issuer)
+    assert (await broker.exchange("vault")).status == 200
+    return VaultFault(broker, bao, auth_path)
