@@ -203,30 +203,29 @@ async def test_a_failed_issue_lets_the_slot_go(reuse: Broker, store: Store) -> N
     assert states == ["active", "failed"]
 
 
-async def test_a_revoked_lease_is_never_handed_out_again(
-    reuse: Broker,
-    store: Store,  # noqa: F811
-) -> None:
+async def assert_a_revoked_lease_is_not_reused(reuse: Broker, *, revoker: Store) -> None:
+    """A lease ``revoker``'s store revokes is not handed out again: the retry issues anew."""
     issuer = CountingIssuer()
     first, _ = await issue(reuse, issuer)
-    assert await store.leases.end(
+    assert await revoker.leases.end(
         first.lease_id, state="revoked", now=datetime.fromtimestamp(NOW, UTC), by="test"
     )
     again, reused = await issue(reuse, issuer)
     assert (again.lease_id != first.lease_id, reused, issuer.calls) == (True, False, 2)
+
+
+async def test_a_revoked_lease_is_never_handed_out_again(
+    reuse: Broker,
+    store: Store,  # noqa: F811
+) -> None:
+    await assert_a_revoked_lease_is_not_reused(reuse, revoker=store)
 
 
 async def test_a_lease_revoked_by_another_broker_is_not_handed_out_by_the_one_that_issued_it(
     reuse: Broker, second_broker: Store
 ) -> None:
     # The issuing broker remembers its issue for retries; the revocation is the other's.
-    issuer = CountingIssuer()
-    first, _ = await issue(reuse, issuer)
-    assert await second_broker.leases.end(
-        first.lease_id, state="revoked", now=datetime.fromtimestamp(NOW, UTC), by="test"
-    )
-    again, reused = await issue(reuse, issuer)
-    assert (again.lease_id != first.lease_id, reused, issuer.calls) == (True, False, 2)
+    await assert_a_revoked_lease_is_not_reused(reuse, revoker=second_broker)
 
 
 async def test_a_retry_on_another_broker_gets_the_first_brokers_credential(
