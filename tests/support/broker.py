@@ -35,6 +35,21 @@ ID_TOKEN: dict[str, object] = {
 }
 
 
+def credential_entry(
+    name: str, type_name: str, settings: Mapping[str, object], /, **extra: Any
+) -> dict[str, object]:
+    """A credential of ``acme``; ``extra["settings"]`` overrides single settings, the rest of
+    ``extra`` is added (``token``, ``audience``, ``bound_claims``...)."""
+    merged = {**settings, **extra.pop("settings", {})}
+    return {
+        "organization": ORGANIZATION,
+        "name": name,
+        "type": type_name,
+        "settings": merged,
+        **extra,
+    }
+
+
 def one_org_settings(
     data_dir: Path,
     issuer: IssuerSettings,

@@ -21,7 +21,12 @@ from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
-from tests.support.broker import JWT_TOKEN_TYPE, post_exchange, post_token_exchange
+from tests.support.broker import (
+    JWT_TOKEN_TYPE,
+    credential_entry,
+    post_exchange,
+    post_token_exchange,
+)
 from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 
@@ -104,14 +109,7 @@ class GatedProxy:
 
 def vault_credential(name: str, address: str, path: str, **extra: object) -> dict[str, object]:
     settings = {"address": address, "role": ROLE, "auth_path": path, "timeout_seconds": 2}
-    settings.update(extra.pop("settings", {}))  # type: ignore[call-overload]
-    return {
-        "organization": "acme",
-        "name": name,
-        "type": "vault_oidc",
-        "settings": settings,
-        **extra,
-    }
+    return credential_entry(name, "vault_oidc", settings, **extra)
 
 
 @pytest.fixture

@@ -24,7 +24,12 @@ from azure.identity import ClientAssertionCredential, WorkloadIdentityCredential
 from bench.procs import free_port
 from joserfc import jwt
 from pytest_aiohttp import AiohttpClient
-from tests.support.broker import ServedBroker, one_org_settings, post_token_exchange
+from tests.support.broker import (
+    ServedBroker,
+    credential_entry,
+    one_org_settings,
+    post_token_exchange,
+)
 from tests.support.entra import (
     ARM_SCOPE,
     CLIENT_ID,
@@ -73,14 +78,7 @@ def azure_credential(name: str, entra: RunningEntra, **extra: object) -> dict[st
         "ca_cert": entra.ca_pem,
         "max_retries": 0,
     }
-    settings.update(extra.pop("settings", {}))  # type: ignore[call-overload]
-    return {
-        "organization": "acme",
-        "name": name,
-        "type": "azure_oidc",
-        "settings": settings,
-        **extra,
-    }
+    return credential_entry(name, "azure_oidc", settings, **extra)
 
 
 @pytest.fixture
