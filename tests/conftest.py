@@ -8,9 +8,10 @@ from tokenbroker.config import Settings, parse_settings
 
 pytest_plugins = [
     "tests.support.services",
+    # Before openbao, which imports it: a plugin imported first is not assertion-rewritten.
+    "tests.support.platform",
     "tests.support.openbao",
     "tests.support.aws",
-    "tests.support.platform",
     "tests.support.gcp",
     "tests.support.entra",
     "tests.support.devstack",

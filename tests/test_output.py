@@ -5,27 +5,16 @@ from __future__ import annotations
 import json
 import shlex
 import subprocess
-from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.aws import AWS, EXPIRES
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.backends.registry import backend_class
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.output import known_formats, parse_format, render, render_env, render_shell
-
-EXPIRES = datetime(2026, 11, 22, 2, 14, tzinfo=UTC)
-AWS = IssuedCredential(
-    values={
-        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "secret/key+value",
-        "AWS_SESSION_TOKEN": "session-token",
-        "AWS_REGION": "eu-west-1",
-    },
-    expires_at=EXPIRES,
-)
 
 
 def test_json_format_has_the_documented_shape() -> None:

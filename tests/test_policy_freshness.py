@@ -9,9 +9,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
+from tests.support.broker import one_org_settings
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.backends.registry import INSTALLED
-from tokenbroker.config import parse_settings
 from tokenbroker.store import Store
 from tokenbroker.web import keys
 from tokenbroker.web.admin.auth import admin_token_digest
@@ -42,26 +42,19 @@ async def dry_run(
 async def test_admin_changes_apply_to_the_next_exchange_and_other_instances_after_a_poll(
     tmp_path: Path, dev_issuer: ServedDevIssuer, aiohttp_client: AiohttpClient
 ) -> None:
-    issuer = dev_issuer.issuer_settings("env0")
-    settings = parse_settings(
-        {
-            # The backends and issuers of this test listen on loopback.
-            "security": {"allow_private_backends": True},
-            "server": {"data_dir": str(tmp_path)},
-            "admin": {"tokens": [admin_token_digest(ADMIN_TOKEN)]},
-            "issuers": [issuer.model_dump(mode="json")],
-            "organizations": [{"name": "acme", "issuer": issuer.name, "platform_org_id": ORG}],
-            "credentials": [
-                {
-                    "organization": "acme",
-                    "name": "vault",
-                    "type": "vault_oidc",
-                    "settings": {"address": "https://vault.example.com", "role": "ci"},
-                }
-            ],
-            "assignments": [{"organization": "acme", "project": PROJECT, "credentials": ["vault"]}],
-        },
-        {},
+    vault = {
+        "organization": "acme",
+        "name": "vault",
+        "type": "vault_oidc",
+        "settings": {"address": "https://vault.example.com", "role": "ci"},
+    }
+    settings = one_org_settings(
+        tmp_path,
+        dev_issuer.issuer_settings("env0"),
+        [vault],
+        org=ORG,
+        project=PROJECT,
+        admin={"tokens": [admin_token_digest(ADMIN_TOKEN)]},
     )
     client = await aiohttp_client(create_app(settings))
     store = client.server.app[keys.STORE]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -15,6 +16,10 @@ from tokenbroker.retry import (
     retry_transient,
     with_retries,
 )
+
+
+def _is_connection_error(exc: Exception) -> bool:
+    return isinstance(exc, ConnectionError)
 
 
 class Script:
@@ -35,9 +40,16 @@ class Script:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
 
-
-def _is_connection_error(exc: Exception) -> bool:
-    return isinstance(exc, ConnectionError)
+    async def retried(
+        self, retries: int, on_error: Callable[[Exception], bool] = _is_connection_error
+    ) -> object:
+        """``call`` under ``with_retries``, retrying the errors ``on_error`` is true for."""
+        return await with_retries(
+            self.call,
+            policy=RetryPolicy(retries=retries),
+            retry_on_error=on_error,
+            sleep=self.sleep,
+        )
 
 
 def _is_busy(result: object) -> bool:
@@ -55,12 +67,7 @@ async def test_a_first_success_is_returned_without_sleeping() -> None:
 async def test_retryable_errors_are_retried_until_success() -> None:
     script = Script(ConnectionError(), ConnectionError(), "ok")
 
-    result = await with_retries(
-        script.call,
-        policy=RetryPolicy(retries=3),
-        retry_on_error=_is_connection_error,
-        sleep=script.sleep,
-    )
+    result = await script.retried(3)
 
     assert (result, script.calls, len(script.sleeps)) == ("ok", 3, 2)
 
@@ -69,12 +76,7 @@ async def test_the_last_error_propagates_when_attempts_run_out() -> None:
     script = Script(ConnectionError("down"))
 
     with pytest.raises(ConnectionError, match="down"):
-        await with_retries(
-            script.call,
-            policy=RetryPolicy(retries=2),
-            retry_on_error=_is_connection_error,
-            sleep=script.sleep,
-        )
+        await script.retried(2)
 
     assert (script.calls, len(script.sleeps)) == (3, 2)
 
@@ -83,12 +85,7 @@ async def test_errors_not_worth_retrying_propagate_at_once() -> None:
     script = Script(ValueError("bad"), "ok")
 
     with pytest.raises(ValueError, match="bad"):
-        await with_retries(
-            script.call,
-            policy=RetryPolicy(retries=3),
-            retry_on_error=_is_connection_error,
-            sleep=script.sleep,
-        )
+        await script.retried(3)
 
     assert script.calls == 1
 
@@ -107,12 +104,7 @@ async def test_zero_retries_means_one_attempt() -> None:
     script = Script(ConnectionError())
 
     with pytest.raises(ConnectionError):
-        await with_retries(
-            script.call,
-            policy=RetryPolicy(retries=0),
-            retry_on_error=_is_connection_error,
-            sleep=script.sleep,
-        )
+        await script.retried(0)
 
     assert script.calls == 1
 
@@ -121,12 +113,7 @@ async def test_cancellation_is_never_retried() -> None:
     script = Script(asyncio.CancelledError())
 
     with pytest.raises(asyncio.CancelledError):
-        await with_retries(
-            script.call,
-            policy=RetryPolicy(retries=3),
-            retry_on_error=lambda _: True,
-            sleep=script.sleep,
-        )
+        await script.retried(3, lambda _: True)
 
     assert script.calls == 1
 

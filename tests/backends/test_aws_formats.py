@@ -3,26 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 
 import pytest
 
+from tests.support.aws import AWS, EXPIRES
 from tokenbroker.backends.aws import AwsOidcBackend, render_aws_credential_process
 from tokenbroker.backends.base import IssuedCredential, traits_of
 from tokenbroker.backends.registry import backend_class
 from tokenbroker.errors import InvalidRequest
 from tokenbroker.output import render
-
-EXPIRES = datetime(2026, 11, 22, 2, 14, tzinfo=UTC)
-AWS = IssuedCredential(
-    values={
-        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
-        "AWS_SECRET_ACCESS_KEY": "secret/key+value",
-        "AWS_SESSION_TOKEN": "session-token",
-        "AWS_REGION": "eu-west-1",
-    },
-    expires_at=EXPIRES,
-)
 
 
 def test_aws_credential_process_is_version_1_json() -> None:

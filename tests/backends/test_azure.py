@@ -15,7 +15,10 @@ from tests.backends.contract import BackendContract, ContractCase
 from tests.support.entra import (
     ARM_SCOPE,
     CLIENT_ID,
+    ORG,
     OTHER_CLIENT_ID,
+    PROJECT,
+    SUBJECT,
     SUBSCRIPTION_ID,
     TENANT_ID,
     EntraReply,
@@ -23,6 +26,8 @@ from tests.support.entra import (
     ScriptedEntra,
     StartEntra,
     entra_error,
+    env0_assertion,
+    start_trusting_env0,
 )
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.backends.azure import (
@@ -33,13 +38,6 @@ from tokenbroker.backends.azure import (
 from tokenbroker.backends.base import BackendContext, traits_of
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config.urls import url_context
-from tokenbroker.devstack.entra import (
-    TOKEN_EXCHANGE_AUDIENCE,
-    EntraApplication,
-    EntraConfig,
-    EntraTenant,
-    FederatedIdentityCredential,
-)
 from tokenbroker.errors import (
     AccessDenied,
     InvalidRequest,
@@ -50,9 +48,6 @@ from tokenbroker.errors import (
 from tokenbroker.identity.models import Identity
 from tokenbroker.retry import TransientFailure
 
-ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
-PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
-SUBJECT = "auth0|6f1d4e1a3c0b4d2e9a57"
 IDENTITY = Identity(issuer="env0", org=ORG, project=PROJECT, subject=SUBJECT)
 
 
@@ -80,23 +75,7 @@ async def stand_in(
     entra: StartEntra, dev_issuer: ServedDevIssuer, clock: FrozenClock
 ) -> RunningEntra:
     """The Entra stand-in, its application trusting the dev env0 issuer's SUBJECT."""
-    dev_issuer.clock = clock
-    credential = FederatedIdentityCredential(
-        name="env0-deployer", issuer=dev_issuer.issuer_url("env0"), subject=SUBJECT
-    )
-    tenant = EntraTenant(TENANT_ID, (EntraApplication(CLIENT_ID, (credential,)),))
-    return await entra(EntraConfig([tenant]), clock)
-
-
-def assertion(issuer: ServedDevIssuer, **claims: object) -> str:
-    """An env0-shaped token for Entra: SUBJECT, aud api://AzureADTokenExchange."""
-    return issuer.mint(
-        "env0",
-        org=ORG,
-        project=PROJECT,
-        audience=TOKEN_EXCHANGE_AUDIENCE,
-        claims={"sub": SUBJECT, **claims},
-    )
+    return await start_trusting_env0(entra, dev_issuer, clock)
 
 
 # --- settings ----------------------------------------------------------------------------------
@@ -230,7 +209,7 @@ def test_a_server_error_is_retried_then_an_upstream_error() -> None:
 
 
 def test_an_error_description_never_carries_the_assertion(dev_issuer: ServedDevIssuer) -> None:
-    token = assertion(dev_issuer)
+    token = env0_assertion(dev_issuer)
     body = {"error": "invalid_request", "error_description": f"AADSTS50027: bad {token} here"}
     mapped = map_entra_error(400, body, [token])
     assert isinstance(mapped, AccessDenied)
@@ -384,7 +363,7 @@ async def test_a_matching_assertion_gets_an_arm_token_over_tls_with_the_credenti
     backend: AzureOidcBackend, stand_in: RunningEntra, dev_issuer: ServedDevIssuer
 ) -> None:
     settings = settings_for(stand_in.url, ca_cert=stand_in.ca_pem)
-    issued = await backend.exchange(IDENTITY, assertion(dev_issuer), settings)
+    issued = await backend.exchange(IDENTITY, env0_assertion(dev_issuer), settings)
     assert issued.values["AZURE_ACCESS_TOKEN"]
     [record] = stand_in.server.issued
     assert (record.client_id, record.subject) == (CLIENT_ID, SUBJECT)
@@ -394,7 +373,7 @@ async def test_without_the_ca_the_stand_ins_certificate_is_refused_and_not_retri
     backend: AzureOidcBackend, stand_in: RunningEntra, dev_issuer: ServedDevIssuer
 ) -> None:
     with pytest.raises(UpstreamError, match=r"TLS verification .* failed; check ca_cert"):
-        await backend.exchange(IDENTITY, assertion(dev_issuer), settings_for(stand_in.url))
+        await backend.exchange(IDENTITY, env0_assertion(dev_issuer), settings_for(stand_in.url))
     assert stand_in.server.issued == []
 
 
@@ -403,7 +382,7 @@ async def test_no_matching_federated_credential_is_refused_with_aadsts70021(
 ) -> None:
     settings = settings_for(stand_in.url, ca_cert=stand_in.ca_pem)
     with pytest.raises(AccessDenied) as raised:
-        await backend.exchange(IDENTITY, assertion(dev_issuer, sub="auth0|other"), settings)
+        await backend.exchange(IDENTITY, env0_assertion(dev_issuer, sub="auth0|other"), settings)
     assert "AADSTS70021: No matching federated identity record" in raised.value.description
     assert raised.value.details["upstream"]["error_codes"] == [70021]  # type: ignore[index]
 
@@ -413,7 +392,7 @@ async def test_an_unknown_application_is_refused_with_aadsts700016(
 ) -> None:
     settings = settings_for(stand_in.url, ca_cert=stand_in.ca_pem, client_id=OTHER_CLIENT_ID)
     with pytest.raises(AccessDenied, match="AADSTS700016: Application with identifier"):
-        await backend.exchange(IDENTITY, assertion(dev_issuer), settings)
+        await backend.exchange(IDENTITY, env0_assertion(dev_issuer), settings)
 
 
 async def test_an_assertion_outside_its_time_window_is_refused_with_aadsts700024(
@@ -422,7 +401,7 @@ async def test_an_assertion_outside_its_time_window_is_refused_with_aadsts700024
     dev_issuer: ServedDevIssuer,
     clock: FrozenClock,
 ) -> None:
-    token = assertion(dev_issuer, exp=int(clock.now()) - 3600)
+    token = env0_assertion(dev_issuer, exp=int(clock.now()) - 3600)
     settings = settings_for(stand_in.url, ca_cert=stand_in.ca_pem)
     with pytest.raises(AccessDenied, match="AADSTS700024: Client assertion is not within"):
         await backend.exchange(IDENTITY, token, settings)
@@ -449,8 +428,8 @@ class TestAzureContract(BackendContract):
             backend=backend,
             settings_data=data,
             identity=IDENTITY,
-            accepted_token=assertion(dev_issuer),
-            refused_token=assertion(dev_issuer, sub="auth0|not-federated"),
+            accepted_token=env0_assertion(dev_issuer),
+            refused_token=env0_assertion(dev_issuer, sub="auth0|not-federated"),
             unreachable_settings_data={
                 **data,
                 "authority_host": f"https://127.0.0.1:{free_port()}",

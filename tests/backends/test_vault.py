@@ -28,6 +28,7 @@ from tests.support.openbao import (
     OpenBaoDevServer,
     configure_jwt_auth,
     create_namespace,
+    trust_env0_tokens,
 )
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.backends.base import BackendContext, IssuedCredential, RevocableBackend
@@ -277,16 +278,14 @@ async def test_vault_trusts_the_dev_issuer_served_on_the_tests_own_loop(
     backend: VaultOidcBackend, openbao: OpenBaoDevServer, dev_issuer: ServedDevIssuer
 ) -> None:
     path = f"dev-issuer-{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        openbao.client(),
-        path=path,
-        jwks_url=dev_issuer.jwks_url("env0"),
-        bound_issuer=dev_issuer.issuer_url("env0"),
+    await trust_env0_tokens(
+        openbao,
+        dev_issuer,
+        path,
         role=ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG, "apiKeyType": "oidc"},
-        policies=[POLICY],
+        org=ORG,
+        claims={"apiKeyType": "oidc"},
+        policy=POLICY,
         kv_mount=KV_MOUNT,
     )
     token = dev_issuer.mint("env0", org=ORG, project=PROJECT)

@@ -24,13 +24,16 @@ from pytest_aiohttp import AiohttpServer
 from tests.client.fakes import clear_client_environment
 from tests.client.test_imports import SERVER_MODULES
 from tests.support.aws import MotoServer
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, create_namespace
+from tests.support.openbao import (
+    OpenBaoDevServer,
+    create_namespace,
+    trust_env0_tokens,
+)
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.cli.main import main
 from tokenbroker.client.revoke import AWS_NOTE
 from tokenbroker.config import parse_settings
-from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.web.app import create_app
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
@@ -121,17 +124,8 @@ async def broker(
         {},
     )  # fmt: skip
     await aiohttp_server(create_app(settings), port=port)
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        openbao.client(),
-        path=auth_path,
-        jwks_url=dev_issuer.jwks_url("env0"),
-        bound_issuer=dev_issuer.issuer_url("env0"),
-        role=ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG},
-        policies=[POLICY],
-        kv_mount=KV,
+    await trust_env0_tokens(
+        openbao, dev_issuer, auth_path, role=ROLE, org=ORG, policy=POLICY, kv_mount=KV
     )
     return Broker(f"http://127.0.0.1:{port}", dev_issuer, openbao, moto_server)
 

@@ -25,12 +25,11 @@ import pytest
 from pytest_aiohttp import AiohttpServer
 from tests.client.fakes import CLIENT_VARIABLES
 from tests.support.aws import free_port
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.openbao import OpenBaoDevServer, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.client.envfiles import parse_values
 from tokenbroker.config import parse_settings
-from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.web.app import create_app
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
@@ -94,16 +93,13 @@ async def broker(
         {},
     )  # fmt: skip
     await aiohttp_server(create_app(settings), port=port)
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        openbao.client(),
-        path=auth_path,
-        jwks_url=dev_issuer.jwks_url("env0"),
-        bound_issuer=dev_issuer.issuer_url("env0"),
+    await trust_env0_tokens(
+        openbao,
+        dev_issuer,
+        auth_path,
         role=ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG},
-        policies=["watched-access"],
+        org=ORG,
+        policy="watched-access",
         kv_mount="secrets-for-watch",
         token_ttl=f"{TOKEN_TTL_SECONDS}s",
     )

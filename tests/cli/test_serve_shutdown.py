@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-import json
 import signal
 import socket
 import threading
@@ -19,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from tests.fakes.http import send_json
 from tests.fakes.vault import login_ok
 from tests.support.serve import (
     BrokerProcess,
@@ -62,12 +62,7 @@ def held_vault() -> Iterator[HeldVault]:
             vault = holder[0]
             vault.arrived.set()
             vault.gate.wait(_EXIT_TIMEOUT_SECONDS)
-            body = json.dumps(login_ok().body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            send_json(self, login_ok().body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -123,6 +118,15 @@ def _readyz(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
     response = connection.getresponse()
     response.read()
     return response
+
+
+def _assert_exits_0_cutting(
+    broker: BrokerProcess, held: concurrent.futures.Future[ExchangeAnswer]
+) -> None:
+    """The broker exits 0 and the exchange it held gets no answer: its connection is cut."""
+    assert broker.server.wait(_EXIT_TIMEOUT_SECONDS) == 0, broker.output()
+    with pytest.raises((ConnectionError, http.client.HTTPException)):
+        held.result(_EXIT_TIMEOUT_SECONDS)
 
 
 def _draining_seen_on(connection: http.client.HTTPConnection) -> http.client.HTTPResponse:
@@ -192,9 +196,7 @@ async def test_a_second_sigterm_cuts_the_drain_short_and_keeps_the_answered_audi
         broker.server.signal(signal.SIGTERM)
 
         # Far inside the 600 s grace: the second signal ended it.
-        assert broker.server.wait(_EXIT_TIMEOUT_SECONDS) == 0, broker.output()
-        with pytest.raises((ConnectionError, http.client.HTTPException)):
-            held.result(_EXIT_TIMEOUT_SECONDS)
+        _assert_exits_0_cutting(broker, held)
     assert answered.request_id in await _audited_request_ids(broker)
     assert "second signal: cancelling 1 request(s) still in flight" in broker.output()
 
@@ -208,7 +210,5 @@ async def test_the_grace_running_out_cuts_the_drain_short_and_exits_0(
 
         broker.server.signal(signal.SIGTERM)
 
-        assert broker.server.wait(_EXIT_TIMEOUT_SECONDS) == 0, broker.output()
-        with pytest.raises((ConnectionError, http.client.HTTPException)):
-            held.result(_EXIT_TIMEOUT_SECONDS)
+        _assert_exits_0_cutting(broker, held)
     assert "grace of 1 s over: cancelling 1 request(s) still in flight" in broker.output()

@@ -22,10 +22,15 @@ from joserfc.jwk import KeySet, RSAKey
 from tests.support.entra import (
     ARM_SCOPE,
     CLIENT_ID,
+    ORG,
     OTHER_CLIENT_ID,
+    PROJECT,
+    SUBJECT,
     TENANT_ID,
     RunningEntra,
     StartEntra,
+    env0_assertion,
+    start_trusting_env0,
 )
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.clock import FrozenClock
@@ -39,10 +44,6 @@ from tokenbroker.devstack.entra import (
     FederatedIdentityCredential,
 )
 
-ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
-PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
-SUBJECT = "auth0|6f1d4e1a3c0b4d2e9a57"
-
 
 @pytest.fixture
 def clock() -> FrozenClock:
@@ -50,21 +51,12 @@ def clock() -> FrozenClock:
     return FrozenClock(float(int(time.time())))
 
 
-def credential_for(
-    issuer: ServedDevIssuer, name: str = "env0-deployer"
-) -> FederatedIdentityCredential:
-    """A federated credential trusting the dev env0 issuer's SUBJECT."""
-    return FederatedIdentityCredential(name=name, issuer=issuer.issuer_url("env0"), subject=SUBJECT)
-
-
 @pytest.fixture
 async def stand_in(
     entra: StartEntra, dev_issuer: ServedDevIssuer, clock: FrozenClock
 ) -> RunningEntra:
     """The stand-in with one application trusting the dev env0 issuer's SUBJECT."""
-    dev_issuer.clock = clock
-    application = EntraApplication(CLIENT_ID, (credential_for(dev_issuer),))
-    return await entra(EntraConfig([EntraTenant(TENANT_ID, (application,))]), clock)
+    return await start_trusting_env0(entra, dev_issuer, clock)
 
 
 @pytest.fixture
@@ -73,17 +65,6 @@ async def http(stand_in: RunningEntra) -> AsyncIterator[aiohttp.ClientSession]:
     context = ssl.create_default_context(cadata=stand_in.ca_pem)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session:
         yield session
-
-
-def assertion(issuer: ServedDevIssuer, **claims: object) -> str:
-    """An env0-shaped token for Entra: SUBJECT, aud api://AzureADTokenExchange."""
-    return issuer.mint(
-        "env0",
-        org=ORG,
-        project=PROJECT,
-        audience=TOKEN_EXCHANGE_AUDIENCE,
-        claims={"sub": SUBJECT, **claims},
-    )
 
 
 async def token_request(
@@ -126,7 +107,7 @@ async def assert_entra_error(
 async def test_a_matching_assertion_gets_an_access_token_signed_by_the_tenant(
     stand_in: RunningEntra, http: aiohttp.ClientSession, dev_issuer: ServedDevIssuer
 ) -> None:
-    status, body = await token_request(http, stand_in, assertion(dev_issuer))
+    status, body = await token_request(http, stand_in, env0_assertion(dev_issuer))
     assert status == 200, body
     assert set(body) == {"token_type", "expires_in", "ext_expires_in", "access_token"}
     assert (body["token_type"], body["expires_in"]) == ("Bearer", 3599)
@@ -158,7 +139,7 @@ async def test_msal_gets_a_token_with_the_assertion_through_the_tenant_metadata(
     stand_in: RunningEntra, dev_issuer: ServedDevIssuer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(stand_in.ca_file))
-    client_assertion = assertion(dev_issuer)
+    client_assertion = env0_assertion(dev_issuer)
 
     def acquire() -> dict[str, Any]:
         app = msal.ConfidentialClientApplication(
@@ -182,7 +163,9 @@ async def test_msal_gets_a_token_with_the_assertion_through_the_tenant_metadata(
 async def test_another_subject_has_no_matching_federated_credential(
     stand_in: RunningEntra, http: aiohttp.ClientSession, dev_issuer: ServedDevIssuer
 ) -> None:
-    answer = await token_request(http, stand_in, assertion(dev_issuer, sub="auth0|someone-else"))
+    answer = await token_request(
+        http, stand_in, env0_assertion(dev_issuer, sub="auth0|someone-else")
+    )
     body = await assert_entra_error(answer, 400, "invalid_request", 70021)
     assert "Assertion Subject: 'auth0|someone-else'" in body["error_description"]
     assert stand_in.server.issued == []
@@ -191,7 +174,9 @@ async def test_another_subject_has_no_matching_federated_credential(
 async def test_another_audience_has_no_matching_federated_credential(
     stand_in: RunningEntra, http: aiohttp.ClientSession, dev_issuer: ServedDevIssuer
 ) -> None:
-    answer = await token_request(http, stand_in, assertion(dev_issuer, aud="https://prod.env0.com"))
+    answer = await token_request(
+        http, stand_in, env0_assertion(dev_issuer, aud="https://prod.env0.com")
+    )
     await assert_entra_error(answer, 400, "invalid_request", 70021)
 
 
@@ -214,7 +199,7 @@ async def test_another_issuer_has_no_matching_federated_credential(
 async def test_an_assertion_signed_by_another_key_fails_signature_validation(
     stand_in: RunningEntra, http: aiohttp.ClientSession, dev_issuer: ServedDevIssuer
 ) -> None:
-    genuine = assertion(dev_issuer)
+    genuine = env0_assertion(dev_issuer)
     claims = jwt.decode(genuine, dev_issuer.signing_key("env0")).claims
     header = {"alg": "RS256", "kid": dev_issuer.signing_key("env0").kid}
     forged = jwt.encode(header, claims, RSAKey.generate_key(2048))
@@ -228,7 +213,7 @@ async def test_an_expired_assertion_is_outside_its_time_window(
     dev_issuer: ServedDevIssuer,
     clock: FrozenClock,
 ) -> None:
-    token = assertion(dev_issuer)
+    token = env0_assertion(dev_issuer)
     # Past exp, and past the five minutes of clock skew Entra allows.
     clock.advance(24 * 3600 + 301)
     body = await assert_entra_error(
@@ -243,7 +228,7 @@ async def test_an_assertion_not_valid_yet_is_outside_its_time_window(
     dev_issuer: ServedDevIssuer,
     clock: FrozenClock,
 ) -> None:
-    token = assertion(dev_issuer, nbf=int(clock.now()) + 600)
+    token = env0_assertion(dev_issuer, nbf=int(clock.now()) + 600)
     await assert_entra_error(
         await token_request(http, stand_in, token), 401, "invalid_client", 700024
     )
@@ -252,7 +237,9 @@ async def test_an_assertion_not_valid_yet_is_outside_its_time_window(
 async def test_an_unknown_application_is_refused_with_its_identifier(
     stand_in: RunningEntra, http: aiohttp.ClientSession, dev_issuer: ServedDevIssuer
 ) -> None:
-    answer = await token_request(http, stand_in, assertion(dev_issuer), client_id=OTHER_CLIENT_ID)
+    answer = await token_request(
+        http, stand_in, env0_assertion(dev_issuer), client_id=OTHER_CLIENT_ID
+    )
     body = await assert_entra_error(answer, 400, "unauthorized_client", 700016)
     assert f"Application with identifier '{OTHER_CLIENT_ID}'" in body["error_description"]
 
@@ -261,7 +248,7 @@ async def test_an_unknown_tenant_is_not_found(
     stand_in: RunningEntra, http: aiohttp.ClientSession, dev_issuer: ServedDevIssuer
 ) -> None:
     other = "00000000-0000-4000-8000-000000000000"
-    answer = await token_request(http, stand_in, assertion(dev_issuer), tenant=other)
+    answer = await token_request(http, stand_in, env0_assertion(dev_issuer), tenant=other)
     await assert_entra_error(answer, 400, "invalid_request", 90002)
 
 
@@ -271,7 +258,7 @@ async def test_a_scope_without_default_is_refused_for_client_credentials(
     answer = await token_request(
         http,
         stand_in,
-        assertion(dev_issuer),
+        env0_assertion(dev_issuer),
         scope="https://management.azure.com/user_impersonation",
     )
     await assert_entra_error(answer, 400, "invalid_scope", 1002012)

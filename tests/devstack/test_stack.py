@@ -8,6 +8,7 @@ import shlex
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -88,7 +89,8 @@ def test_a_base_port_without_room_for_the_others_is_refused(base: int) -> None:
 # --- what the broker is seeded with -----------------------------------------------------------
 
 
-def dev_settings(tmp_path: Path) -> Settings:
+def dev_settings(tmp_path: Path, **extra: Any) -> Settings:
+    """The dev stack's settings with its default ports; ``extra`` goes to ``build_settings``."""
     issuer = DevPlatformIssuer(tmp_path / "keys", "http://127.0.0.1:8401")
     return build_settings(
         data_dir=tmp_path,
@@ -99,6 +101,7 @@ def dev_settings(tmp_path: Path) -> Settings:
         gcp_sts_url="http://127.0.0.1:8402",
         entra_url="https://127.0.0.1:8406",
         entra_ca_pem=DevCertificateAuthority().ca_pem,
+        **extra,
     )
 
 
@@ -165,18 +168,7 @@ def test_each_platforms_passthrough_vault_credential_uses_its_own_mount(tmp_path
 
 
 def test_the_admin_token_is_configured_by_its_digest_only(tmp_path: Path) -> None:
-    issuer = DevPlatformIssuer(tmp_path / "keys", "http://127.0.0.1:8401")
-    settings = build_settings(
-        data_dir=tmp_path,
-        broker_port=8400,
-        issuer=issuer,
-        openbao_address="http://127.0.0.1:8404",
-        moto_url="http://127.0.0.1:8403",
-        gcp_sts_url="http://127.0.0.1:8402",
-        entra_url="https://127.0.0.1:8406",
-        entra_ca_pem=DevCertificateAuthority().ca_pem,
-        admin_token_digests=["sha256:" + "ab" * 32],
-    )
+    settings = dev_settings(tmp_path, admin_token_digests=["sha256:" + "ab" * 32])
     assert settings.admin.tokens == ["sha256:" + "ab" * 32]
 
 

@@ -7,12 +7,13 @@ on loopback.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Self
+
+from tests.fakes.http import send_json
 
 JWKS_PATH = "/.well-known/jwks.json"
 
@@ -25,12 +26,7 @@ class _JwksHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         self.server.fetches += 1
-        body = json.dumps(self.server.document).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_json(self, self.server.document)
 
     def log_message(self, format: str, *args: object) -> None:
         """Keep the test output quiet."""

@@ -20,11 +20,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
 
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.broker import one_org_settings
+from tests.support.openbao import OpenBaoDevServer, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
-from tokenbroker.config import IssuerSettings, Settings, parse_settings
-from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
+from tokenbroker.config import IssuerSettings, Settings
+from tokenbroker.web.app import create_app
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
 PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
@@ -33,14 +35,6 @@ RESULTS = Path(__file__).resolve().parents[2] / "build" / "fault-figures.md"
 RECOVERY_DEADLINE_SECONDS = 60.0
 # Outbound calls (JWKS fetches) give up after this; a fault then costs an exchange about this.
 CLIENT_TIMEOUT_SECONDS = 3.0
-# The broker's own token: no backend to fail, so what fails is what the test broke.
-ID_TOKEN: dict[str, object] = {
-    "organization": "acme",
-    "name": "id-token",
-    "type": "oidc_token",
-    "token": "mint",
-    "audience": "https://example.test/ci",
-}
 
 Client = TestClient[web.Request, web.Application]
 
@@ -186,29 +180,20 @@ def fault_settings(
 ) -> Settings:
     """One organization of ``issuer`` with ``credentials`` assigned to PROJECT; loopback
     backends allowed; ``sections`` added (``store``, ``rate_limit``...)."""
-    server = {"data_dir": str(data_dir), "client_timeout_seconds": CLIENT_TIMEOUT_SECONDS}
+    server: dict[str, object] = {"client_timeout_seconds": CLIENT_TIMEOUT_SECONDS}
     server.update(sections.pop("server", {}))
     # Limits high enough that no rate limit answers for the fault under test.
     rate_limit: dict[str, object] = {"requests_per_minute": 1_000_000, "burst": 100_000}
     rate_limit.update(sections.pop("rate_limit", {}))
-    return parse_settings(
-        {
-            "server": server,
-            "security": {"allow_private_backends": True},
-            "rate_limit": rate_limit,
-            "issuers": [issuer.model_dump(mode="json")],
-            "organizations": [{"name": "acme", "issuer": issuer.name, "platform_org_id": ORG}],
-            "credentials": credentials,
-            "assignments": [
-                {
-                    "organization": "acme",
-                    "project": PROJECT,
-                    "credentials": [str(credential["name"]) for credential in credentials],
-                }
-            ],
-            **sections,
-        },
-        {},
+    return one_org_settings(
+        data_dir,
+        issuer,
+        credentials,
+        org=ORG,
+        project=PROJECT,
+        server=server,
+        rate_limit=rate_limit,
+        **sections,
     )
 
 
@@ -235,17 +220,8 @@ async def configure_vault(bao: OpenBaoDevServer, issuer: ServedDevIssuer, auth_p
 
     In a thread: OpenBao fetches the JWKS, served on this event loop, while it takes the write.
     """
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        bao.client(),
-        path=auth_path,
-        jwks_url=issuer.jwks_url("env0"),
-        bound_issuer=issuer.issuer_url("env0"),
-        role=VAULT_ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG},
-        policies=["fault-runner"],
-        kv_mount="fault-kv",
+    await trust_env0_tokens(
+        bao, issuer, auth_path, role=VAULT_ROLE, org=ORG, policy="fault-runner", kv_mount="fault-kv"
     )
 
 
@@ -253,3 +229,25 @@ async def vault_tokens(bao: OpenBaoDevServer) -> set[str]:
     """The accessor of every token OpenBao holds."""
     listed = await asyncio.to_thread(bao.client().auth.token.list_accessors)
     return set(listed["data"]["keys"])
+
+
+@dataclass
+class VaultFault:
+    """The broker, the OpenBao its one credential logs in at, and that JWT auth path."""
+
+    broker: Broker
+    bao: OpenBaoDevServer
+    auth_path: str
+
+
+async def start_vault_fault(
+    data_dir: Path, issuer: ServedDevIssuer, bao: OpenBaoDevServer, aiohttp_client: AiohttpClient
+) -> VaultFault:
+    """A broker whose credential ``vault`` logs in at ``bao``, checked with one exchange."""
+    auth_path = f"fault-{uuid.uuid4().hex[:8]}"
+    await configure_vault(bao, issuer, auth_path)
+    credentials = [vault_credential(bao.address, auth_path)]
+    settings = fault_settings(data_dir, issuer.issuer_settings("env0"), credentials)
+    broker = Broker(await aiohttp_client(create_app(settings)), issuer)
+    assert (await broker.exchange("vault")).status == 200
+    return VaultFault(broker, bao, auth_path)

@@ -17,14 +17,14 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from tests.faults.conftest import (
     CLIENT_TIMEOUT_SECONDS,
-    ID_TOKEN,
     Answer,
     Broker,
     Figures,
     fault_settings,
     seconds_until_success,
 )
-from tests.identity.conftest import FakeJwksServer
+from tests.identity.conftest import FakeJwksServer, publish_env0_keys
+from tests.support.broker import ID_TOKEN
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.clock import FrozenClock
 from tokenbroker.web.app import create_app
@@ -66,9 +66,7 @@ async def fault(
 ) -> JwksFault:
     clock = FrozenClock(NOW)
     dev_issuer.clock = clock
-    published = FakeJwksServer(keys=dev_issuer.public_jwks("env0")["keys"])  # type: ignore[arg-type]
-    published.cache_control = f"max-age={CACHE_SECONDS}"
-    published.server = await aiohttp_server(published.app())
+    published = await publish_env0_keys(dev_issuer, aiohttp_server, CACHE_SECONDS)
     issuer = dev_issuer.issuer_settings(
         "env0",
         jwks_uri=published.jwks_uri,

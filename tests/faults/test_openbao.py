@@ -11,36 +11,23 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
 
 from tests.faults.conftest import (
-    Broker,
     Figures,
+    VaultFault,
     configure_vault,
-    fault_settings,
-    vault_credential,
+    start_vault_fault,
     vault_tokens,
 )
 from tests.support.openbao import OpenBaoDevServer
 from tests.support.platform import ServedDevIssuer
-from tokenbroker.web.app import create_app
 
 pytestmark = pytest.mark.openbao
-
-
-@dataclass
-class VaultFault:
-    """The broker, its own OpenBao and the JWT auth path its credential logs in at."""
-
-    broker: Broker
-    bao: OpenBaoDevServer
-    auth_path: str
 
 
 @pytest.fixture
@@ -57,16 +44,7 @@ async def fault(
     own_openbao: OpenBaoDevServer,
     aiohttp_client: AiohttpClient,
 ) -> VaultFault:
-    auth_path = f"fault-{uuid.uuid4().hex[:8]}"
-    await configure_vault(own_openbao, dev_issuer, auth_path)
-    settings = fault_settings(
-        tmp_path,
-        dev_issuer.issuer_settings("env0"),
-        [vault_credential(own_openbao.address, auth_path)],
-    )
-    broker = Broker(await aiohttp_client(create_app(settings)), dev_issuer)
-    assert (await broker.exchange("vault")).status == 200
-    return VaultFault(broker, own_openbao, auth_path)
+    return await start_vault_fault(tmp_path, dev_issuer, own_openbao, aiohttp_client)
 
 
 async def test_a_hung_openbao_is_a_504_at_the_credentials_timeout_then_heals(

@@ -19,13 +19,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.faults.conftest import (
-    ID_TOKEN,
     RECOVERY_DEADLINE_SECONDS,
     Answer,
     Broker,
     Figures,
     fault_settings,
 )
+from tests.support.broker import ID_TOKEN
 from tests.support.platform import ServedDevIssuer
 from tests.support.postgres import fresh_postgres_schema
 from tokenbroker.web.app import create_app

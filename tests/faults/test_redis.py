@@ -19,7 +19,6 @@ from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from tests.faults.conftest import (
-    ID_TOKEN,
     Answer,
     Broker,
     Figures,
@@ -27,6 +26,7 @@ from tests.faults.conftest import (
     seconds_until_success,
 )
 from tests.faults.proxy import FaultProxy
+from tests.support.broker import ID_TOKEN
 from tests.support.platform import ServedDevIssuer
 from tests.support.services import redis_url
 from tokenbroker.ratelimit import KEY_PREFIX

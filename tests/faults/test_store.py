@@ -8,24 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import uuid
 from pathlib import Path
 
 import pytest
 from pytest_aiohttp import AiohttpClient
 
 from tests.faults.conftest import (
-    Broker,
     Figures,
-    configure_vault,
-    fault_settings,
-    vault_credential,
+    start_vault_fault,
     vault_tokens,
 )
 from tests.support.openbao import OpenBaoDevServer
 from tests.support.platform import ServedDevIssuer
 from tokenbroker.web import keys
-from tokenbroker.web.app import create_app
 
 pytestmark = pytest.mark.openbao
 
@@ -48,14 +43,8 @@ async def test_an_unwritable_audit_table_is_a_503_that_issues_nothing_and_heals(
     aiohttp_client: AiohttpClient,
     figures: Figures,
 ) -> None:
-    auth_path = f"fault-store-{uuid.uuid4().hex[:8]}"
-    await configure_vault(openbao, dev_issuer, auth_path)
-    settings = fault_settings(
-        tmp_path, dev_issuer.issuer_settings("env0"), [vault_credential(openbao.address, auth_path)]
-    )
-    broker = Broker(await aiohttp_client(create_app(settings)), dev_issuer)
-    assert (await broker.exchange("vault")).status == 200
-    database = settings.server.data_dir / "tokenbroker.db"
+    broker = (await start_vault_fault(tmp_path, dev_issuer, openbao, aiohttp_client)).broker
+    database = tmp_path / "tokenbroker.db"
     before = await vault_tokens(openbao)
 
     await rename_table(database, "audit_events", "audit_events_away")

@@ -248,6 +248,16 @@ async def jwks_server(aiohttp_server: AiohttpServer) -> FakeJwksServer:
     return fake
 
 
+async def publish_env0_keys(
+    issuer: ServedDevIssuer, aiohttp_server: AiohttpServer, cache_seconds: int
+) -> FakeJwksServer:
+    """A running FakeJwksServer publishing the dev issuer's env0 keys, cacheable that long."""
+    published = FakeJwksServer(keys=issuer.public_jwks("env0")["keys"])  # type: ignore[arg-type]
+    published.cache_control = f"max-age={cache_seconds}"
+    published.server = await aiohttp_server(published.app())
+    return published
+
+
 def rsa_key(kid: str) -> RSAKey:
     """A fresh RS256 key with the kid."""
     return RSAKey.generate_key(2048, parameters={"kid": kid, "use": "sig", "alg": "RS256"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from joserfc import jwt
 from joserfc.errors import ExpiredTokenError
@@ -51,6 +53,28 @@ async def ring(store: FileKeyStore, signing: SigningSettings, clock: FrozenClock
 
 def _decode(token: str, ring: KeyRing) -> jwt.Token:
     return jwt.decode(token, KeySet.import_key_set(ring.jwks()), algorithms=["ES256"])  # type: ignore[arg-type]
+
+
+def _identity_claims(
+    ring: KeyRing,
+    clock: FrozenClock,
+    identity: Identity = IDENTITY,
+    *,
+    audience: str = "vault",
+    lifetime_seconds: int = 900,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The claims of a token minted for ``identity`` by ISSUER, verified with the ring's keys."""
+    token = mint_for_identity(
+        ring,
+        identity,
+        issuer_url=ISSUER,
+        audience=audience,
+        lifetime_seconds=lifetime_seconds,
+        clock=clock,
+        **extra,
+    )
+    return dict(_decode(token, ring).claims)
 
 
 def _mint(ring: KeyRing, clock: FrozenClock, **overrides: object) -> str:
@@ -170,12 +194,7 @@ async def test_an_rs256_ring_mints_rs256_tokens(store: FileKeyStore, clock: Froz
 async def test_identity_token_copies_platform_claims_for_bound_claims(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
-    claims = _decode(
-        mint_for_identity(
-            ring, IDENTITY, issuer_url=ISSUER, audience="vault", lifetime_seconds=900, clock=clock
-        ),
-        ring,
-    ).claims
+    claims = _identity_claims(ring, clock)
     assert claims["organizationId"] == "org-uuid"
     assert claims["projectId"] == "proj-uuid"
     assert claims["apiKeyType"] == "oidc"
@@ -185,12 +204,7 @@ async def test_identity_token_copies_platform_claims_for_bound_claims(
 async def test_identity_token_replaces_the_platform_registered_claims(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
-    claims = _decode(
-        mint_for_identity(
-            ring, IDENTITY, issuer_url=ISSUER, audience="vault", lifetime_seconds=900, clock=clock
-        ),
-        ring,
-    ).claims
+    claims = _identity_claims(ring, clock)
     assert claims["iss"] == ISSUER
     assert claims["sub"] == "auth0|deployer"
     assert claims["aud"] == "vault"
@@ -201,12 +215,7 @@ async def test_identity_token_replaces_the_platform_registered_claims(
 async def test_identity_token_names_the_platform_issuer_and_broker_context(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
-    claims = _decode(
-        mint_for_identity(
-            ring, IDENTITY, issuer_url=ISSUER, audience="vault", lifetime_seconds=900, clock=clock
-        ),
-        ring,
-    ).claims
+    claims = _identity_claims(ring, clock)
     assert claims["platform_iss"] == "https://login.app.env0.com/"
     assert claims["tokenbroker"] == {
         "org": "org-uuid",
@@ -217,12 +226,7 @@ async def test_identity_token_names_the_platform_issuer_and_broker_context(
 
 async def test_identity_token_leaves_unknown_context_out(ring: KeyRing, clock: FrozenClock) -> None:
     identity = Identity(issuer="gitpod", org="org-1", project=None, subject="org:org-1/user:u")
-    claims = _decode(
-        mint_for_identity(
-            ring, identity, issuer_url=ISSUER, audience="x", lifetime_seconds=60, clock=clock
-        ),
-        ring,
-    ).claims
+    claims = _identity_claims(ring, clock, identity, audience="x", lifetime_seconds=60)
     assert claims["tokenbroker"] == {"org": "org-1"}
     assert "platform_iss" not in claims
 
@@ -237,12 +241,7 @@ async def test_platform_claims_cannot_pose_as_broker_claims(
         subject="s",
         claims={"tokenbroker": {"org": "other"}, "platform_iss": "https://fake.example.com"},
     )
-    claims = _decode(
-        mint_for_identity(
-            ring, spoofing, issuer_url=ISSUER, audience="x", lifetime_seconds=60, clock=clock
-        ),
-        ring,
-    ).claims
+    claims = _identity_claims(ring, clock, spoofing, audience="x", lifetime_seconds=60)
     assert claims["tokenbroker"] == {"org": "org-1", "project": "p"}
     assert "platform_iss" not in claims
 
@@ -250,18 +249,12 @@ async def test_platform_claims_cannot_pose_as_broker_claims(
 async def test_extra_claims_are_added_but_cannot_override_registered_ones(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
-    claims = _decode(
-        mint_for_identity(
-            ring,
-            IDENTITY,
-            issuer_url=ISSUER,
-            audience="aws",
-            lifetime_seconds=900,
-            clock=clock,
-            extra_claims={"https://aws.amazon.com/tags": {"principal_tags": {}}, "sub": "x"},
-        ),
+    claims = _identity_claims(
         ring,
-    ).claims
+        clock,
+        audience="aws",
+        extra_claims={"https://aws.amazon.com/tags": {"principal_tags": {}}, "sub": "x"},
+    )
     assert claims["https://aws.amazon.com/tags"] == {"principal_tags": {}}
     assert claims["sub"] == "auth0|deployer"
 
@@ -269,18 +262,9 @@ async def test_extra_claims_are_added_but_cannot_override_registered_ones(
 async def test_identity_token_names_its_credential_job_and_lease(
     ring: KeyRing, clock: FrozenClock
 ) -> None:
-    claims = _decode(
-        mint_for_identity(
-            ring,
-            IDENTITY,
-            issuer_url=ISSUER,
-            audience="vault",
-            lifetime_seconds=900,
-            clock=clock,
-            context={"credential": "prod-vault", "job": "run-7", "lease": "lse_1"},
-        ),
-        ring,
-    ).claims
+    claims = _identity_claims(
+        ring, clock, context={"credential": "prod-vault", "job": "run-7", "lease": "lse_1"}
+    )
     tokenbroker = claims["tokenbroker"]
     assert isinstance(tokenbroker, dict)
     assert (tokenbroker["credential"], tokenbroker["job"], tokenbroker["lease"]) == (

@@ -21,10 +21,23 @@ from bench.procs import free_port
 from moto.server import ThreadedMotoServer
 from pytest_aiohttp import AiohttpServer
 
+from tokenbroker.backends.base import IssuedCredential
+
 STS_NAMESPACE = "https://sts.amazonaws.com/doc/2011-06-15/"
 # moto accepts any key pair; these are placeholders, not credentials.
 MOTO_ACCESS_KEY = "testing"
 MOTO_SECRET_KEY = "testing"
+# An issued AWS credential, made up (not a real key pair), for rendering tests.
+EXPIRES = datetime(2026, 11, 22, 2, 14, tzinfo=UTC)
+AWS = IssuedCredential(
+    values={
+        "AWS_ACCESS_KEY_ID": "ASIAEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": "secret/key+value",
+        "AWS_SESSION_TOKEN": "session-token",
+        "AWS_REGION": "eu-west-1",
+    },
+    expires_at=EXPIRES,
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
+from tests.support.platform import ServedDevIssuer
 from tokenbroker.clock import Clock
+from tokenbroker.devstack import entra as stand_in
 from tokenbroker.devstack.entra import DevCertificateAuthority, EntraConfig, EntraServer
 
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -25,6 +27,11 @@ CLIENT_ID = "0b5f1c4e-8a1d-4e5b-9f2a-6c3d7e8f9a01"
 OTHER_CLIENT_ID = "3c9d2e1f-0a4b-4c6d-8e7f-9a0b1c2d3e02"
 SUBSCRIPTION_ID = "8e5b9c2d-1f3a-4b6c-9d7e-0f1a2b3c4d05"
 ARM_SCOPE = "https://management.azure.com/.default"
+# The env0 organization and project of the tests' tokens; env0's subject is the same for every
+# deployment of an organization: what Entra keys on.
+ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
+PROJECT = "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c"
+SUBJECT = "auth0|6f1d4e1a3c0b4d2e9a57"
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,35 @@ def entra(
         return RunningEntra(server=server, url=url, ca_pem=test_ca.ca_pem, ca_file=ca_file)
 
     return start
+
+
+def env0_credential(
+    issuer: ServedDevIssuer, name: str = "env0-deployer"
+) -> stand_in.FederatedIdentityCredential:
+    """A federated credential trusting the dev env0 issuer's SUBJECT."""
+    return stand_in.FederatedIdentityCredential(
+        name=name, issuer=issuer.issuer_url("env0"), subject=SUBJECT
+    )
+
+
+async def start_trusting_env0(
+    entra: StartEntra, issuer: ServedDevIssuer, clock: Clock
+) -> RunningEntra:
+    """The stand-in with one application (CLIENT_ID) trusting the dev env0 issuer's SUBJECT."""
+    issuer.clock = clock
+    application = stand_in.EntraApplication(CLIENT_ID, (env0_credential(issuer),))
+    return await entra(EntraConfig([stand_in.EntraTenant(TENANT_ID, (application,))]), clock)
+
+
+def env0_assertion(issuer: ServedDevIssuer, **claims: object) -> str:
+    """An env0-shaped token for Entra: SUBJECT, aud api://AzureADTokenExchange."""
+    return issuer.mint(
+        "env0",
+        org=ORG,
+        project=PROJECT,
+        audience=stand_in.TOKEN_EXCHANGE_AUDIENCE,
+        claims={"sub": SUBJECT, **claims},
+    )
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ the shared server.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import hvac
 import pytest
 
+from tests.support.platform import ServedDevIssuer
 from tokenbroker.devstack.openbao import (
     OpenBaoDevServer,
     OpenBaoStartError,
@@ -22,6 +24,7 @@ from tokenbroker.devstack.openbao import (
     free_port_pair,
     kv_policy,
 )
+from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 
 __all__ = [
     "OpenBaoDevServer",
@@ -30,6 +33,7 @@ __all__ = [
     "create_namespace",
     "free_port_pair",
     "kv_policy",
+    "trust_env0_tokens",
 ]
 
 
@@ -37,6 +41,39 @@ def create_namespace(client: hvac.Client, namespace: str) -> None:
     """Create an OpenBao namespace (OpenBao 2.3+ has them in every edition), if it is missing."""
     with contextlib.suppress(hvac.exceptions.InvalidRequest):
         client.sys.create_namespace(path=namespace)
+
+
+async def trust_env0_tokens(
+    bao: OpenBaoDevServer,
+    issuer: ServedDevIssuer,
+    path: str,
+    *,
+    role: str,
+    org: str,
+    policy: str,
+    kv_mount: str,
+    audience: str = ENV0_AUDIENCE,
+    claims: Mapping[str, str] | None = None,
+    token_ttl: str | None = None,
+) -> None:
+    """JWT auth at ``path`` trusting the dev issuer's env0 tokens of ``org`` (and ``claims``).
+
+    The role's tokens get ``policy``, read/write on ``kv_mount``. In a thread: OpenBao fetches
+    the JWKS, served on the test's event loop, while it takes the write.
+    """
+    await asyncio.to_thread(
+        configure_jwt_auth,
+        bao.client(),
+        path=path,
+        jwks_url=issuer.jwks_url("env0"),
+        bound_issuer=issuer.issuer_url("env0"),
+        role=role,
+        bound_audiences=[audience],
+        bound_claims={"organizationId": org, **(claims or {})},
+        policies=[policy],
+        kv_mount=kv_mount,
+        token_ttl=token_ttl,
+    )
 
 
 @pytest.fixture(scope="session")

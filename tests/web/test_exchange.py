@@ -21,12 +21,17 @@ from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.broker import (
+    JWT_TOKEN_TYPE,
+    credential_entry,
+    post_exchange,
+    post_token_exchange,
+)
+from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
 from tokenbroker.identity.models import Identity
-from tokenbroker.identity.profiles.env0 import AUDIENCE as ENV0_AUDIENCE
 from tokenbroker.issuer.minting import mint_for_identity
 from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.web import keys
@@ -63,9 +68,7 @@ class Broker:
     async def exchange(
         self, token: str | None, credential: str | None = None, *, query: str = ""
     ) -> aiohttp.ClientResponse:
-        headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-        body = {"credential": credential} if credential is not None else None
-        return await self.client.post(f"/v1/exchange{query}", json=body, headers=headers)
+        return await post_exchange(self.client, token, credential, query=query)
 
     @property
     def app(self) -> web.Application:
@@ -106,14 +109,7 @@ class GatedProxy:
 
 def vault_credential(name: str, address: str, path: str, **extra: object) -> dict[str, object]:
     settings = {"address": address, "role": ROLE, "auth_path": path, "timeout_seconds": 2}
-    settings.update(extra.pop("settings", {}))  # type: ignore[call-overload]
-    return {
-        "organization": "acme",
-        "name": name,
-        "type": "vault_oidc",
-        "settings": settings,
-        **extra,
-    }
+    return credential_entry(name, "vault_oidc", settings, **extra)
 
 
 @pytest.fixture
@@ -206,44 +202,34 @@ async def broker(
     )
     server = TestServer(create_app(settings), port=port)
     client = await aiohttp_client(server)
-    vault_admin = openbao.client()
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        vault_admin,
-        path=passthrough_path,
-        jwks_url=dev_issuer.jwks_url("env0"),
-        bound_issuer=dev_issuer.issuer_url("env0"),
+    await trust_env0_tokens(
+        openbao,
+        dev_issuer,
+        passthrough_path,
         role=ROLE,
-        bound_audiences=[ENV0_AUDIENCE],
-        bound_claims={"organizationId": ORG, "apiKeyType": "oidc"},
-        policies=[POLICY],
-        kv_mount=KV,
-    )
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        vault_admin,
-        path=mint_path,
-        jwks_url=f"{public_url}/.well-known/jwks.json",
-        bound_issuer=public_url,
-        role=ROLE,
-        bound_audiences=[MINT_AUDIENCE],
-        bound_claims={"organizationId": ORG},
-        policies=[POLICY],
+        org=ORG,
+        claims={"apiKeyType": "oidc"},
+        policy=POLICY,
         kv_mount=KV,
     )
     # The README's advice: a role for minted tokens binds the credential they were minted for.
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        vault_admin,
-        path=mint_path,
-        jwks_url=f"{public_url}/.well-known/jwks.json",
-        bound_issuer=public_url,
-        role=CREDENTIAL_BOUND_ROLE,
-        bound_audiences=[MINT_AUDIENCE],
-        bound_claims={"/tokenbroker/credential": "credential-bound-vault"},
-        policies=[POLICY],
-        kv_mount=KV,
-    )
+    mint_roles = {
+        ROLE: {"organizationId": ORG},
+        CREDENTIAL_BOUND_ROLE: {"/tokenbroker/credential": "credential-bound-vault"},
+    }
+    for role, bound_claims in mint_roles.items():
+        await asyncio.to_thread(
+            configure_jwt_auth,
+            openbao.client(),
+            path=mint_path,
+            jwks_url=f"{public_url}/.well-known/jwks.json",
+            bound_issuer=public_url,
+            role=role,
+            bound_audiences=[MINT_AUDIENCE],
+            bound_claims=bound_claims,
+            policies=[POLICY],
+            kv_mount=KV,
+        )
     return Broker(client, dev_issuer, openbao, fake_vault, mint_path, gate)
 
 
@@ -556,15 +542,7 @@ async def test_metrics_count_exchanges_by_type_and_outcome(broker: Broker) -> No
 
 
 async def test_oauth2_token_exchange_returns_the_vault_token(broker: Broker) -> None:
-    response = await broker.client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": broker.token(),
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "audience": "prod-vault",
-        },
-    )
+    response = await post_token_exchange(broker.client, broker.token(), "prod-vault")
     body = await response.json()
     assert response.status == 200, body
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"
@@ -624,15 +602,11 @@ async def test_an_rfc_8693_token_type_that_does_not_match_is_refused_before_vaul
     broker: Broker,
 ) -> None:
     before = token_accessors(broker)
-    response = await broker.client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": broker.token(),
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "audience": "prod-vault",
-            "requested_token_type": "urn:ietf:params:oauth:token-type:jwt",
-        },
+    response = await post_token_exchange(
+        broker.client,
+        broker.token(),
+        "prod-vault",
+        requested_token_type=JWT_TOKEN_TYPE,
     )
     await assert_error(response, 400, "invalid_request", "requested_token_type_unsupported")
     assert token_accessors(broker) == before

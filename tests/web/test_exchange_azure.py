@@ -17,15 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from azure.identity import ClientAssertionCredential, WorkloadIdentityCredential
 from bench.procs import free_port
 from joserfc import jwt
-from joserfc.jwk import KeySet
 from pytest_aiohttp import AiohttpClient
+from tests.support.broker import (
+    ServedBroker,
+    credential_entry,
+    one_org_settings,
+    post_token_exchange,
+)
 from tests.support.entra import (
     ARM_SCOPE,
     CLIENT_ID,
@@ -37,7 +41,6 @@ from tests.support.entra import (
 )
 from tests.support.platform import ServedDevIssuer
 
-from tokenbroker.config import parse_settings
 from tokenbroker.devstack.entra import (
     TOKEN_EXCHANGE_AUDIENCE,
     EntraApplication,
@@ -45,8 +48,6 @@ from tokenbroker.devstack.entra import (
     EntraTenant,
     FederatedIdentityCredential,
 )
-from tokenbroker.policy.models import AuditEvent
-from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
 
 ORG = "66a38abf-69bc-4cb7-ad73-7f61e389079f"
@@ -57,37 +58,14 @@ FEDERATED_TOKEN = "azure-federated-token"
 
 
 @dataclass
-class Broker:
+class Broker(ServedBroker):
     """A running broker wired to the dev platform issuer and the Entra stand-in."""
 
-    client: TestClient[web.Request, None]
-    app: web.Application
-    public_url: str
-    issuer: ServedDevIssuer
     entra: RunningEntra
 
     def token(self, **claims: object) -> str:
         """A signed env0 token of the organization's project, with env0's stable subject."""
         return self.issuer.mint("env0", org=ORG, project=PROJECT, claims={"sub": SUBJECT, **claims})
-
-    async def exchange(
-        self, token: str, credential: str, *, query: str = ""
-    ) -> aiohttp.ClientResponse:
-        """POST /v1/exchange with a bearer token, naming a credential."""
-        return await self.client.post(
-            f"/v1/exchange{query}",
-            json={"credential": credential},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-
-    async def jwks(self) -> KeySet:
-        """The broker's own published keys."""
-        response = await self.client.get("/.well-known/jwks.json")
-        return KeySet.import_key_set(await response.json())
-
-    async def audit(self, credential: str) -> list[AuditEvent]:
-        """Audit events of one credential."""
-        return await self.app[keys.STORE].audit.events(credential=credential)
 
 
 def azure_credential(name: str, entra: RunningEntra, **extra: object) -> dict[str, object]:
@@ -100,14 +78,7 @@ def azure_credential(name: str, entra: RunningEntra, **extra: object) -> dict[st
         "ca_cert": entra.ca_pem,
         "max_retries": 0,
     }
-    settings.update(extra.pop("settings", {}))  # type: ignore[call-overload]
-    return {
-        "organization": "acme",
-        "name": name,
-        "type": "azure_oidc",
-        "settings": settings,
-        **extra,
-    }
+    return credential_entry(name, "azure_oidc", settings, **extra)
 
 
 @pytest.fixture
@@ -144,23 +115,13 @@ async def broker(
         azure_credential("azure-stranger", running, settings={"client_id": OTHER_CLIENT_ID}),
     ]
     issuer = dev_issuer.issuer_settings("env0")
-    settings = parse_settings(
-        {
-            # The issuer and the stand-in of this test listen on loopback.
-            "security": {"allow_private_backends": True},
-            "server": {"data_dir": str(tmp_path / "broker"), "public_url": public_url},
-            "issuers": [issuer.model_dump(mode="json")],
-            "organizations": [{"name": "acme", "issuer": issuer.name, "platform_org_id": ORG}],
-            "credentials": credentials,
-            "assignments": [
-                {
-                    "organization": "acme",
-                    "project": PROJECT,
-                    "credentials": [str(c["name"]) for c in credentials],
-                }
-            ],
-        },
-        {},
+    settings = one_org_settings(
+        tmp_path / "broker",
+        issuer,
+        credentials,
+        org=ORG,
+        project=PROJECT,
+        server={"public_url": public_url},
     )
     app = create_app(settings)
     client: TestClient[web.Request, None] = await aiohttp_client(TestServer(app, port=port))
@@ -251,15 +212,7 @@ async def test_an_application_without_a_matching_federated_credential_is_a_403_a
 
 
 async def test_rfc8693_returns_the_entra_access_token(broker: Broker) -> None:
-    response = await broker.client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": broker.token(),
-            "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
-            "audience": "azure-minted",
-        },
-    )
+    response = await post_token_exchange(broker.client, broker.token(), "azure-minted")
     body = await response.json()
     assert response.status == 200, body
     assert body["issued_token_type"] == "urn:ietf:params:oauth:token-type:access_token"

@@ -28,9 +28,9 @@ from bench.procs import free_port
 from google.auth import pluggable
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from joserfc import jwt
-from joserfc.jwk import KeySet
 from pytest_aiohttp import AiohttpClient
 from tests.support.aws import FakeSts, MotoServer, StsReply
+from tests.support.broker import JWT_TOKEN_TYPE, ServedBroker, post_token_exchange
 from tests.support.gcp import (
     POOL,
     SERVICE_ACCOUNT,
@@ -45,7 +45,6 @@ from tokenbroker.backends.aws import sanitize_session_name
 from tokenbroker.config import parse_settings
 from tokenbroker.devstack.gcp_sts import GcpStsConfig, WorkloadIdentityProvider
 from tokenbroker.identity.profiles.circleci import CLAIM_PREFIX as CIRCLECI_CLAIM
-from tokenbroker.policy.models import AuditEvent
 from tokenbroker.protocol import EXPIRES_AT_HEADER, LEASE_ID_HEADER
 from tokenbroker.web import keys
 from tokenbroker.web.app import create_app
@@ -71,7 +70,7 @@ ENV0_UNTRUSTED_PROJECT = "11111111-5555-4666-8777-888899990000"
 UNASSIGNED_PROJECT = "9f0e8d7c-0000-4000-8000-0000000000aa"
 AWS_AUDIENCE = "sts.amazonaws.com"
 AWS_TAGS = "https://aws.amazon.com/tags"
-JWT_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 ROLE_NAME = "ci-deployer"
 ORIGIN = "github.com/example-org/example-repo"
@@ -112,13 +111,9 @@ def role_arn(moto_server: MotoServer) -> str:
 
 
 @dataclass
-class Broker:
+class Broker(ServedBroker):
     """A running broker wired to the dev platform issuer, moto, a fake STS and GCP stand-ins."""
 
-    client: TestClient[web.Request, None]
-    app: web.Application
-    public_url: str
-    issuer: ServedDevIssuer
     moto: MotoServer
     fake_sts: FakeSts
     gcp: RunningGcpSts
@@ -135,25 +130,6 @@ class Broker:
         return self.issuer.mint(
             platform, org=ORGS[platform], project=project or PROJECTS[platform], claims=claims
         )
-
-    async def exchange(
-        self, token: str, credential: str, *, query: str = ""
-    ) -> aiohttp.ClientResponse:
-        """POST /v1/exchange with a bearer token, naming a credential."""
-        return await self.client.post(
-            f"/v1/exchange{query}",
-            json={"credential": credential},
-            headers={"Authorization": f"Bearer {token}"},
-        )
-
-    async def jwks(self) -> KeySet:
-        """The broker's own published keys."""
-        response = await self.client.get("/.well-known/jwks.json")
-        return KeySet.import_key_set(await response.json())
-
-    async def audit(self, credential: str | None = None) -> list[AuditEvent]:
-        """Audit events, optionally of one credential."""
-        return await self.app[keys.STORE].audit.events(credential=credential)
 
 
 def aws_credential(name: str, endpoint: str, role: str, **extra: object) -> dict[str, object]:
@@ -520,15 +496,7 @@ async def test_a_malformed_policy_at_sts_is_an_invalid_request(broker: Broker) -
 async def test_aws_through_oauth2_token_is_invalid_target_without_calling_sts(
     broker: Broker,
 ) -> None:
-    response = await broker.client.post(
-        "/oauth2/token",
-        data={
-            "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
-            "subject_token": broker.token(),
-            "subject_token_type": JWT_TYPE,
-            "audience": "aws-fake",
-        },
-    )
+    response = await post_token_exchange(broker.client, broker.token(), "aws-fake")
     await assert_error(response, 400, "invalid_target", "token_type_unsupported")
     assert broker.fake_sts.requests == []
 
@@ -585,7 +553,7 @@ async def test_gcp_external_account_config_is_rendered_without_calling_google(
     assert document == {
         "type": "external_account",
         "audience": provider_name("env0", minted=False),
-        "subject_token_type": JWT_TYPE,
+        "subject_token_type": JWT_TOKEN_TYPE,
         "token_url": f"{broker.scripted_google.url}/v1/token",
         "credential_source": {
             "executable": {
@@ -619,7 +587,7 @@ async def test_gcp_executable_in_passthrough_holds_the_platform_token(broker: Br
     assert document == {
         "version": 1,
         "success": True,
-        "token_type": JWT_TYPE,
+        "token_type": JWT_TOKEN_TYPE,
         "id_token": token,
         "expiration_time": unverified_claims(token)["exp"],
     }

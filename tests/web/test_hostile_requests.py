@@ -14,10 +14,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpClient
+from tests.support.broker import one_org_settings
 from tests.support.platform import ServedDevIssuer
 from tests.web.admin.conftest import ADMIN_TOKEN
 
-from tokenbroker.config import Settings, parse_settings
+from tokenbroker.config import Settings
 from tokenbroker.identity.fingerprint import token_fingerprint
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.web import keys
@@ -35,24 +36,18 @@ Client = TestClient[web.Request, web.Application]
 
 def hostile_settings(tmp_path: Path, issuer: ServedDevIssuer) -> Settings:
     """An organization and a credential (at an address never called), an admin token."""
-    trusted = issuer.issuer_settings("env0")
-    return parse_settings(
-        {
-            "server": {"data_dir": str(tmp_path)},
-            "security": {"allow_private_backends": True},
-            "admin": {"tokens": [admin_token_digest(ADMIN_TOKEN)]},
-            "issuers": [trusted.model_dump(mode="json")],
-            "organizations": [{"name": "acme", "issuer": trusted.name, "platform_org_id": ORG}],
-            "credentials": [
-                {
-                    "organization": "acme",
-                    "name": "prod-vault",
-                    "type": "vault_oidc",
-                    "settings": {"address": "https://vault.example.com", "role": "ci"},
-                }
-            ],
-        },
-        {},
+    vault = {
+        "organization": "acme",
+        "name": "prod-vault",
+        "type": "vault_oidc",
+        "settings": {"address": "https://vault.example.com", "role": "ci"},
+    }
+    return one_org_settings(
+        tmp_path,
+        issuer.issuer_settings("env0"),
+        [vault],
+        org=ORG,
+        admin={"tokens": [admin_token_digest(ADMIN_TOKEN)]},
     )
 
 

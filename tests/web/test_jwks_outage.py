@@ -15,11 +15,11 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient, AiohttpServer
-from tests.identity.conftest import FakeJwksServer
+from tests.identity.conftest import FakeJwksServer, publish_env0_keys
+from tests.support.broker import ID_TOKEN, one_org_settings
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.clock import FrozenClock
-from tokenbroker.config import parse_settings
 from tokenbroker.web.app import create_app
 
 ORG = "org-1"
@@ -55,33 +55,11 @@ async def broker(
 ) -> Broker:
     clock = FrozenClock(NOW)
     dev_issuer.clock = clock
-    published = FakeJwksServer(keys=dev_issuer.public_jwks("env0")["keys"])  # type: ignore[arg-type]
-    published.cache_control = f"max-age={CACHE_SECONDS}"
-    published.server = await aiohttp_server(published.app())
+    published = await publish_env0_keys(dev_issuer, aiohttp_server, CACHE_SECONDS)
     issuer = dev_issuer.issuer_settings(
         "env0", jwks_uri=published.jwks_uri, jwks_cache_seconds=CACHE_SECONDS
     )
-    settings = parse_settings(
-        {
-            "server": {"data_dir": str(tmp_path / "data")},
-            "security": {"allow_private_backends": True},
-            "issuers": [issuer.model_dump(mode="json")],
-            "organizations": [{"name": "acme", "issuer": issuer.name, "platform_org_id": ORG}],
-            "credentials": [
-                {
-                    "organization": "acme",
-                    "name": "id-token",
-                    "type": "oidc_token",
-                    "token": "mint",
-                    "audience": "https://example.test/ci",
-                }
-            ],
-            "assignments": [
-                {"organization": "acme", "project": PROJECT, "credentials": ["id-token"]}
-            ],
-        },
-        {},
-    )
+    settings = one_org_settings(tmp_path / "data", issuer, [ID_TOKEN], org=ORG, project=PROJECT)
     client = await aiohttp_client(create_app(settings, clock=clock))
     return Broker(client, dev_issuer, published, clock)
 

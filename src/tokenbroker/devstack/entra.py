@@ -30,13 +30,11 @@ import re
 import ssl
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Final
 
-import aiohttp
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -49,6 +47,7 @@ from joserfc.jws import extract_compact
 
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.devstack.outbound import DocumentUnavailable, OutboundSession
 
 TOKEN_EXCHANGE_AUDIENCE: Final = "api://AzureADTokenExchange"
 JWT_BEARER_ASSERTION: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -175,16 +174,16 @@ class EntraServer:
             2048, parameters={"use": "sig", "alg": _SIGNING_ALGORITHM}, auto_kid=True
         )
         self.issued: list[IssuedAccessToken] = []
-        self._http: aiohttp.ClientSession | None = None
+        self._outbound = OutboundSession()
 
     def app(self) -> web.Application:
         """The aiohttp application; it opens its own client session for issuers' JWKS."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
-        app.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery)
-        app.router.add_get("/{tenant}/discovery/v2.0/keys", self._keys)
-        app.router.add_post("/{tenant}/oauth2/v2.0/token", self._token)
-        app.cleanup_ctx.append(self._client_session)
-        return app
+        routes = [
+            web.get("/{tenant}/v2.0/.well-known/openid-configuration", self._discovery),
+            web.get("/{tenant}/discovery/v2.0/keys", self._keys),
+            web.post("/{tenant}/oauth2/v2.0/token", self._token),
+        ]
+        return self._outbound.application(routes, max_body_bytes=_MAX_BODY_BYTES)
 
     def add_federated_credential(
         self, tenant_id: str, client_id: str, credential: FederatedIdentityCredential
@@ -196,13 +195,6 @@ class EntraServer:
     def access_token_keys(self) -> KeySet:
         """The public keys that verify this server's access tokens."""
         return KeySet.import_key_set({"keys": [self._key.as_dict(private=False)]})
-
-    @asynccontextmanager
-    async def _client_session(self, _app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            self._http = session
-            yield
-            self._http = None
 
     # --- metadata ----------------------------------------------------------------------------
 
@@ -381,14 +373,9 @@ class EntraServer:
             raise _issuer_unreachable() from None
 
     async def _fetch_json(self, url: str) -> dict[str, object]:
-        assert self._http is not None, "the app is not running"
         try:
-            async with self._http.get(url, allow_redirects=False) as response:
-                body = await response.content.read(_MAX_DOCUMENT_BYTES + 1)
-                if response.status != 200 or len(body) > _MAX_DOCUMENT_BYTES:
-                    raise _issuer_unreachable()
-                document = json.loads(body)
-        except (aiohttp.ClientError, TimeoutError, ValueError):
+            document = await self._outbound.fetch_json(url, _MAX_DOCUMENT_BYTES)
+        except DocumentUnavailable:
             raise _issuer_unreachable() from None
         if not isinstance(document, dict):
             raise _issuer_unreachable()

@@ -19,13 +19,11 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, TypeAlias
 
-import aiohttp
 from aiohttp import web
 from joserfc import jwt
 from joserfc.errors import JoseError
@@ -34,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokenbroker.clock import Clock, SystemClock
 from tokenbroker.config.urls import require_trusted_url
+from tokenbroker.devstack.outbound import DocumentTooLarge, DocumentUnavailable, OutboundSession
 from tokenbroker.identity.models import Claims
 
 TOKEN_EXCHANGE_GRANT: Final = "urn:ietf:params:oauth:grant-type:token-exchange"
@@ -192,23 +191,16 @@ class GcpStsServer:
         self._clock = clock or SystemClock()
         self._federated: dict[str, _FederatedToken] = {}
         self._access: dict[str, _AccessToken] = {}
-        self._http: aiohttp.ClientSession | None = None
+        self._outbound = OutboundSession()
 
     def app(self) -> web.Application:
         """The aiohttp application; it opens its own client session for JWKS fetches."""
-        app = web.Application(client_max_size=_MAX_BODY_BYTES)
-        app.router.add_post("/v1/token", self._token)
-        app.router.add_post("/v1/projects/{project}/serviceAccounts/{target}", self._generate)
-        app.router.add_get("/v1/tokeninfo", self._tokeninfo)
-        app.cleanup_ctx.append(self._client_session)
-        return app
-
-    @asynccontextmanager
-    async def _client_session(self, _app: web.Application) -> AsyncIterator[None]:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-            self._http = session
-            yield
-            self._http = None
+        routes = [
+            web.post("/v1/token", self._token),
+            web.post("/v1/projects/{project}/serviceAccounts/{target}", self._generate),
+            web.get("/v1/tokeninfo", self._tokeninfo),
+        ]
+        return self._outbound.application(routes, max_body_bytes=_MAX_BODY_BYTES)
 
     # --- STS ---------------------------------------------------------------------------------
 
@@ -302,17 +294,12 @@ class GcpStsServer:
 
     async def _jwks(self, provider: WorkloadIdentityProvider) -> KeySet:
         # Fetched on every exchange: keys rotated by a test are seen at once.
-        assert self._http is not None, "the app is not running"
         try:
-            async with self._http.get(provider.jwks_uri, allow_redirects=False) as response:
-                if response.status != 200:
-                    raise _StsError("invalid_grant", "Unable to retrieve the issuer's JWKS.")
-                body = await response.content.read(_MAX_JWKS_BYTES + 1)
-                if len(body) > _MAX_JWKS_BYTES:
-                    raise _StsError("invalid_grant", "The issuer's JWKS is too large.")
-                document = json.loads(body)
-                return KeySet.import_key_set(document)
-        except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError, JoseError):
+            document = await self._outbound.fetch_json(provider.jwks_uri, _MAX_JWKS_BYTES)
+            return KeySet.import_key_set(document)  # type: ignore[arg-type]
+        except DocumentTooLarge:
+            raise _StsError("invalid_grant", "The issuer's JWKS is too large.") from None
+        except (DocumentUnavailable, ValueError, KeyError, TypeError, JoseError):
             raise _StsError("invalid_grant", "Unable to retrieve the issuer's JWKS.") from None
 
     # --- IAM Credentials ---------------------------------------------------------------------

@@ -7,7 +7,6 @@ Each page is saved as a screenshot in the folder the session prints (or
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ import pytest
 from aiohttp.test_utils import TestServer
 from playwright.async_api import Browser, Page, async_playwright, expect
 from pytest_aiohttp import AiohttpServer
-from tests.support.openbao import OpenBaoDevServer, configure_jwt_auth
+from tests.support.openbao import OpenBaoDevServer, trust_env0_tokens
 from tests.support.platform import ServedDevIssuer
 
 from tokenbroker.config import parse_settings
@@ -116,16 +115,14 @@ async def broker(
     )
     server = await aiohttp_server(create_app(settings))
     auth_path = f"console-{uuid.uuid4().hex[:8]}"
-    await asyncio.to_thread(
-        configure_jwt_auth,
-        openbao.client(),
-        path=auth_path,
-        jwks_url=dev_issuer.jwks_url("env0"),
-        bound_issuer=dev_issuer.issuer_url("env0"),
+    await trust_env0_tokens(
+        openbao,
+        dev_issuer,
+        auth_path,
         role=ROLE,
-        bound_audiences=[AUDIENCE],
-        bound_claims={"organizationId": ORG_ID},
-        policies=[POLICY],
+        audience=AUDIENCE,
+        org=ORG_ID,
+        policy=POLICY,
         kv_mount=f"kv-{auth_path}",
     )
     return ConsoleBroker(server, dev_issuer, openbao, auth_path, screenshots)

@@ -14,6 +14,7 @@ from tests.web.admin.conftest import ADMIN_TOKEN, admin_settings_dict
 
 from tokenbroker.clock import FrozenClock
 from tokenbroker.config import parse_settings
+from tokenbroker.store.policy import Policy
 from tokenbroker.web import keys
 from tokenbroker.web.admin.auth import admin_token_digest
 from tokenbroker.web.app import create_app
@@ -47,13 +48,18 @@ async def client(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FrozenClo
     policy = app[keys.STORE].policy
     await policy.create_organization("acme", "env0", "org-acme")
     await policy.create_organization("beta", "env0", "org-beta")
+    await create_vault(policy, "beta", "beta-vault")
+    return client
+
+
+async def create_vault(policy: Policy, organization: str, name: str) -> None:
+    """A Vault credential at an address the console never calls."""
     await policy.create_credential(
-        "beta",
-        "beta-vault",
+        organization,
+        name,
         "vault_oidc",
         settings={"address": "https://vault.example.com", "role": "ci"},
     )
-    return client
 
 
 def csrf_of(html: str) -> str:
@@ -332,12 +338,7 @@ async def test_a_credential_is_edited_from_its_current_values(
 async def test_deleting_a_credential_asks_first_naming_its_projects(client: Client) -> None:
     csrf = await sign_in(client)
     policy = client.server.app[keys.STORE].policy
-    await policy.create_credential(
-        "acme",
-        "v",
-        "vault_oidc",
-        settings={"address": "https://vault.example.com", "role": "ci"},
-    )
+    await create_vault(policy, "acme", "v")
     await policy.assign("acme", "project-one", "v")
     await policy.assign("acme", "owner/repo", "v")
     confirm = await (await client.get("/console/organizations/acme/credentials/v/delete")).text()
@@ -356,12 +357,7 @@ async def test_deleting_a_credential_asks_first_naming_its_projects(client: Clie
 async def test_a_project_id_with_a_slash_is_one_path_segment(client: Client) -> None:
     csrf = await sign_in(client)
     policy = client.server.app[keys.STORE].policy
-    await policy.create_credential(
-        "acme",
-        "v",
-        "vault_oidc",
-        settings={"address": "https://vault.example.com", "role": "ci"},
-    )
+    await create_vault(policy, "acme", "v")
     opened = await client.get(
         "/console/organizations/acme/project?project=owner/repo", allow_redirects=False
     )

@@ -29,6 +29,7 @@ from tokenbroker.web.console.layout import (
     csrf_field,
     error_summary,
     field_errors,
+    filter_form,
     form_field,
     link,
     page,
@@ -112,14 +113,7 @@ def _filters_form(
             error=error("until"),
         ),
     ]
-    return render(
-        '<form method="get" action="{action}" class="filters" role="search" '
-        'aria-label="Filter audit events">{fields}<div class="actions">'
-        '<button type="submit" class="primary">Filter</button>'
-        '<a class="button ghost" href="{action}">Clear</a></div></form>',
-        action=url("audit"),
-        fields=join(form_field(f) for f in fields),
-    )
+    return filter_form(url("audit"), "Filter audit events", fields)
 
 
 async def audit(request: web.Request) -> web.Response:

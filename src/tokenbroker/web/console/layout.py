@@ -282,6 +282,19 @@ def field_id(name: str) -> str:
     return "f-" + "".join(c if c.isalnum() else "-" for c in name)
 
 
+def filter_form(action: str, label: str, fields: Sequence[Field]) -> Markup:
+    """A GET search form of ``fields`` over a listing at ``action``, with Filter and Clear."""
+    return render(
+        '<form method="get" action="{action}" class="filters" role="search" '
+        'aria-label="{label}">{fields}<div class="actions">'
+        '<button type="submit" class="primary">Filter</button>'
+        '<a class="button ghost" href="{action}">Clear</a></div></form>',
+        action=action,
+        label=label,
+        fields=join(form_field(f) for f in fields),
+    )
+
+
 def form_field(f: Field) -> Markup:
     """A labelled control; a hint and an error are tied to it with aria-describedby."""
     ident = field_id(f.name)

@@ -17,7 +17,7 @@ from tokenbroker.web.console.layout import (
     code,
     error_summary,
     field_errors,
-    form_field,
+    filter_form,
     page,
     pager,
     post_button,
@@ -77,14 +77,7 @@ async def leases(request: web.Request) -> web.Response:
             error=error("state"),
         ),
     ]
-    filters = render(
-        '<form method="get" action="{action}" class="filters" role="search" '
-        'aria-label="Filter leases">{fields}<div class="actions">'
-        '<button type="submit" class="primary">Filter</button>'
-        '<a class="button ghost" href="{action}">Clear</a></div></form>',
-        action=url("leases"),
-        fields=join(form_field(f) for f in fields),
-    )
+    filters = filter_form(url("leases"), "Filter leases", fields)
     rows = []
     for lease in found.leases:
         revoke = (
