@@ -8,7 +8,8 @@ database connects them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -96,6 +97,22 @@ async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tupl
     return result, reused
 
 
+@contextlib.contextmanager
+def statements_on(store: Store) -> Iterator[list[str]]:  # noqa: F811
+    """The SQL statements ``store`` sends while the block runs."""
+    statements: list[str] = []
+
+    def sent(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    engine = store._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", sent)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", sent)
+
+
 @pytest.fixture
 def clock() -> FrozenClock:
     return FrozenClock(NOW)
@@ -145,18 +162,9 @@ async def test_concurrent_retries_of_different_issues_share_one_lease_state_read
     assert await store.leases.end(
         revoked.lease_id, state="revoked", now=datetime.fromtimestamp(NOW, UTC), by="test"
     )
-    reads: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if statement.lstrip().upper().startswith("SELECT") and "leases" in statement:
-            reads.append(statement)
-
-    engine = store._engine.sync_engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
+    with statements_on(store) as statements:
         retries = await asyncio.gather(*(issue(reuse, issuer, key) for key in keys))
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "leases" in s]
     # One read for the eight remembered issues, then the revoked one's new claim.
     assert len([r for r in reads if " IN " in r.upper()]) == 1
     assert [reused for _, reused in retries] == [n != 3 for n in range(8)]
@@ -230,6 +238,11 @@ async def test_a_retry_on_another_broker_gets_the_first_brokers_credential(
     retried, reused = await issue(other, issuer)
     assert (reused, issuer.calls) == (True, 1)
     assert retried.issued.values == first.issued.values
+    # Its next retries there are served from memory: one lease-state read, no claim.
+    with statements_on(second_broker) as statements:
+        again, reused = await issue(other, issuer)
+    assert (again.lease_id, reused) == (first.lease_id, True)
+    assert [s.split()[0].upper() for s in statements] == ["SELECT"]
 
 
 async def test_identical_requests_split_over_two_brokers_make_one_backend_call(

@@ -38,8 +38,9 @@ _STORE_RETRY_AFTER_SECONDS = 1
 # Waiting on another broker's issue: a first look soon, then less often, within the deadline.
 _FIRST_POLL_SECONDS = 0.02
 _MAX_POLL_SECONDS = 0.25
-# Issues this process remembers for their retries. Bounded, so a flood of fresh tokens costs
-# no more memory than this; a retry of an issue forgotten here is served from its lease row.
+# Issues this process remembers for their retries (its own, and others' it served). Bounded,
+# so a flood of fresh tokens costs no more memory than this; a retry of an issue forgotten here
+# is served from its lease row.
 _REMEMBERED_ISSUES = 4096
 
 
@@ -183,15 +184,21 @@ class ReuseWindow:
                 sealed_until=activation.sealed_until,
             ),
         )
-        reuse_until = activation.reuse_until.timestamp()
+        self._remember(issue.key, issue.issued, issue.lease_id, activation.reuse_until)
+
+    def _remember(
+        self, key: ReuseKey, issued: IssuedCredential, lease_id: str, reuse_until: datetime
+    ) -> None:
+        """Serve the next retries of ``key`` from memory (after one lease-state read)."""
+        now = self._clock.now()
         remembered = self._remembered
         while remembered and (
             len(remembered) >= _REMEMBERED_ISSUES
-            or next(iter(remembered.values())).reuse_until <= self._clock.now()
+            or next(iter(remembered.values())).reuse_until <= now
         ):
             remembered.popitem(last=False)
-        if reuse_until > self._clock.now():
-            remembered[issue.key] = _Remembered(issue.issued, issue.lease_id, reuse_until)
+        if reuse_until.timestamp() > now:
+            remembered[key] = _Remembered(issued, lease_id, reuse_until.timestamp())
 
     def activation(self, issue: Issue, token_expires_at: float) -> Activation:
         """How long the fresh ``issue`` may be handed to retries, and its sealed material."""
@@ -270,6 +277,9 @@ class ReuseWindow:
             ):
                 held = self.unsealed(holder)
                 if held is not None:
+                    # Issued by another broker of the fleet (or before a restart): its next
+                    # retries here are served like this broker's own.
+                    self._remember(key, held.issued, holder.id, holder.reuse_until)
                     return Issue(key, credential, held.issued, holder.id, fresh=False), True
             if self._clock.now() >= deadline:
                 raise TemporarilyUnavailable(
