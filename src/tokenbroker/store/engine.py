@@ -210,6 +210,20 @@ async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
             yield connection
 
 
+@asynccontextmanager
+async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for single-statement reads, each seeing what was committed before it.
+
+    No transaction is opened around them: on PostgreSQL the connection is in autocommit (a
+    BEGIN and a ROLLBACK would be two more round trips per read); SQLite's reads never begin
+    one (``_on_begin``).
+    """
+    async with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        yield connection
+
+
 ConnectionScope = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 """Opens the connection a group of statements runs on, and ends it."""
 

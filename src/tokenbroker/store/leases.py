@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.store.batching import Batched, GroupCommit, Statement
-from tokenbroker.store.engine import write_connection
+from tokenbroker.store.engine import read_connection, write_connection
 from tokenbroker.store.tables import leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
@@ -219,7 +219,7 @@ class Leases:
         return await self._active(lease_id)
 
     async def _active_among(self, lease_ids: Sequence[str]) -> list[bool]:
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             rows = await conn.execute(_ACTIVE_AMONG, {"lease_ids": sorted(set(lease_ids))})
             active = {row[0] for row in rows}
         return [lease_id in active for lease_id in lease_ids]
