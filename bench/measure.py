@@ -189,6 +189,8 @@ class Totals:
             "rate": round(self.rate, 1),
             "cpu_ms_per_request": round(self.cpu_ms, 4),
         }
+        if self.exhausted:
+            values["fresh_tokens_ran_out"] = True
         if self.histogram:
             values["median_ms"] = round(self.median_ms, 4)
             values["p99_ms"] = round(wrk.p99_ms(self.histogram), 4)
