@@ -69,8 +69,10 @@ class Plan:
     # wrk counts time in whole seconds.
     phase_seconds: int = 2
     rounds: int = 4
-    c1_rounds: int = 6
-    growth_rounds: int = 6
+    # The c=1 rows compare medians, which drift more than CPU per request: 1-second phases
+    # (wrk's shortest), many rounds.
+    c1_rounds: int = 12
+    growth_rounds: int = 12
     validation_calls: int = 4000
     store_growth_iterations: int = 2000
     memory_exchanges: int = 100_000
@@ -84,8 +86,8 @@ class Plan:
         return cls(
             phase_seconds=1,
             rounds=2,
-            c1_rounds=2,
-            growth_rounds=2,
+            c1_rounds=4,
+            growth_rounds=4,
             validation_calls=1000,
             store_growth_iterations=500,
             memory_exchanges=20_000,
@@ -99,6 +101,7 @@ class Plan:
 
 
 _MEMORY_TOKENS = 1000
+_C1_PHASE_SECONDS = 1
 _MEMORY_CHUNK_SECONDS = 3
 _REPEATED = 500
 
@@ -456,7 +459,7 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
             Load(via_broker("mint", broker, VAULT_MINT), pool.cursor("main mint"), None),
         ],
         1,
-        plan.phase_seconds,
+        _C1_PHASE_SECONDS,
         plan.c1_rounds,
         histogram=True,
     )
@@ -760,7 +763,7 @@ def measure_growth(stack: Stack, pool: Pool, plan: Plan, token_index: int) -> li
             for name, broker in brokers.items()
         ],
         1,
-        plan.phase_seconds,
+        _C1_PHASE_SECONDS,
         plan.growth_rounds,
         histogram=True,
     )
