@@ -205,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store-url", default=None)
     parser.add_argument("--profile", choices=("fresh", "retry"), default=None)
     parser.add_argument("--baseline-rev", default=None, help="A/B against this git revision")
+    parser.add_argument("--rev", default=None, help="measure this git revision, not the tree")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"{k}={v}" for k, v in asyncio.run(measure(args)).items()))
         return 0
     here = Path(__file__).resolve().parent.parent / "src"
-    sides = {"this tree": here}
+    sides = {args.rev: _baseline_tree(args.rev)} if args.rev else {"this tree": here}
     if args.baseline_rev:
         sides[args.baseline_rev] = _baseline_tree(args.baseline_rev)
     for round_number in range(args.rounds):
