@@ -206,5 +206,6 @@ class GroupCommit:
         held, self._held = self._held, None
         if held is not None:
             await held.close()
-        if self._releasing is not None:
-            await self._releasing
+        releasing, self._releasing = self._releasing, None
+        if releasing is not None:
+            await releasing
