@@ -608,3 +608,50 @@ async def test_the_script_is_loaded_again_after_redis_forgets_it(
     assert await limiter.acquire("acme") is None
     await redis.script_flush()
     assert await limiter.acquire("acme") == pytest.approx(1.0)
+
+
+async def test_takes_of_one_bucket_made_at_once_share_one_redis_call_and_grant_exactly_its_burst(
+    redis_process: RedisProcess,
+) -> None:
+    await redis_process.start()
+    settings = rate_limit(requests_per_minute=1, burst=5)
+    limiter = RedisRateLimiter(settings, FrozenClock(T0), open_redis_client(redis_process.url))
+    admin = Redis.from_url(redis_process.url)
+    try:
+        before = await _script_calls(admin)
+        answers = await asyncio.gather(*(limiter.acquire("k") for _ in range(20)))
+        calls = await _script_calls(admin) - before
+        other = await limiter.acquire("another bucket")
+    finally:
+        await limiter.close()
+        await admin.aclose()
+    # The first take goes alone; the 19 made while it ran share the next call.
+    assert calls == 2
+    assert answers[:5] == [None] * 5
+    assert all(wait is not None and wait > 0 for wait in answers[5:])
+    assert other is None
+
+
+async def test_a_round_that_redis_fails_answers_each_of_its_takes(
+    redis_process: RedisProcess,
+) -> None:
+    # Not started: every call is refused. "deny": each take of the round gets the 503.
+    settings = rate_limit(on_redis_error="deny", redis_breaker_failures=100)
+    limiter = RedisRateLimiter(settings, FrozenClock(T0), open_redis_client(redis_process.url))
+    try:
+        answers = await asyncio.gather(
+            *(limiter.acquire(f"k{n % 2}") for n in range(6)), return_exceptions=True
+        )
+    finally:
+        await limiter.close()
+    assert all(isinstance(answer, TemporarilyUnavailable) for answer in answers)
+
+
+async def _script_calls(client: Redis) -> int:
+    """How many EVAL/EVALSHA calls the server has run."""
+    stats = await client.info("commandstats")
+    return sum(
+        int(value["calls"])
+        for name, value in stats.items()
+        if name in ("cmdstat_evalsha", "cmdstat_eval")
+    )

@@ -13,10 +13,12 @@ import hashlib
 import json
 import logging
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
+from tokenbroker.batching import Batched
 from tokenbroker.clock import Clock
 from tokenbroker.config.models import RateLimitSettings
 from tokenbroker.errors import ConfigError, TemporarilyUnavailable
@@ -230,14 +232,17 @@ class CircuitBreaker:
         return max(0.0, self.opened_at + self.cooldown - now)
 
 
-# The same bucket as `take`, run atomically in Redis. Numbers travel as strings written with
-# %.17g: Lua would truncate a returned number to an integer, and 17 digits round-trip a double.
+# The same bucket as `take`, run atomically in Redis, for ``count`` requests at once: the first
+# ``granted`` of them are allowed, the others wait the time it names. The wait travels as a
+# string written with %.17g: Lua would truncate a returned number to an integer, and 17 digits
+# round-trip a double.
 # The key expires when its bucket would be full again (+1 s for clock skew between instances).
 _TAKE_SCRIPT = """
 local capacity = tonumber(ARGV[1])
 local rate = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 local tolerance = tonumber(ARGV[4])
+local count = tonumber(ARGV[5])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens = tonumber(state[1])
 local updated = tonumber(state[2])
@@ -248,16 +253,19 @@ elseif now > updated then
   tokens = math.min(capacity, tokens + (now - updated) * rate)
   updated = now
 end
-local wait = -1
-if tokens >= 1 - rate * tolerance then
+local granted = 0
+while granted < count and tokens >= 1 - rate * tolerance do
   tokens = tokens - 1
-else
+  granted = granted + 1
+end
+local wait = -1
+if granted < count then
   wait = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
   'updated', string.format('%.17g', updated))
 redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
-return string.format('%.17g', wait)
+return {granted, string.format('%.17g', wait)}
 """
 
 
@@ -295,6 +303,7 @@ class RedisRateLimiter:
         self._failures: tuple[type[Exception], ...] = (RedisError, OSError, TimeoutError)
         self._warned_at = -math.inf
         self._down = False
+        self._takes: Batched[str, float | TemporarilyUnavailable | None] = Batched(self._take_all)
 
     def redis_key(self, key: str) -> str:
         """The Redis key of a bucket: the prefix and a SHA-256 of the bucket key."""
@@ -303,20 +312,36 @@ class RedisRateLimiter:
     async def acquire(self, key: str) -> float | None:
         """Take one request from ``key``'s bucket: None when allowed, else seconds to wait.
 
+        Requests taken while a call to Redis is in flight share the next call, one per bucket.
         Raises TemporarilyUnavailable while Redis fails when ``on_redis_error = "deny"``.
         """
         now = self._clock.now()
         if not self._breaker.allows(now):
             return self._unanswered(now)
-        args = (self._limits.capacity, self._limits.rate, now, TIME_TOLERANCE_SECONDS)
+        answer = await self._takes(key)
+        if isinstance(answer, TemporarilyUnavailable):
+            raise answer
+        return answer
+
+    async def _take_all(self, keys: Sequence[str]) -> list[float | TemporarilyUnavailable | None]:
+        """The answers of one round of takes: one Redis call per bucket, the buckets at once."""
+        now = self._clock.now()
+        counts = Counter(keys)
+        limits = (self._limits.capacity, self._limits.rate, now, TIME_TOLERANCE_SECONDS)
         try:
-            # The client's socket timeouts bound each read; this bounds the call, retry included.
+            # The client's socket timeouts bound each read; this bounds the round, retry included.
             async with asyncio.timeout(self._timeout):
-                reply: object = await self._script(keys=[self.redis_key(key)], args=args)
+                replies: list[object] = await asyncio.gather(
+                    *(
+                        self._script(keys=[self.redis_key(key)], args=(*limits, count))
+                        for key, count in counts.items()
+                    )
+                )
         except self._failures as exc:
-            self._breaker.failed(now)
+            for _ in keys:  # as many failed calls as callers, as when each made its own
+                self._breaker.failed(now)
             self._failed(exc, now)
-            return self._unanswered(now)
+            return [self._unanswered_error(now) for _ in keys]
         except BaseException:
             self._breaker.abandoned()
             raise
@@ -324,17 +349,37 @@ class RedisRateLimiter:
         if self._down:
             self._down = False
             log.warning("rate limiter: Redis answers again; exchanges are rate limited again")
-        wait = float(reply.decode() if isinstance(reply, bytes) else str(reply))
-        return None if wait < 0 else wait
+        granted: dict[str, int] = {}
+        waits: dict[str, float] = {}
+        for key, reply in zip(counts, replies, strict=True):
+            allowed, wait = cast("list[object]", reply)
+            granted[key] = int(cast(int, allowed))
+            waits[key] = float(wait.decode() if isinstance(wait, bytes) else str(wait))
+        answers: list[float | TemporarilyUnavailable | None] = []
+        for key in keys:
+            # Callers in arrival order: the first ``granted`` of a bucket's are allowed.
+            if granted[key] > 0:
+                granted[key] -= 1
+                answers.append(None)
+            else:
+                answers.append(waits[key])
+        return answers
 
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
 
     def _unanswered(self, now: float) -> float | None:
+        error = self._unanswered_error(now)
+        if error is not None:
+            raise error
+        return None
+
+    def _unanswered_error(self, now: float) -> TemporarilyUnavailable | None:
+        """While Redis fails: None (let the request through) or the refusal to raise."""
         if not self._deny_on_error:
             return None
-        raise TemporarilyUnavailable(
+        return TemporarilyUnavailable(
             "rate_limit_unavailable",
             "the rate limit store cannot be reached; retry later",
             retry_after=retry_after_seconds(self._breaker.seconds_until_probe(now)),

@@ -18,8 +18,8 @@ from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
 from tokenbroker.store.audit import AuditLog
-from tokenbroker.store.batching import GroupCommit
 from tokenbroker.store.engine import create_engine
+from tokenbroker.store.group_commit import GroupCommit
 
 EVENT = AuditEvent(
     time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),

@@ -1,4 +1,4 @@
-"""The audit aggregate: events appended by group commit (batching.py), and read back
+"""The audit aggregate: events appended by group commit (group_commit.py), and read back
 newest first. Every exchange's event is committed before it answers."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Outcome
 from tokenbroker.store import validation as check
-from tokenbroker.store.batching import GroupCommit, Statement
 from tokenbroker.store.engine import write_connection
+from tokenbroker.store.group_commit import GroupCommit, Statement
 from tokenbroker.store.tables import audit_events
 
 # Text comes from tokens: NUL replaced and cut to its column's length, so a long or odd claim

@@ -32,9 +32,10 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenbroker.batching import Batched
 from tokenbroker.errors import UnprocessableEntity
-from tokenbroker.store.batching import Batched, GroupCommit, Statement
 from tokenbroker.store.engine import read_connection, write_connection
+from tokenbroker.store.group_commit import GroupCommit, Statement
 from tokenbroker.store.tables import leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]

@@ -16,8 +16,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokenbroker.store import engine as engines
 from tokenbroker.store.audit import AuditLog
-from tokenbroker.store.batching import GroupCommit
 from tokenbroker.store.engine import Connections
+from tokenbroker.store.group_commit import GroupCommit
 from tokenbroker.store.leases import Leases
 from tokenbroker.store.policy import Policy, bump_revision
 from tokenbroker.store.policy_cache import PolicyCache
