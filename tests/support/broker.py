@@ -7,6 +7,7 @@ credentials (all assigned to one project when ``project`` is given), loopback ba
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from joserfc.jwk import KeySet
 
 from tests.support.platform import ServedDevIssuer
@@ -135,3 +136,20 @@ class ServedBroker:
     async def audit(self, credential: str | None = None) -> list[AuditEvent]:
         """Audit events, optionally of one credential."""
         return await self.app[keys.STORE].audit.events(credential=credential)
+
+
+class ReservedPort:
+    """A loopback port bound now and served by a test server later, for an app whose settings
+    name its own URL: no other process can take the port in between (a port that was only
+    found free could be)."""
+
+    def __init__(self) -> None:
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+
+    def server(self, app: web.Application) -> TestServer:
+        """A test server of ``app`` listening on the reserved port."""
+        reserved = self._socket
+        return TestServer(app, port=self.port, socket_factory=lambda *_: reserved)

@@ -16,13 +16,14 @@ import aiohttp
 import hvac
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from bench.procs import free_port
 from pytest_aiohttp import AiohttpClient, AiohttpServer
 from tests.exchange.test_replay import drop_table
 from tests.fakes.vault import FakeVault, Reply
 from tests.support.broker import (
     JWT_TOKEN_TYPE,
+    ReservedPort,
     credential_entry,
     post_exchange,
     post_token_exchange,
@@ -122,7 +123,8 @@ async def broker(
 ) -> Broker:
     suffix = uuid.uuid4().hex[:8]
     passthrough_path, mint_path = f"env0-{suffix}", f"broker-{suffix}"
-    port = free_port()
+    reserved = ReservedPort()
+    port = reserved.port
     public_url = f"http://127.0.0.1:{port}"
     # Every call to the fake stalls: the slow Vault.
     fake_vault = FakeVault(default=Reply(stall=True))
@@ -200,7 +202,7 @@ async def broker(
         },
         {},
     )
-    server = TestServer(create_app(settings), port=port)
+    server = reserved.server(create_app(settings))
     client = await aiohttp_client(server)
     await trust_env0_tokens(
         openbao,

@@ -19,12 +19,12 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from azure.identity import ClientAssertionCredential, WorkloadIdentityCredential
-from bench.procs import free_port
 from joserfc import jwt
 from pytest_aiohttp import AiohttpClient
 from tests.support.broker import (
+    ReservedPort,
     ServedBroker,
     credential_entry,
     one_org_settings,
@@ -88,7 +88,8 @@ async def broker(
     entra: StartEntra,
     aiohttp_client: AiohttpClient,
 ) -> Broker:
-    port = free_port()
+    reserved = ReservedPort()
+    port = reserved.port
     public_url = f"http://127.0.0.1:{port}"
     env0_issuer = dev_issuer.issuer_url("env0")
     application = EntraApplication(
@@ -124,7 +125,7 @@ async def broker(
         server={"public_url": public_url},
     )
     app = create_app(settings)
-    client: TestClient[web.Request, None] = await aiohttp_client(TestServer(app, port=port))
+    client: TestClient[web.Request, None] = await aiohttp_client(reserved.server(app))
     return Broker(client, app, public_url, dev_issuer, running)
 
 

@@ -23,14 +23,13 @@ from typing import Any, Literal
 import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
-from bench.procs import free_port
+from aiohttp.test_utils import TestClient
 from google.auth import pluggable
 from google.auth.transport.requests import Request as GoogleAuthRequest
 from joserfc import jwt
 from pytest_aiohttp import AiohttpClient
 from tests.support.aws import FakeSts, MotoServer, StsReply
-from tests.support.broker import JWT_TOKEN_TYPE, ServedBroker, post_token_exchange
+from tests.support.broker import JWT_TOKEN_TYPE, ReservedPort, ServedBroker, post_token_exchange
 from tests.support.gcp import (
     POOL,
     SERVICE_ACCOUNT,
@@ -210,7 +209,8 @@ async def broker(
     scripted_google: ScriptedGoogle,
     aiohttp_client: AiohttpClient,
 ) -> Broker:
-    port = free_port()
+    reserved = ReservedPort()
+    port = reserved.port
     public_url = f"http://127.0.0.1:{port}"
     gcp = await gcp_sts(
         GcpStsConfig(
@@ -280,7 +280,7 @@ async def broker(
         {},
     )
     app = create_app(settings)
-    client: TestClient[web.Request, None] = await aiohttp_client(TestServer(app, port=port))
+    client: TestClient[web.Request, None] = await aiohttp_client(reserved.server(app))
     return Broker(client, app, public_url, dev_issuer, moto_server, fake_sts, gcp, scripted_google)
 
 
