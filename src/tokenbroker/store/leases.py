@@ -108,8 +108,9 @@ class Held:
 
 
 class Leases:
-    """Leases in the store; every method is its own transaction, but an activation commits
-    with the audit event of its issue (``AuditLog.record``)."""
+    """Leases in the store; every method is its own transaction, but a claim's INSERT and an
+    activation go through the store's group commit (an activation with the audit event of its
+    issue, ``AuditLog.record``)."""
 
     def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
         self._engine = engine
