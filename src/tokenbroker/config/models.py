@@ -79,8 +79,7 @@ class ServerSettings(_Section):
     data_dir: Path = Path(".tokenbroker")
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     client_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
-    # "auto" serves on uvloop where it is installed (a default dependency off Windows); the
-    # bench measures the difference.
+    # "auto" serves on uvloop where it is installed (a default dependency off Windows).
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     # Processes serving the port (SO_REUSEPORT) under one supervisor; "auto" is one per CPU.
     workers: Annotated[int, Field(ge=1, le=256)] | Literal["auto"] = 1

@@ -28,9 +28,9 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 WRITE_OPTION = "tokenbroker_write"
 _SQLITE_BUSY_TIMEOUT_MS = 5000
 # A steady pool, no overflow: an overflow connection is opened for one use and closed after,
-# and under load that churn (a thread and four PRAGMAs per aiosqlite connection, a handshake
-# and a backend process per PostgreSQL one) costs more than waiting for a pooled connection,
-# which is short: the store never holds one across a backend call.
+# and under load that means four PRAGMAs per SQLite connection and a handshake and a backend
+# process per PostgreSQL one, where waiting for a pooled connection is short: the store never
+# holds one across a backend call.
 _STEADY_POOL: dict[str, int] = {"pool_size": 10, "max_overflow": 0}
 _T = TypeVar("_T")
 
@@ -101,14 +101,14 @@ class LoopThreadConnection(aiosqlite.Connection):
     unless another process holds the database's lock.
 
     aiosqlite runs each call on a thread of the connection's own and hands the result back to
-    the loop, which wakes for it: several hand-offs per statement, and more work than the
-    statement itself. The store's statements are short (small rows, indexed lookups, pages of
-    at most a thousand rows), and one process writes the file (serving several workers needs
-    PostgreSQL), so they run where they are awaited, failing at once when the file is locked.
-    A call that meets a lock (another process's transaction: an operator's ``tokenbroker db``
-    or ``keys``) waits for it on a thread instead, up to the busy timeout, while the loop
-    serves everything else. It overrides aiosqlite's thread-facing methods; the pin on
-    aiosqlite in pyproject.toml keeps them the ones it has.
+    the loop, which wakes for it: several hand-offs per statement. The store's statements are
+    short (small rows, indexed lookups, pages of at most a thousand rows), and one process
+    writes the file (serving several workers needs PostgreSQL), so they run where they are
+    awaited, failing at once when the file is locked. A call that meets a lock (another
+    process's transaction: an operator's ``tokenbroker db`` or ``keys``) waits for it on a
+    thread instead, up to the busy timeout, while the loop serves everything else. It overrides
+    aiosqlite's thread-facing methods; the pin on aiosqlite in pyproject.toml keeps them the
+    ones it has.
     """
 
     async def _execute(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:

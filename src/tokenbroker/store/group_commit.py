@@ -31,11 +31,10 @@ class _DeadBeforeWriting(Exception):
 class GroupCommit:
     """Writes batched into one transaction each round: written whole or not at all.
 
-    The rounds run one at a time, so they share one connection while writes keep coming: a
-    connection checked out of the pool and back per round costs more than a small round's
-    statements. The connection goes back to the pool once idle for ``idle_seconds`` (so the
-    pool's check on checkout finds one a PostgreSQL server dropped while the broker was quiet),
-    and is dropped when it failed.
+    The rounds run one at a time, so they share one connection while writes keep coming,
+    rather than taking one from the pool and giving it back for every round. The connection
+    goes back to the pool once idle for ``idle_seconds`` (so the pool's check on checkout finds
+    one a PostgreSQL server dropped while the broker was quiet), and is dropped when it failed.
     """
 
     def __init__(self, engine: AsyncEngine, *, idle_seconds: float = 1.0) -> None:

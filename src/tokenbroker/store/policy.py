@@ -644,7 +644,7 @@ def _credential_select() -> Select[tuple[object, ...]]:
     )
 
 
-# Built once: constructing a statement and its cache key costs more than running it.
+# Built once: the lookup runs on every exchange, and its statement never changes.
 _ORGANIZATION_ASSIGNMENTS: Final[Select[tuple[object, ...]]] = (
     select(
         organizations.c.id.label("org_id"),

@@ -1,8 +1,8 @@
 """The exchange's policy lookup from memory: (issuer, platform org, project) -> organization and
 the project's credentials, with a hard bound on how stale an entry can be.
 
-Why: every statement through the async driver costs several trips to its thread (aiosqlite) or
-the server (asyncpg), and the lookup was half of an exchange's database trips (bench/README.md).
+Why: the lookup runs on every exchange, and its answer changes only when an administrator
+changes the policy; without the cache every exchange would read it from the database.
 
 How it stays correct:
 - Every write transaction of the store that owns the cache invalidates it when the transaction
