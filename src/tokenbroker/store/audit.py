@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.policy.models import AuditEvent, Outcome
 from tokenbroker.store import validation as check
-from tokenbroker.store.engine import write_connection
+from tokenbroker.store.engine import read_connection, write_connection
 from tokenbroker.store.group_commit import GroupCommit, Statement
 from tokenbroker.store.tables import audit_events
 
@@ -93,7 +93,7 @@ class AuditLog:
             .order_by(audit_events.c.id.desc())
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             return [_audit_event(row) for row in await conn.execute(query)]
 
     async def check_writable(self) -> None:

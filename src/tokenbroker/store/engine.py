@@ -212,7 +212,7 @@ async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection
 
 @asynccontextmanager
 async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for single-statement reads, each seeing what was committed before it.
+    """A connection for the store's reads, each statement seeing what was committed before it.
 
     No transaction is opened around them: on PostgreSQL the connection is in autocommit (a
     BEGIN and a ROLLBACK would be two more round trips per read); SQLite's reads never begin

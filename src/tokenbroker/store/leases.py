@@ -232,7 +232,7 @@ class Leases:
 
     async def of_job(self, organization: str, job: str) -> list[Lease]:
         """Every active lease of one job of an organization."""
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             rows = await conn.execute(
                 select(leases)
                 .where(
@@ -278,7 +278,7 @@ class Leases:
             conditions.append(leases.c.organization.in_(list(organizations)))
         if before is not None:
             conditions.append(leases.c.id < before)
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             rows = await conn.execute(
                 select(leases)
                 .where(and_(True, *conditions))
@@ -303,7 +303,7 @@ class Leases:
                 return None
             except IntegrityError:
                 pass
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             row = (
                 await conn.execute(
                     select(token_uses.c.reuse_slot).where(token_uses.c.token_key == token_key)
@@ -328,7 +328,7 @@ class Leases:
         return int(expired.rowcount)
 
     async def _one(self, condition: ColumnElement[bool]) -> Lease | None:
-        async with self._engine.connect() as conn:
+        async with read_connection(self._engine) as conn:
             row = (await conn.execute(select(leases).where(condition))).first()
         return None if row is None else _lease(row)
 

@@ -8,6 +8,7 @@ is its own transaction; :meth:`Store.transaction` gives the same aggregates on o
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -75,7 +76,9 @@ class Store:
         self._allow_private_backends = allow_private_backends
         self.credential_types = credential_types
         """What the store knows of credential types (settings schemas, traits)."""
-        per_call = Connections(writing=self._policy_write, reading=engine.connect)
+        per_call = Connections(
+            writing=self._policy_write, reading=functools.partial(engines.read_connection, engine)
+        )
         self.policy = Policy(
             per_call,
             credential_types,
