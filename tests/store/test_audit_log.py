@@ -10,16 +10,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, text
+from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
-from tokenbroker.store.audit import AuditLog
-from tokenbroker.store.engine import create_engine
+from tokenbroker.store.audit import AuditLog, audit_row
+from tokenbroker.store.engine import create_engine, write_connection
 from tokenbroker.store.group_commit import GroupCommit
+from tokenbroker.store.tables import audit_events
 
 EVENT = AuditEvent(
     time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
@@ -258,6 +259,38 @@ async def test_a_write_while_another_connection_holds_the_write_lock_waits_off_t
         holder.close()
     assert [e.request_id for e in await store.audit.events()] == ["req-0"]
     assert writer.writes == 1
+
+
+@sqlite_file
+async def test_on_sqlite_the_group_commit_stores_through_sqlite3_what_sqlalchemy_would(
+    engine: AsyncEngine, writer: AuditLog
+) -> None:
+    statements: list[str] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def _on_execute(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    detailed = replace(
+        EVENT,
+        time=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
+        kind="revocation",
+        lease_id="lease-1",
+        detail={"revoked": ["a", 1, None], "ok": True},
+    )
+    await writer.record(replace(detailed, request_id="group-commit"))
+    assert statements == []  # the round ran on the sqlite3 connection itself
+    async with write_connection(engine) as connection:
+        await connection.execute(
+            insert(audit_events), audit_row(replace(detailed, request_id="sqlalchemy"))
+        )
+    columns = [c.name for c in audit_events.columns if c.name not in ("id", "request_id")]
+    with sqlite3.connect(_database(engine)) as reader:
+        rows = reader.execute(
+            f"SELECT {', '.join(columns)} FROM audit_events ORDER BY request_id"  # noqa: S608
+        ).fetchall()
+    assert len(rows) == 2
+    assert rows[0] == rows[1]
 
 
 async def test_closing_the_store_closes_its_audit_connections(tmp_path: Path) -> None:

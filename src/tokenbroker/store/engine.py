@@ -136,6 +136,12 @@ class LoopThreadConnection(aiosqlite.Connection):
         finally:
             connection.execute("PRAGMA busy_timeout=0")
 
+    async def run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``fn(the sqlite3 connection)``, where the connection's own calls run."""
+        if self._connection is None:
+            raise ValueError("Connection closed")
+        return await self._execute(fn, self._connection)
+
     def __await__(self) -> Generator[Any, None, LoopThreadConnection]:
         return self._open().__await__()
 

@@ -1,19 +1,30 @@
 """The store's group commit: writes that arrive while one is in flight share the next
-transaction (the lease claims and activations, the audit events)."""
+transaction (the lease claims and activations, the audit events).
+
+On SQLite a round runs on the ``sqlite3`` connection itself, with the statements SQLAlchemy
+compiled once and the values its column types process: the group commit is the one write of
+every exchange, and on SQLite, where the statements are cheap, SQLAlchemy's execution of each
+one was most of a lone exchange's write (bench/README.md, the A/B). Every other write, and
+every write on PostgreSQL, goes through SQLAlchemy.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Executable
+from sqlalchemy import ClauseElement, Executable
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from tokenbroker.batching import Batched
-from tokenbroker.store.engine import WRITE_OPTION
+from tokenbroker.store.engine import WRITE_OPTION, LoopThreadConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +33,44 @@ class Statement:
 
     statement: Executable
     parameters: Mapping[str, object]
+
+
+_Grouped = Mapping[Executable, list[Mapping[str, object]]]
+_Processor = Callable[[Any], Any]
+
+
+class _SqliteStatement:
+    """A statement as ``sqlite3`` runs it: the SQL SQLAlchemy compiles for the dialect, and
+    each row's values in their positions, made by the column types' own bind processors."""
+
+    def __init__(self, statement: Executable, keys: Sequence[str], dialect: Dialect) -> None:
+        assert isinstance(statement, ClauseElement)
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        assert isinstance(compiled, SQLCompiler)
+        assert compiled.positiontup is not None  # the dialect's paramstyle is qmark
+        self.sql = compiled.string
+        # Per position: the parameter's name and its processor, or a value the statement
+        # itself carries (a literal in a WHERE or SET clause), already processed.
+        self._positions: list[tuple[str | None, _Processor | None, object]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if name in keys:
+                self._positions.append((name, process, None))
+            else:
+                value = bind.effective_value
+                self._positions.append((None, None, process(value) if process else value))
+
+    def row(self, parameters: Mapping[str, object]) -> tuple[object, ...]:
+        """The positional values of one row."""
+        values: list[object] = []
+        for name, process, constant in self._positions:
+            if name is None:
+                values.append(constant)
+            else:
+                value = parameters[name]
+                values.append(process(value) if process else value)
+        return tuple(values)
 
 
 class _DeadBeforeWriting(Exception):
@@ -45,6 +94,7 @@ class GroupCommit:
         self._used_at = 0.0
         self._release_check: asyncio.TimerHandle | None = None
         self._releasing: asyncio.Task[None] | None = None
+        self._sqlite: dict[tuple[Executable, tuple[str, ...]], _SqliteStatement] = {}
 
     @property
     def transactions(self) -> int:
@@ -84,8 +134,12 @@ class GroupCommit:
             )
         return [None] * len(writes)
 
-    async def _transaction(self, grouped: Mapping[Executable, list[Mapping[str, object]]]) -> None:
+    async def _transaction(self, grouped: _Grouped) -> None:
         conn = await self._connection()
+        driver = (await conn.get_raw_connection()).driver_connection
+        if isinstance(driver, LoopThreadConnection):
+            await self._sqlite_transaction(driver, grouped)
+            return
         sent = False
         try:
             async with conn.begin():
@@ -103,6 +157,35 @@ class GroupCommit:
         except BaseException:
             await self._release()
             raise
+
+    async def _sqlite_transaction(self, driver: LoopThreadConnection, grouped: _Grouped) -> None:
+        """The round on the sqlite3 connection; its errors as SQLAlchemy's (IntegrityError)."""
+        batches: list[tuple[str, list[tuple[object, ...]]]] = []
+        for statement, parameters in grouped.items():
+            keys = tuple(parameters[0])
+            compiled = self._sqlite.get((statement, keys))
+            if compiled is None:
+                compiled = self._sqlite[statement, keys] = _SqliteStatement(
+                    statement, keys, self._engine.dialect
+                )
+            batches.append((compiled.sql, [compiled.row(p) for p in parameters]))
+
+        def write(connection: sqlite3.Connection) -> None:
+            # Rolled back on any error: run again on a thread when the file was locked.
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                for sql, rows in batches:
+                    connection.executemany(sql, rows)
+                connection.execute("COMMIT")
+            except BaseException:
+                if connection.in_transaction:
+                    connection.execute("ROLLBACK")
+                raise
+
+        try:
+            await driver.run(write)
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from None
 
     def _release_when_idle(self) -> None:
         self._release_check = None
