@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import tempfile
 from collections import Counter
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import store_growth, wrk
-from bench.procs import rss_kib, tree_cpu_seconds
+from bench.procs import machine_busy_seconds, rss_kib, tree_cpu_seconds
 from bench.report import Row, at_most
 from bench.stack import (
     DEFAULT_REDIS_URL,
@@ -166,6 +167,8 @@ class Totals:
     requests: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    # Busy CPU time of the whole machine over its phases (wrk, every server, the rest).
+    machine_seconds: float = 0.0
     histogram: Counter[int] = field(default_factory=Counter)
     exhausted: bool = False
 
@@ -180,6 +183,11 @@ class Totals:
         return 1000 * self.cpu_seconds / self.requests if self.requests else 0.0
 
     @property
+    def machine_cpus(self) -> float:
+        """How many of the machine's CPUs were busy, on average, over its phases."""
+        return self.machine_seconds / self.seconds if self.seconds else 0.0
+
+    @property
     def median_ms(self) -> float:
         """Median latency over its phases (histogram phases only)."""
         return wrk.median_ms(self.histogram)
@@ -191,6 +199,7 @@ class Totals:
             "seconds": round(self.seconds, 3),
             "rate": round(self.rate, 1),
             "cpu_ms_per_request": round(self.cpu_ms, 4),
+            "machine_cpus_busy": round(self.machine_cpus, 3),
         }
         if self.exhausted:
             values["fresh_tokens_ran_out"] = True
@@ -217,6 +226,7 @@ def run_rounds(
     def one(load: Load, phase_seconds: int, record: bool) -> None:
         use = load.tokens.tokens() if isinstance(load.tokens, Cursor) else load.tokens
         cpu_before = tree_cpu_seconds(load.pid) if load.pid is not None else 0.0
+        machine_before = machine_busy_seconds()
         phase = wrk.checked(
             wrk.run(
                 load.target,
@@ -228,6 +238,7 @@ def run_rounds(
             )
         )
         cpu = tree_cpu_seconds(load.pid) - cpu_before if load.pid is not None else 0.0
+        machine = machine_busy_seconds() - machine_before
         if isinstance(load.tokens, Cursor):
             load.tokens.used(phase.sent)
         if phase.exhausted:
@@ -238,6 +249,7 @@ def run_rounds(
             total.requests += phase.expected
             total.seconds += phase.seconds
             total.cpu_seconds += cpu
+            total.machine_seconds += machine
             total.histogram += phase.histogram
             total.exhausted = total.exhausted or phase.exhausted
 
@@ -438,8 +450,10 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
                 ),
             ]
     c32 = run_rounds(pool.tokens, loads, CONCURRENCY, plan.phase_seconds, plan.rounds)
-    for _, server in floors.values():
-        server.stop()
+    for label, (_, server) in floors.items():
+        if label != FLOOR_SQLITE3:  # also the c=1 floor
+            server.stop()
+    floor_url, floor_server = floors[FLOOR_SQLITE3]
     c1 = run_rounds(
         pool.tokens,
         [
@@ -457,12 +471,19 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
                 None,
             ),
             Load(via_broker("mint", broker, VAULT_MINT), pool.cursor("main mint"), None),
+            Load(
+                wrk.Target(FLOOR_SQLITE3, floor_url, bearer=True),
+                # The passthrough's cursor: tokens OpenBao never saw, as the broker sends.
+                pool.cursor("main passthrough"),
+                None,
+            ),
         ],
         1,
         _C1_PHASE_SECONDS,
         plan.c1_rounds,
         histogram=True,
     )
+    floor_server.stop()
     return _main_rows(c32, c1, extras)
 
 
@@ -591,7 +612,7 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
     ]
 
     section = "3 proxied Vault login (c=1, median)"
-    for label, target in (("passthrough", C1_EXTRA_TARGET), ("mint", None)):
+    for label, target in (("passthrough", C1_EXTRA_TARGET), ("mint", None), (FLOOR_SQLITE3, None)):
         through = c1[label]
         extra = through.median_ms - direct1.median_ms
         rows.append(
@@ -917,7 +938,8 @@ def measure_workers(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
             two.rate / one.rate,
             WORKERS_TARGET,
             f"{one.rate:,.0f} -> {two.rate:,.0f} req/s, broker CPU {one.cpu_ms:.3f} -> "
-            f"{two.cpu_ms:.3f} ms/req",
+            f"{two.cpu_ms:.3f} ms/req; machine CPUs busy {one.machine_cpus:.2f} -> "
+            f"{two.machine_cpus:.2f} of {os.cpu_count()}",
             {"one_worker": one.data(), "two_workers": two.data()},
             at_least=True,
         )

@@ -142,6 +142,14 @@ def cpu_seconds(pid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy_seconds() -> float:
+    """CPU time every CPU of the machine has spent busy so far (not idle, not waiting on I/O),
+    from ``/proc/stat``: what wrk, the servers and everything else used together."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def tree_cpu_seconds(pid: int) -> float:
     """CPU time of a process and of every live descendant (a supervisor and its workers)."""
     parents: dict[int, int] = {}
