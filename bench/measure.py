@@ -54,6 +54,7 @@ FLOOR = "floor (verify, one outbound login, one row)"
 FLOOR_SQLITE3 = "floor, the row through sqlite3 itself"
 FLOOR_NO_ROW = "floor without the row (verify, outbound login)"
 FLOOR_OUTBOUND = "floor, outbound login only"
+RETRY_FLOOR = "retry floor (request, digest, one read; no audit row)"
 _UNLIMITED = {
     "enabled": True,
     "requests_per_minute": 1_000_000,
@@ -385,6 +386,7 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
         FLOOR_NO_ROW: stack.start_floor("floor-no-row", write=False),
         FLOOR_OUTBOUND: stack.start_floor("floor-outbound", verify=False, write=False),
     }
+    retry_floor_url, retry_floor = stack.start_retry_floor("retry-floor")
     retry_token = wrk.Tokens("fixed", pool.retry, pool.retry + 1)
     malformed = (("Authorization", "Bearer not-a-platform-token"),)
     loads = [
@@ -414,6 +416,11 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
             for label, (url, server) in floors.items()
         ),
         Load(via_broker("retry path", broker, VAULT_PASSTHROUGH), retry_token, broker.pid),
+        Load(
+            wrk.Target(RETRY_FLOOR, retry_floor_url, body=hello_target(stack).body, bearer=True),
+            retry_token,
+            retry_floor.pid,
+        ),
         Load(
             via_broker("dry run", broker, VAULT_PASSTHROUGH, dry_run=True),
             retry_token,
@@ -450,6 +457,7 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
                 ),
             ]
     c32 = run_rounds(pool.tokens, loads, CONCURRENCY, plan.phase_seconds, plan.rounds)
+    retry_floor.stop()
     for label, (_, server) in floors.items():
         if label != FLOOR_SQLITE3:  # also the c=1 floor
             server.stop()
@@ -628,7 +636,7 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
         )
 
     section = "4 retry path (same token and credential, c=32)"
-    retry, dry = c32["retry path"], c32["dry run"]
+    retry, dry, retry_floor = c32["retry path"], c32["dry run"], c32[RETRY_FLOOR]
     rows += [
         _ratio_row(
             section,
@@ -654,6 +662,22 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
             None,
             cpu_context(dry),
             dry.data(),
+        ),
+        _ratio_row(
+            section,
+            f"{RETRY_FLOOR} / hello-world CPU per request",
+            retry_floor.cpu_ms / hello.cpu_ms,
+            None,
+            cpu_context(retry_floor),
+            retry_floor.data(),
+        ),
+        _ratio_row(
+            section,
+            f"{RETRY_FLOOR} / hello-world rate",
+            retry_floor.rate / hello.rate,
+            None,
+            f"{hello.rate:,.0f} -> {retry_floor.rate:,.0f} req/s",
+            retry_floor.data(),
         ),
     ]
 

@@ -10,11 +10,16 @@ do for one (receive the request; verify the RS256 platform token against the cac
 one outbound POST of it to OpenBao's JWT login; one row written to SQLite through the broker's
 engine, or with ``--sqlite3`` through the standard library's driver on the loop's thread);
 without ``--jwks-url`` and ``--database`` only the request and the outbound call.
+``python -m bench.servers retry-floor --port N --database F``: the floor of a retry, less than a
+retry must do (the request and its JSON body, the token's SHA-256 looked up in memory, one read
+of a lease's state through ``sqlite3``, a JSON answer; no audit row).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import sqlite3
 import sys
 import threading
@@ -141,6 +146,47 @@ def floor_app(settings: FloorSettings) -> web.Application:
     return app
 
 
+_LEASES = web.AppKey("leases", sqlite3.Connection)
+_REMEMBERED = web.AppKey("remembered", dict[bytes, str])
+
+
+def retry_floor_app(database: Path) -> web.Application:
+    """A retry's irreducible work but its audit row: what the retry path is weighed against."""
+
+    async def start(app: web.Application) -> None:
+        connection = sqlite3.connect(database, isolation_level=None)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, state TEXT NOT NULL)"
+        )
+        connection.execute("INSERT OR REPLACE INTO leases VALUES ('lease-1', 'active')")
+        app[_LEASES] = connection
+        app[_REMEMBERED] = {}
+
+    async def stop(app: web.Application) -> None:
+        app[_LEASES].close()
+
+    async def retry(request: web.Request) -> web.Response:
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        body = json.loads(await request.read())
+        digest = hashlib.sha256(token.encode()).digest()
+        lease = request.app[_REMEMBERED].setdefault(digest, "lease-1")
+        (state,) = (
+            request.app[_LEASES]
+            .execute("SELECT state FROM leases WHERE id = ?", (lease,))
+            .fetchone()
+        )
+        answer = {"credential": body.get("credential"), "lease_id": lease, "state": state}
+        return web.Response(text=json.dumps(answer), content_type="application/json")
+
+    app = web.Application()
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_post("/", retry)
+    app.router.add_get("/", _ok)
+    return app
+
+
 async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -157,7 +203,7 @@ def _serve_moto(port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Serve one of the benchmark's servers on loopback until terminated."""
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("kind", choices=["hello", "issuer", "moto", "floor"])
+    parser.add_argument("kind", choices=["hello", "issuer", "moto", "floor", "retry-floor"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keys-dir", type=Path, help="the dev issuer's key directory")
     parser.add_argument("--login-url", help="floor: OpenBao's JWT login URL")
@@ -174,6 +220,10 @@ def main(argv: list[str] | None = None) -> int:
         return _serve_moto(args.port)
     if args.kind == "hello":
         app = hello_app()
+    elif args.kind == "retry-floor":
+        if args.database is None:
+            parser.error("retry-floor needs --database")
+        app = retry_floor_app(args.database)
     elif args.kind == "floor":
         if args.login_url is None:
             parser.error("floor needs --login-url")

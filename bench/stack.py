@@ -418,6 +418,14 @@ class Stack:
             args.append("--sqlite3")
         return url, self.serve(name, args, url)
 
+    def start_retry_floor(self, name: str) -> tuple[str, ServerProcess]:
+        """The retry path's floor (``bench.servers retry-floor``): its URL and process."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        database = str(self.workdir / f"{name}.db")
+        args = ["bench.servers", "retry-floor", "--port", str(port), "--database", database]
+        return url, self.serve(name, [*args, "--event-loop", self.event_loop], url)
+
     # -- tokens ----------------------------------------------------------------------------
 
     def mint_tokens(self, count: int, workers: int = 2) -> list[str]:
