@@ -2,10 +2,10 @@
 transaction (the lease claims and activations, the audit events).
 
 On SQLite a round runs on the ``sqlite3`` connection itself, with the statements SQLAlchemy
-compiled once and the values its column types process: the group commit is the one write of
-every exchange, and on SQLite, where the statements are cheap, SQLAlchemy's execution of each
-one was most of a lone exchange's write (bench/README.md, the A/B). Every other write, and
-every write on PostgreSQL, goes through SQLAlchemy.
+compiled once and the values its column types process. SQLite runs in this process, so a round
+is Python work end to end, and every exchange waits for one: what SQLAlchemy adds to each
+statement (its execution context, events, result objects) is not spent where the rest of the
+store's writes, and every write on PostgreSQL, still go through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -73,6 +73,14 @@ class _SqliteStatement:
         return tuple(values)
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """The connection the rounds share, and on SQLite its driver's side (found once)."""
+
+    connection: AsyncConnection
+    sqlite: LoopThreadConnection | None
+
+
 class _DeadBeforeWriting(Exception):
     """The held connection was found dead at a round's first statement."""
 
@@ -90,7 +98,7 @@ class GroupCommit:
         self._engine = engine
         self._batched: Batched[Sequence[Statement], None] = Batched(self._commit)
         self._idle_seconds = idle_seconds
-        self._held: AsyncConnection | None = None
+        self._held: _Held | None = None
         self._used_at = 0.0
         self._release_check: asyncio.TimerHandle | None = None
         self._releasing: asyncio.Task[None] | None = None
@@ -135,11 +143,11 @@ class GroupCommit:
         return [None] * len(writes)
 
     async def _transaction(self, grouped: _Grouped) -> None:
-        conn = await self._connection()
-        driver = (await conn.get_raw_connection()).driver_connection
-        if isinstance(driver, LoopThreadConnection):
-            await self._sqlite_transaction(driver, grouped)
+        held = await self._connection()
+        if held.sqlite is not None:
+            await self._sqlite_transaction(held.sqlite, grouped)
             return
+        conn = held.connection
         sent = False
         try:
             async with conn.begin():
@@ -199,13 +207,15 @@ class GroupCommit:
             return
         # Taken here, not in the task: a round that starts meanwhile opens another.
         held, self._held = self._held, None
-        self._releasing = asyncio.create_task(held.close())
+        self._releasing = asyncio.create_task(held.connection.close())
 
-    async def _connection(self) -> AsyncConnection:
+    async def _connection(self) -> _Held:
         if self._held is None:
-            held = await self._engine.connect()
-            await held.execution_options(**{WRITE_OPTION: True})
-            self._held = held
+            connection = await self._engine.connect()
+            await connection.execution_options(**{WRITE_OPTION: True})
+            driver = (await connection.get_raw_connection()).driver_connection
+            sqlite = driver if isinstance(driver, LoopThreadConnection) else None
+            self._held = _Held(connection, sqlite)
         return self._held
 
     async def _release(self) -> None:
@@ -214,7 +224,7 @@ class GroupCommit:
             self._release_check = None
         held, self._held = self._held, None
         if held is not None:
-            await held.close()
+            await held.connection.close()
         releasing, self._releasing = self._releasing, None
         if releasing is not None:
             await releasing
