@@ -240,9 +240,9 @@ class RateLimitSettings(_Section):
     # While Redis fails or is skipped: "allow" exchanges unlimited, "deny" them with a 503.
     on_redis_error: Literal["allow", "deny"] = "allow"
     # Before any token is read, each client address has a bucket of its own, so a flood of junk
-    # tokens spends neither validation CPU nor an audit row per request. It is kept in this
-    # instance's memory even when redis_url is set: it protects this instance's CPU, which
-    # another instance's count says nothing about, and it must cost no round trip.
+    # tokens gets no signature check and no audit row per request. It is kept in this
+    # instance's memory even when redis_url is set: it protects this instance, which another
+    # instance's count says nothing about, and it must cost no round trip.
     per_client_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     per_client_burst: int = Field(default=120, ge=1, le=100_000)
 

@@ -52,8 +52,8 @@ ABSOLUTE_MAX_TOKEN_BYTES = 1024 * 1024
 # Never accepted whatever the configuration says: `none` is unsigned, and HS* would let anyone
 # holding the issuer's *public* key forge tokens with it as the shared secret.
 FORBIDDEN_ALGORITHMS = frozenset({"none", "HS256", "HS384", "HS512"})
-# Validated tokens remembered by default. An env0 token's parsed header and claims take ~7 KB,
-# so a full memo holds ~7 MB; expired entries make way as new tokens come in.
+# Validated tokens remembered by default: the bound on the memo's memory (each entry is a
+# token's parsed header and claims); expired entries make way as new tokens come in.
 DEFAULT_MEMO_SIZE = 1024
 
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
