@@ -24,6 +24,7 @@ import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,12 +139,7 @@ def floor_app(settings: FloorSettings) -> web.Application:
                 )
         return web.Response(body=body, status=status, content_type="application/json")
 
-    app = web.Application()
-    app.on_startup.append(start)
-    app.on_cleanup.append(stop)
-    app.router.add_post("/", login)
-    app.router.add_get("/", _ok)
-    return app
+    return _floor_server(start, stop, login)
 
 
 _LEASES = web.AppKey("leases", sqlite3.Connection)
@@ -179,10 +175,19 @@ def retry_floor_app(database: Path) -> web.Application:
         answer = {"credential": body.get("credential"), "lease_id": lease, "state": state}
         return web.Response(text=json.dumps(answer), content_type="application/json")
 
+    return _floor_server(start, stop, retry)
+
+
+def _floor_server(
+    start: Callable[[web.Application], Awaitable[None]],
+    stop: Callable[[web.Application], Awaitable[None]],
+    handle: Callable[[web.Request], Awaitable[web.Response]],
+) -> web.Application:
+    """A floor's app: ``handle`` answers ``POST /``, ``GET /`` says it is up."""
     app = web.Application()
     app.on_startup.append(start)
     app.on_cleanup.append(stop)
-    app.router.add_post("/", retry)
+    app.router.add_post("/", handle)
     app.router.add_get("/", _ok)
     return app
 
