@@ -143,8 +143,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def machine_busy_seconds() -> float:
-    """CPU time every CPU of the machine has spent busy so far (not idle, not waiting on I/O),
-    from ``/proc/stat``: what wrk, the servers and everything else used together."""
+    """CPU time every CPU of the machine has spent busy so far (not idle, not waiting on I/O;
+    time the hypervisor gave to others counts as busy), from ``/proc/stat``: what wrk, the
+    servers and everything else used together."""
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
     ticks = [int(value) for value in fields[:8]]  # user nice system idle iowait irq softirq steal
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")

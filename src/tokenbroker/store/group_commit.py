@@ -3,9 +3,9 @@ transaction (the lease claims and activations, the audit events).
 
 On SQLite a round runs on the ``sqlite3`` connection itself, with the statements SQLAlchemy
 compiled once and the values its column types process. SQLite runs in this process, so a round
-is Python work end to end, and every exchange waits for one: what SQLAlchemy adds to each
-statement (its execution context, events, result objects) is not spent where the rest of the
-store's writes, and every write on PostgreSQL, still go through SQLAlchemy.
+is Python work end to end, and every exchange waits for one: the round does without what
+SQLAlchemy adds to each statement it executes (an execution context, events, a result). The
+rest of the store's writes, and every write on PostgreSQL, still go through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class GroupCommit:
         self._used_at = 0.0
         self._release_check: asyncio.TimerHandle | None = None
         self._releasing: asyncio.Task[None] | None = None
-        self._sqlite: dict[tuple[Executable, tuple[str, ...]], _SqliteStatement] = {}
+        self._sqlite_statements: dict[tuple[Executable, tuple[str, ...]], _SqliteStatement] = {}
 
     @property
     def transactions(self) -> int:
@@ -171,9 +171,9 @@ class GroupCommit:
         batches: list[tuple[str, list[tuple[object, ...]]]] = []
         for statement, parameters in grouped.items():
             keys = tuple(parameters[0])
-            compiled = self._sqlite.get((statement, keys))
+            compiled = self._sqlite_statements.get((statement, keys))
             if compiled is None:
-                compiled = self._sqlite[statement, keys] = _SqliteStatement(
+                compiled = self._sqlite_statements[statement, keys] = _SqliteStatement(
                     statement, keys, self._engine.dialect
                 )
             batches.append((compiled.sql, [compiled.row(p) for p in parameters]))
