@@ -3,8 +3,9 @@ next.
 
 Every caller returns once its own call is done, but under concurrency one round of many calls
 replaces many rounds of one, and a lone call waits for nothing extra (it runs at once). The
-store batches its hot writes (store/group_commit.py) and the one read of every retry (a
-remembered lease's state, store/leases.py); the Redis rate limiter its takes (ratelimit.py).
+store batches its hot writes (store/group_commit.py) and, on PostgreSQL, the one read of every
+retry (a remembered lease's state, store/leases.py); the Redis rate limiter its takes
+(ratelimit.py).
 """
 
 from __future__ import annotations

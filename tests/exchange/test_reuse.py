@@ -151,7 +151,7 @@ async def test_different_tokens_and_changed_credentials_never_share(reuse: Broke
     assert issuer.calls == 3
 
 
-async def test_concurrent_retries_of_different_issues_share_one_lease_state_read(
+async def test_concurrent_retries_read_their_lease_states_in_one_read_or_on_sqlite3(
     reuse: Broker,
     store: Store,  # noqa: F811
 ) -> None:
@@ -165,8 +165,12 @@ async def test_concurrent_retries_of_different_issues_share_one_lease_state_read
     with statements_on(store) as statements:
         retries = await asyncio.gather(*(issue(reuse, issuer, key) for key in keys))
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT") and "leases" in s]
-    # One read for the eight remembered issues, then the revoked one's new claim.
-    assert len([r for r in reads if " IN " in r.upper()]) == 1
+    if store.dialect == "postgresql":
+        # One read for the eight remembered issues, then the revoked one's new claim.
+        assert len([r for r in reads if " IN " in r.upper()]) == 1
+    else:
+        # Each read on the sqlite3 connection itself, in the turn that asks.
+        assert reads == []
     assert [reused for _, reused in retries] == [n != 3 for n in range(8)]
     assert retries[3][0].lease_id != revoked.lease_id
     assert issuer.calls == 9
@@ -238,11 +242,13 @@ async def test_a_retry_on_another_broker_gets_the_first_brokers_credential(
     retried, reused = await issue(other, issuer)
     assert (reused, issuer.calls) == (True, 1)
     assert retried.issued.values == first.issued.values
-    # Its next retries there are served from memory: one lease-state read, no claim.
+    # Its next retries there are served from memory: one lease-state read, no claim (on
+    # SQLite the read runs on the sqlite3 connection itself, where no statement is seen).
     with statements_on(second_broker) as statements:
         again, reused = await issue(other, issuer)
     assert (again.lease_id, reused) == (first.lease_id, True)
-    assert [s.split()[0].upper() for s in statements] == ["SELECT"]
+    read = ["SELECT"] if second_broker.dialect == "postgresql" else []
+    assert [s.split()[0].upper() for s in statements] == read
 
 
 async def test_identical_requests_split_over_two_brokers_make_one_backend_call(

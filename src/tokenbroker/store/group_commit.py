@@ -1,11 +1,8 @@
 """The store's group commit: writes that arrive while one is in flight share the next
 transaction (the lease claims and activations, the audit events).
 
-On SQLite a round runs on the ``sqlite3`` connection itself, with the statements SQLAlchemy
-compiled once and the values its column types process. SQLite runs in this process, so a round
-is Python work end to end, and every exchange waits for one: the round does without what
-SQLAlchemy adds to each statement it executes (an execution context, events, a result). The
-rest of the store's writes, and every write on PostgreSQL, still go through SQLAlchemy.
+On SQLite a round runs on the ``sqlite3`` connection itself (sqlite_direct.py says why); on
+PostgreSQL through SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -13,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import ClauseElement, Executable
-from sqlalchemy.engine import Dialect
+from sqlalchemy import Executable
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from tokenbroker.batching import Batched
 from tokenbroker.store.engine import WRITE_OPTION, LoopThreadConnection
+from tokenbroker.store.sqlite_direct import run_on_sqlite3, sqlite_driver, sqlite_statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,41 +31,6 @@ class Statement:
 
 
 _Grouped = Mapping[Executable, list[Mapping[str, object]]]
-_Processor = Callable[[Any], Any]
-
-
-class _SqliteStatement:
-    """A statement as ``sqlite3`` runs it: the SQL SQLAlchemy compiles for the dialect, and
-    each row's values in their positions, made by the column types' own bind processors."""
-
-    def __init__(self, statement: Executable, keys: Sequence[str], dialect: Dialect) -> None:
-        assert isinstance(statement, ClauseElement)
-        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
-        assert isinstance(compiled, SQLCompiler)
-        assert compiled.positiontup is not None  # the dialect's paramstyle is qmark
-        self.sql = compiled.string
-        # Per position: the parameter's name and its processor, or a value the statement
-        # itself carries (a literal in a WHERE or SET clause), already processed.
-        self._positions: list[tuple[str | None, _Processor | None, object]] = []
-        for name in compiled.positiontup:
-            bind = compiled.binds[name]
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if name in keys:
-                self._positions.append((name, process, None))
-            else:
-                value = bind.effective_value
-                self._positions.append((None, None, process(value) if process else value))
-
-    def row(self, parameters: Mapping[str, object]) -> tuple[object, ...]:
-        """The positional values of one row."""
-        values: list[object] = []
-        for name, process, constant in self._positions:
-            if name is None:
-                values.append(constant)
-            else:
-                value = parameters[name]
-                values.append(process(value) if process else value)
-        return tuple(values)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +62,6 @@ class GroupCommit:
         self._used_at = 0.0
         self._release_check: asyncio.TimerHandle | None = None
         self._releasing: asyncio.Task[None] | None = None
-        self._sqlite_statements: dict[tuple[Executable, tuple[str, ...]], _SqliteStatement] = {}
 
     @property
     def transactions(self) -> int:
@@ -170,12 +129,7 @@ class GroupCommit:
         """The round on the sqlite3 connection; its errors as SQLAlchemy's (IntegrityError)."""
         batches: list[tuple[str, list[tuple[object, ...]]]] = []
         for statement, parameters in grouped.items():
-            keys = tuple(parameters[0])
-            compiled = self._sqlite_statements.get((statement, keys))
-            if compiled is None:
-                compiled = self._sqlite_statements[statement, keys] = _SqliteStatement(
-                    statement, keys, self._engine.dialect
-                )
+            compiled = sqlite_statement(statement, tuple(parameters[0]), self._engine.dialect)
             batches.append((compiled.sql, [compiled.row(p) for p in parameters]))
 
         def write(connection: sqlite3.Connection) -> None:
@@ -190,10 +144,7 @@ class GroupCommit:
                     connection.execute("ROLLBACK")
                 raise
 
-        try:
-            await driver.run(write)
-        except sqlite3.Error as exc:
-            raise DBAPIError.instance(None, None, exc, sqlite3.Error) from None
+        await run_on_sqlite3(driver, write)
 
     def _release_when_idle(self) -> None:
         self._release_check = None
@@ -213,9 +164,7 @@ class GroupCommit:
         if self._held is None:
             connection = await self._engine.connect()
             await connection.execution_options(**{WRITE_OPTION: True})
-            driver = (await connection.get_raw_connection()).driver_connection
-            sqlite = driver if isinstance(driver, LoopThreadConnection) else None
-            self._held = _Held(connection, sqlite)
+            self._held = _Held(connection, await sqlite_driver(connection))
         return self._held
 
     async def _release(self) -> None:

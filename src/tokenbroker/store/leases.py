@@ -36,6 +36,7 @@ from tokenbroker.batching import Batched
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.store.engine import read_connection, write_connection
 from tokenbroker.store.group_commit import GroupCommit, Statement
+from tokenbroker.store.sqlite_direct import SqliteReader
 from tokenbroker.store.tables import leases, token_uses
 
 LeaseState = Literal["pending", "active", "revoked", "expired", "failed"]
@@ -112,9 +113,12 @@ class Leases:
     activation go through the store's group commit (an activation with the audit event of its
     issue, ``AuditLog.record``)."""
 
-    def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
+    def __init__(
+        self, engine: AsyncEngine, commits: GroupCommit, sqlite: SqliteReader | None = None
+    ) -> None:
         self._engine = engine
         self._commits = commits
+        self._sqlite = sqlite
         self._active: Batched[str, bool] = Batched(self._active_among)
 
     async def claim(self, pending: Lease, now: datetime, *, stale_after: float) -> Claimed | Held:
@@ -216,8 +220,13 @@ class Leases:
         return await self._one(leases.c.id == lease_id)
 
     async def is_active(self, lease_id: str) -> bool:
-        """Whether a lease is active (issued, and neither revoked nor expired yet); the
-        questions asked at once share one read."""
+        """Whether a lease is active (issued, and neither revoked nor expired yet).
+
+        Every retry asks. On SQLite it is read at once on the sqlite3 connection; on
+        PostgreSQL the questions asked at once share one read.
+        """
+        if self._sqlite is not None:
+            return bool(await self._sqlite.rows(_IS_ACTIVE, {"lease_id": lease_id}))
         return await self._active(lease_id)
 
     async def _active_among(self, lease_ids: Sequence[str]) -> list[bool]:
@@ -345,6 +354,9 @@ _ACTIVATE = (
         sealed=bindparam("new_sealed"),
         sealed_until=bindparam("new_sealed_until"),
     )
+)
+_IS_ACTIVE = select(leases.c.id).where(
+    leases.c.id == bindparam("lease_id"), leases.c.state == "active"
 )
 _ACTIVE_AMONG = select(leases.c.id).where(
     leases.c.id.in_(bindparam("lease_ids", expanding=True)), leases.c.state == "active"

@@ -1,0 +1,136 @@
+"""The store's hottest statements on SQLite, run on the ``sqlite3`` connection itself.
+
+SQLite runs in this process, so a statement is Python work end to end, and every exchange waits
+for some: what SQLAlchemy adds to each statement it executes (an execution context, events, a
+result, a pool checkout, a greenlet switch) is most of that work. The group commit's rounds
+(group_commit.py) and the one read of every retry (a remembered lease's state, leases.py) do
+without it: they run the SQL SQLAlchemy compiles once per statement for the dialect, with the
+values its column types' own bind processors make, and raise sqlite3's errors as SQLAlchemy's.
+No SQL is written by hand. The rest of the store, and everything on PostgreSQL, goes through
+SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from sqlalchemy import ClauseElement, Executable
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from tokenbroker.store.engine import LoopThreadConnection
+
+_Processor = Callable[[Any], Any]
+_T = TypeVar("_T")
+
+
+class SqliteStatement:
+    """A statement as ``sqlite3`` runs it: the SQL SQLAlchemy compiles for the dialect, and
+    each row's values in their positions, made by the column types' own bind processors."""
+
+    def __init__(self, statement: Executable, keys: Sequence[str], dialect: Dialect) -> None:
+        assert isinstance(statement, ClauseElement)
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        assert isinstance(compiled, SQLCompiler)
+        assert compiled.positiontup is not None  # the dialect's paramstyle is qmark
+        self.sql = compiled.string
+        # Per position: the parameter's name and its processor, or a value the statement
+        # itself carries (a literal in a WHERE or SET clause), already processed.
+        self._positions: list[tuple[str | None, _Processor | None, object]] = []
+        for name in compiled.positiontup:
+            bind = compiled.binds[name]
+            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if name in keys:
+                self._positions.append((name, process, None))
+            else:
+                value = bind.effective_value
+                self._positions.append((None, None, process(value) if process else value))
+
+    def row(self, parameters: Mapping[str, object]) -> tuple[object, ...]:
+        """The positional values of one row."""
+        values: list[object] = []
+        for name, process, constant in self._positions:
+            if name is None:
+                values.append(constant)
+            else:
+                value = parameters[name]
+                values.append(process(value) if process else value)
+        return tuple(values)
+
+
+@functools.lru_cache(maxsize=256)
+def sqlite_statement(
+    statement: Executable, keys: tuple[str, ...], dialect: Dialect
+) -> SqliteStatement:
+    """``statement`` compiled once for ``dialect`` and the parameter names ``keys``."""
+    return SqliteStatement(statement, keys, dialect)
+
+
+async def run_on_sqlite3(
+    driver: LoopThreadConnection, fn: Callable[[sqlite3.Connection], _T]
+) -> _T:
+    """``fn(the sqlite3 connection)``, its sqlite3 errors raised as SQLAlchemy's (IntegrityError,
+    OperationalError), as the store's callers expect from every statement."""
+    try:
+        return await driver.run(fn)
+    except sqlite3.Error as exc:
+        raise DBAPIError.instance(None, None, exc, sqlite3.Error) from None
+
+
+async def sqlite_driver(connection: AsyncConnection) -> LoopThreadConnection | None:
+    """The sqlite3 side of a checked-out connection; None on PostgreSQL."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    return driver if isinstance(driver, LoopThreadConnection) else None
+
+
+class SqliteReader:
+    """The store's hot reads on SQLite, on one connection it holds until the store closes.
+
+    A read runs in the turn that awaits it (no round to wait for, no pool checkout); reads
+    take turns on the connection, so one that meets a lock (and waits for it on a thread)
+    holds the others until it is done. Each read is its own statement, outside any
+    transaction: it sees what was committed before it.
+    """
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._connection: AsyncConnection | None = None
+        self._driver: LoopThreadConnection | None = None
+        self._turn = asyncio.Lock()
+
+    async def rows(
+        self, statement: Executable, parameters: Mapping[str, object]
+    ) -> list[tuple[Any, ...]]:
+        """Every row ``statement`` selects with ``parameters``."""
+        compiled = sqlite_statement(statement, tuple(parameters), self._engine.dialect)
+        values = compiled.row(parameters)
+
+        def read(connection: sqlite3.Connection) -> list[tuple[Any, ...]]:
+            # fetchall: the statement runs to its end, so it holds no read snapshot after.
+            return connection.execute(compiled.sql, values).fetchall()
+
+        async with self._turn:
+            return await run_on_sqlite3(await self._held(), read)
+
+    async def close(self) -> None:
+        """Give the connection back (before the engine's dispose)."""
+        async with self._turn:
+            connection, self._connection, self._driver = self._connection, None, None
+            if connection is not None:
+                await connection.close()
+
+    async def _held(self) -> LoopThreadConnection:
+        if self._driver is None:
+            connection = await self._engine.connect()
+            driver = await sqlite_driver(connection)
+            if driver is None:
+                await connection.close()
+                raise TypeError("SqliteReader needs a SQLite engine")
+            self._connection, self._driver = connection, driver
+        return self._driver
