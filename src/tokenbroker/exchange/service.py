@@ -15,10 +15,10 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import TypeVar, cast
 
 from pydantic import BaseModel, ValidationError
@@ -196,19 +196,39 @@ class _Run:
     issue: Issue | None = None
     token_expires_at: float = 0.0
 
-    @contextmanager
-    def check(self, name: str, details: Mapping[str, object] | None = None) -> Iterator[None]:
+    def check(self, name: str, details: Mapping[str, object] | None = None) -> _Check:
         """Record the check as failed, with the refusal's reason, when its block raises."""
-        try:
-            yield
-        except BrokerError as exc:
-            data = {"reason": exc.reason, **(details or {})}
-            self.steps.append(TraceStep(name, False, exc.description, data))
-            raise
+        return _Check(self.steps, name, details)
 
     def passed(self, name: str, detail: str, data: Mapping[str, object] | None = None) -> None:
         """Record a check that passed."""
         self.steps.append(TraceStep(name, True, detail, data or {}))
+
+
+class _Check:
+    """The block of one check: a BrokerError it raises is recorded as the check's failed step."""
+
+    __slots__ = ("_details", "_name", "_steps")
+
+    def __init__(
+        self, steps: list[TraceStep], name: str, details: Mapping[str, object] | None
+    ) -> None:
+        self._steps = steps
+        self._name = name
+        self._details = details
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, BrokerError):
+            data = {"reason": exc.reason, **(self._details or {})}
+            self._steps.append(TraceStep(self._name, False, exc.description, data))
 
 
 @dataclass(frozen=True, slots=True)
