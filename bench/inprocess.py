@@ -3,10 +3,12 @@
 The app (``create_app``), a dev platform issuer and an aiohttp client run on one event loop;
 ``--n`` fresh exchanges of one credential, then the same tokens again (the retry path). It
 prints the CPU of the whole process (client included) per request and the event loop's turns
-per request. ``--baseline-rev REV`` runs the same measurement on ``git archive REV src`` in a
-child process, rounds alternating, so both sides see the same machine. ``--profile fresh`` or
-``retry`` prints a cProfile of that phase. No wrk and no separate processes: it answers "did
-this change make the exchange cheaper", not the bench's ratios (``python -m bench``).
+per request; ``--service`` sends the retries straight into the exchange service instead (no
+HTTP, no client), to see what a change to the service saves. ``--baseline-rev REV`` runs the
+same measurement on ``git archive REV src`` in a child process, rounds alternating, so both
+sides see the same machine. ``--profile fresh`` or ``retry`` prints a cProfile of that phase.
+No wrk and no separate processes: it answers "did this change make the exchange cheaper", not
+the bench's ratios (``python -m bench``).
 
 The credential is an ``oidc_token`` mint (no backend call) unless ``--vault`` starts an
 OpenBao dev server and exchanges through a passthrough ``vault_oidc`` credential.
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
+import gc
 import os
 import pstats
 import subprocess
@@ -25,7 +28,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -143,16 +146,24 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
             if response.status != 200:
                 raise RuntimeError(f"exchange answered {response.status}: {body[:300]!r}")
 
-        async def phase(batch: list[str]) -> None:
+        async def into_service(token: str) -> None:
+            from tokenbroker.exchange.service import ExchangeRequest
+            from tokenbroker.web.keys import SERVICE
+
+            await app[SERVICE].exchange(ExchangeRequest(token, CREDENTIAL, "bench"))
+
+        async def phase(batch: list[str], send: Callable[[str], Awaitable[None]]) -> None:
             queue = iter(batch)
 
             async def worker() -> None:
                 for token in queue:
-                    await exchange(token)
+                    await send(token)
 
             await asyncio.gather(*(worker() for _ in range(args.concurrency)))
 
-        await phase(tokens[args.n :])  # warm-up: caches, pool, JIT-free but cold paths
+        await phase(tokens[args.n :], exchange)  # warm-up: caches, pool, cold paths
+        # As serving does once it listens (web/serving.py), on both sides of an A/B.
+        gc.freeze()
         profile = cProfile.Profile() if args.profile else None
         with _loop_turns(asyncio.get_running_loop()) as turns:
             for name in ("fresh", "retry"):
@@ -160,7 +171,8 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
                 if profile is not None and args.profile == name:
                     profile.enable()
                 started = time.process_time()
-                await phase(tokens[: args.n])
+                retry_send = into_service if args.service else exchange
+                await phase(tokens[: args.n], exchange if name == "fresh" else retry_send)
                 results[f"{name}_ms"] = 1000 * (time.process_time() - started) / args.n
                 if profile is not None and args.profile == name:
                     profile.disable()
@@ -191,6 +203,8 @@ def _child(args: argparse.Namespace, src: Path) -> dict[str, float]:
         command.append("--vault")
     if args.store_url:
         command += ["--store-url", args.store_url]
+    if args.service:
+        command.append("--service")
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{root}"}
     out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
@@ -207,6 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-rev", default=None, help="A/B against this git revision")
     parser.add_argument("--rev", default=None, help="measure this git revision, not the tree")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--service",
+        action="store_true",
+        help="retries straight into the exchange service (no HTTP, no client); both sides "
+        "must have tokenbroker.exchange.service",
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.json or args.profile:
@@ -221,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
             got = _child(args, src)
             print(
                 f"round {round_number + 1} {name:>12}: fresh {got['fresh_ms']:.2f} ms CPU/req "
-                f"({got['fresh_turns']:.1f} loop turns), retry {got['retry_ms']:.2f} ms "
+                f"({got['fresh_turns']:.1f} loop turns), retry"
+                f"{' (service only)' if args.service else ''} {got['retry_ms']:.3f} ms "
                 f"({got['retry_turns']:.1f})",
                 flush=True,
             )
