@@ -241,6 +241,8 @@ class _Decided:
     traits: CredentialTraits
     settings: BaseModel
     version: str
+    # The platform's job id, or the token's fingerprint: what the lease and the trace name.
+    job: str
 
 
 class ExchangeService:
@@ -448,6 +450,7 @@ class ExchangeService:
         )
         with run.check("identity"):
             run.identity = identity = identify(issuer, validated.claims)
+        job = self._job(validated, run.fingerprint)
         run.passed(
             "identity",
             f"{issuer.profile} profile read the claims",
@@ -456,7 +459,7 @@ class ExchangeService:
                 "project": identity.project,
                 "environment": identity.environment,
                 "subject": identity.subject,
-                "job": self._job(validated, run.fingerprint),
+                "job": job,
                 **({"details": dict(identity.details)} if identity.details else {}),
             },
         )
@@ -523,7 +526,7 @@ class ExchangeService:
             with run.check("replay"):
                 await self._check_replay(run, ReuseKey(run.fingerprint, credential.id, version))
             run.passed("replay", "the token's first use, or a retry of it inside the reuse window")
-        return _Decided(validated, identity, credential, traits, settings, version)
+        return _Decided(validated, identity, credential, traits, settings, version, job)
 
     async def _check_replay(self, run: _Run, key: ReuseKey) -> None:
         """A replay-once token serves one (token, credential) request and its retries."""
@@ -584,7 +587,7 @@ class ExchangeService:
             project=decided.identity.project,
             issuer=decided.validated.issuer.name,
             subject=decided.identity.subject,
-            job=self._job(decided.validated, run.fingerprint),
+            job=decided.job,
             request_id=run.request.request_id,
             revocable=decided.traits.revocable,
         )
@@ -740,7 +743,7 @@ class ExchangeService:
         backend = self._backend(credential)
         # mint_token sets exp the same way: whole seconds from the clock plus the lifetime.
         expires = int(self._clock.now()) + self._signing.token_lifetime_seconds
-        job = self._job(decided.validated, run.fingerprint)
+        job = decided.job
         context = {"credential": credential.name, "job": job}
         if lease_id is not None:
             context["lease"] = lease_id
