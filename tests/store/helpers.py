@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from tokenbroker.policy.models import Credential, CredentialAssignment, Organization
 from tokenbroker.store import Store
@@ -31,3 +32,10 @@ async def snapshot(store: Store) -> Snapshot:
         assignments += await store.policy.list_assignments(org.name)
     audit = await store.audit.events(limit=1000)
     return Snapshot(organizations, credentials, assignments, [e.id for e in audit])
+
+
+def wal_bytes(database: Path) -> int | None:
+    """The size of a SQLite ``database``'s WAL file; None when there is none (SQLite removes
+    it when the last connection closes)."""
+    wal = database.with_name(f"{database.name}-wal")
+    return wal.stat().st_size if wal.exists() else None

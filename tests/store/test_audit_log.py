@@ -14,6 +14,7 @@ from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
+from tests.store.helpers import wal_bytes
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
@@ -100,12 +101,6 @@ async def _terminate_backend(store_url: str, pid: int) -> None:
 def _database(engine: AsyncEngine) -> Path:
     assert engine.url.database is not None
     return Path(engine.url.database)
-
-
-def _wal_bytes(database: Path) -> int | None:
-    """The size of ``database``'s WAL file; None when there is none."""
-    wal = database.with_name(f"{database.name}-wal")
-    return wal.stat().st_size if wal.exists() else None
 
 
 async def test_events_recorded_together_share_one_insert_and_are_all_committed(
@@ -298,9 +293,9 @@ async def test_closing_the_store_closes_its_audit_connections(tmp_path: Path) ->
     store = await Store.open(f"sqlite+aiosqlite:///{database}", credential_types=INSTALLED)
     await store.upgrade()
     await store.audit.record(EVENT)
-    assert _wal_bytes(database) is not None
+    assert wal_bytes(database) is not None
     await store.close()
-    assert _wal_bytes(database) is None
+    assert wal_bytes(database) is None
 
 
 @postgresql

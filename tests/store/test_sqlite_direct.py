@@ -14,7 +14,8 @@ from sqlalchemy import bindparam, event, insert, select, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tests.store.test_audit_log import EVENT, _wal_bytes
+from tests.store.helpers import wal_bytes
+from tests.store.test_audit_log import EVENT
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.store import Store
 from tokenbroker.store.audit import audit_row
@@ -87,7 +88,7 @@ async def test_closing_the_store_gives_back_the_connection_of_its_lease_reads(
     store = await Store.open(f"sqlite+aiosqlite:///{database}", credential_types=INSTALLED)
     await store.upgrade()
     assert await store.leases.is_active("no-such-lease") is False
-    assert _wal_bytes(database) is not None
+    assert wal_bytes(database) is not None
     await store.close()
     # SQLite removes the WAL file when its last connection closes.
-    assert _wal_bytes(database) is None
+    assert wal_bytes(database) is None
