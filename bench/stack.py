@@ -313,12 +313,14 @@ class Stack:
         assignments: Sequence[Mapping[str, object]] = (),
         workers: int = 1,
         rate_limit: Mapping[str, object] | None = None,
+        exchange: Mapping[str, object] | None = None,
         source: Path | None = None,
     ) -> Broker:
         """Run ``tokenbroker serve`` with a generated config in its own process (and ``workers``
         processes under it when more than one).
 
-        ``rate_limit``: the ``[rate_limit]`` table (default: off). ``source``: a ``src`` tree
+        ``rate_limit``: the ``[rate_limit]`` table (default: off). ``exchange``: the
+        ``[exchange]`` table (default: the broker's defaults). ``source``: a ``src`` tree
         of another revision (``extract_revision``) to run instead of this checkout's, with
         the config cut down to the keys that revision knows.
         """
@@ -337,6 +339,7 @@ class Stack:
             "store": _store_section(store_url, self._encryption_key),
             # The bench drives one organization far past any sane per-organization limit.
             "rate_limit": dict(rate_limit) if rate_limit is not None else {"enabled": False},
+            "exchange": dict(exchange or {}),
             # The issuer, OpenBao and moto listen on loopback.
             "security": {"allow_private_backends": True},
             "issuers": list(issuers),
