@@ -12,11 +12,13 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from tests.store.conftest import store, store_url  # noqa: F401 (fixtures)
+from tests.store.helpers import terminate_backend
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.clock import FrozenClock
@@ -73,6 +75,11 @@ class Broker:
 
     store: Store
     window: ReuseWindow
+
+
+postgresql = pytest.mark.parametrize(
+    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 def broker(store: Store, clock: FrozenClock, **options: float) -> Broker:  # noqa: F811
@@ -174,6 +181,53 @@ async def test_concurrent_retries_read_their_lease_states_in_one_read_or_on_sqli
     assert [reused for _, reused in retries] == [n != 3 for n in range(8)]
     assert retries[3][0].lease_id != revoked.lease_id
     assert issuer.calls == 9
+
+
+@contextlib.contextmanager
+def backends_checked_out(store: Store) -> Iterator[list[int]]:  # noqa: F811
+    """The PostgreSQL server backend of every connection ``store``'s pool hands out."""
+    backends: list[int] = []
+
+    def checked_out(dbapi_connection: object, record: Any, proxy: object) -> None:
+        backends.append(record.driver_connection.get_server_pid())
+
+    engine = store._engine.sync_engine
+    event.listen(engine, "checkout", checked_out)
+    try:
+        yield backends
+    finally:
+        event.remove(engine, "checkout", checked_out)
+
+
+@postgresql
+async def test_on_postgresql_retries_read_their_lease_states_on_one_held_connection(
+    reuse: Broker,
+    store: Store,  # noqa: F811
+) -> None:
+    issuer = CountingIssuer()
+    first, _ = await issue(reuse, issuer)
+    with backends_checked_out(store) as backends:
+        retries = [await issue(reuse, issuer) for _ in range(3)]
+    assert [(again.lease_id, reused) for again, reused in retries] == [(first.lease_id, True)] * 3
+    # One checkout (and one pre-ping) for the three rounds, not one each.
+    assert len(backends) == 1
+
+
+@postgresql
+async def test_on_postgresql_a_retry_whose_read_connection_died_reads_again_on_a_fresh_one(
+    reuse: Broker,
+    store: Store,  # noqa: F811
+    store_url: str,  # noqa: F811
+) -> None:
+    issuer = CountingIssuer()
+    first, _ = await issue(reuse, issuer)
+    with backends_checked_out(store) as backends:
+        await issue(reuse, issuer)
+        (held,) = backends
+        await terminate_backend(store_url, held)
+        again, reused = await issue(reuse, issuer)
+    assert (again.lease_id, reused, issuer.calls) == (first.lease_id, True, 1)
+    assert backends[-1] != held
 
 
 async def test_a_repeat_after_the_reuse_window_is_a_new_issue(

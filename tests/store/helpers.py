@@ -6,8 +6,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy import text
+
 from tokenbroker.policy.models import Credential, CredentialAssignment, Organization
 from tokenbroker.store import Store
+from tokenbroker.store.engine import create_engine
 
 VAULT_SETTINGS: Mapping[str, object] = {"address": "https://vault.example.com", "role": "deploy"}
 
@@ -39,3 +42,17 @@ def wal_bytes(database: Path) -> int | None:
     it when the last connection closes)."""
     wal = database.with_name(f"{database.name}-wal")
     return wal.stat().st_size if wal.exists() else None
+
+
+async def terminate_backend(store_url: str, pid: int) -> None:
+    """End PostgreSQL server backend ``pid`` from a connection of another engine, as an admin
+    (or a failover) would."""
+    other = create_engine(store_url)
+    try:
+        async with other.connect() as connection:
+            result = await connection.execute(
+                text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+            )
+            assert result.scalar_one() is True
+    finally:
+        await other.dispose()

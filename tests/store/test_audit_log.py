@@ -14,7 +14,7 @@ from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
 
-from tests.store.helpers import wal_bytes
+from tests.store.helpers import terminate_backend, wal_bytes
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
@@ -83,19 +83,6 @@ def _checked_out(engine: AsyncEngine) -> int:
     pool = engine.sync_engine.pool
     assert isinstance(pool, QueuePool)
     return pool.checkedout()
-
-
-async def _terminate_backend(store_url: str, pid: int) -> None:
-    """End server backend ``pid`` from a connection of another engine, as an admin would."""
-    other = create_engine(store_url)
-    try:
-        async with other.connect() as connection:
-            result = await connection.execute(
-                text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
-            )
-            assert result.scalar_one() is True
-    finally:
-        await other.dispose()
 
 
 def _database(engine: AsyncEngine) -> Path:
@@ -308,7 +295,7 @@ async def test_a_batch_after_its_pooled_connection_was_terminated_is_written_on_
 ) -> None:
     await writer.record(replace(EVENT, request_id="before"))
     (held,) = checkouts.backends
-    await _terminate_backend(store_url, held)
+    await terminate_backend(store_url, held)
     results = await asyncio.gather(
         *(writer.record(replace(EVENT, request_id=f"after-{i}")) for i in range(3)),
         return_exceptions=True,

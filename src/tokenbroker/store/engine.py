@@ -157,6 +157,12 @@ class LoopThreadConnection(aiosqlite.Connection):
             self._connection = None
 
 
+async def sqlite_driver(connection: AsyncConnection) -> LoopThreadConnection | None:
+    """The sqlite3 side of a checked-out connection; None on PostgreSQL."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    return driver if isinstance(driver, LoopThreadConnection) else None
+
+
 def _sqlite_connector(url: URL) -> Callable[[], Awaitable[LoopThreadConnection]]:
     database = url.database or ":memory:"
     uri = str(url.query.get("uri", "")).lower() in ("true", "1")
@@ -207,26 +213,35 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+async def set_up(connection: AsyncConnection, *, write: bool) -> None:
+    """Make ``connection`` one for the store's writes or for its reads.
+
+    A write takes SQLite's write lock up front (``_on_begin``). Reads run in no transaction,
+    each statement seeing what was committed before it: on PostgreSQL the connection is in
+    autocommit (a BEGIN and a ROLLBACK would be two more round trips per read); SQLite's reads
+    never begin one.
+    """
+    if write:
+        await connection.execution_options(**{WRITE_OPTION: True})
+    elif connection.dialect.name == "postgresql":
+        await connection.execution_options(isolation_level="AUTOCOMMIT")
+
+
 @asynccontextmanager
 async def write_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
     """A connection in a write transaction: committed on exit, rolled back on error."""
     async with engine.connect() as connection:
-        await connection.execution_options(**{WRITE_OPTION: True})
+        await set_up(connection, write=True)
         async with connection.begin():
             yield connection
 
 
 @asynccontextmanager
 async def read_connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
-    """A connection for the store's reads, each statement seeing what was committed before it.
-
-    No transaction is opened around them: on PostgreSQL the connection is in autocommit (a
-    BEGIN and a ROLLBACK would be two more round trips per read); SQLite's reads never begin
-    one (``_on_begin``).
-    """
+    """A connection for the store's reads (``set_up``), each statement seeing what was
+    committed before it."""
     async with engine.connect() as connection:
-        if engine.dialect.name == "postgresql":
-            await connection.execution_options(isolation_level="AUTOCOMMIT")
+        await set_up(connection, write=False)
         yield connection
 
 

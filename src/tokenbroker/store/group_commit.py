@@ -7,19 +7,18 @@ PostgreSQL through SQLAlchemy.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import Executable
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.batching import Batched
-from tokenbroker.store.engine import WRITE_OPTION, LoopThreadConnection
-from tokenbroker.store.sqlite_direct import run_on_sqlite3, sqlite_driver, sqlite_statement
+from tokenbroker.store.engine import LoopThreadConnection
+from tokenbroker.store.held import HeldConnection
+from tokenbroker.store.sqlite_direct import run_on_sqlite3, sqlite_statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,14 +32,6 @@ class Statement:
 _Grouped = Mapping[Executable, list[Mapping[str, object]]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """The connection the rounds share, and on SQLite its driver's side (found once)."""
-
-    connection: AsyncConnection
-    sqlite: LoopThreadConnection | None
-
-
 class _DeadBeforeWriting(Exception):
     """The held connection was found dead at a round's first statement."""
 
@@ -48,20 +39,16 @@ class _DeadBeforeWriting(Exception):
 class GroupCommit:
     """Writes batched into one transaction each round: written whole or not at all.
 
-    The rounds run one at a time, so they share one connection while writes keep coming,
-    rather than taking one from the pool and giving it back for every round. The connection
-    goes back to the pool once idle for ``idle_seconds`` (so the pool's check on checkout finds
-    one a PostgreSQL server dropped while the broker was quiet), and is dropped when it failed.
+    The rounds run one at a time, so they share one held connection (store/held.py) while
+    writes keep coming, given back once idle for ``idle_seconds``.
     """
 
     def __init__(self, engine: AsyncEngine, *, idle_seconds: float = 1.0) -> None:
         self._engine = engine
         self._batched: Batched[Sequence[Statement], None] = Batched(self._commit)
-        self._idle_seconds = idle_seconds
-        self._held: _Held | None = None
-        self._used_at = 0.0
-        self._release_check: asyncio.TimerHandle | None = None
-        self._releasing: asyncio.Task[None] | None = None
+        self._held = HeldConnection(
+            engine, write=True, busy=lambda: self._batched.running, idle_seconds=idle_seconds
+        )
 
     @property
     def transactions(self) -> int:
@@ -79,7 +66,7 @@ class GroupCommit:
     async def close(self) -> None:
         """Write what is pending, then give the connection back (before the engine's dispose)."""
         await self.flush()
-        await self._release()
+        await self._held.release()
 
     async def _commit(self, writes: Sequence[Sequence[Statement]]) -> list[None]:
         # Each statement once, with every write's parameters (an executemany), in the order
@@ -94,15 +81,11 @@ class GroupCommit:
             # Nothing of the round reached the database: its one retry, on a fresh connection
             # (which the pool checks on checkout), is not a second write.
             await self._transaction(grouped)
-        self._used_at = time.monotonic()
-        if self._release_check is None:
-            self._release_check = asyncio.get_running_loop().call_later(
-                self._idle_seconds, self._release_when_idle
-            )
+        self._held.used()
         return [None] * len(writes)
 
     async def _transaction(self, grouped: _Grouped) -> None:
-        held = await self._connection()
+        held = await self._held.get()
         if held.sqlite is not None:
             await self._sqlite_transaction(held.sqlite, grouped)
             return
@@ -113,16 +96,10 @@ class GroupCommit:
                 for statement, parameters in grouped.items():
                     await conn.execute(statement, parameters)
                     sent = True
-        except DBAPIError as exc:
-            # A refused write (a unique key taken) leaves the connection as good as before.
-            if not exc.connection_invalidated:
-                raise
-            await self._release()
-            if not sent:
+        except BaseException as exc:
+            await self._held.forget_if_broken(exc)
+            if isinstance(exc, DBAPIError) and exc.connection_invalidated and not sent:
                 raise _DeadBeforeWriting from exc
-            raise
-        except BaseException:
-            await self._release()
             raise
 
     async def _sqlite_transaction(self, driver: LoopThreadConnection, grouped: _Grouped) -> None:
@@ -145,35 +122,3 @@ class GroupCommit:
                 raise
 
         await run_on_sqlite3(driver, write)
-
-    def _release_when_idle(self) -> None:
-        self._release_check = None
-        if self._held is None:
-            return
-        idle = time.monotonic() - self._used_at
-        if idle < self._idle_seconds or self._batched.running:
-            self._release_check = asyncio.get_running_loop().call_later(
-                max(self._idle_seconds - idle, 0), self._release_when_idle
-            )
-            return
-        # Taken here, not in the task: a round that starts meanwhile opens another.
-        held, self._held = self._held, None
-        self._releasing = asyncio.create_task(held.connection.close())
-
-    async def _connection(self) -> _Held:
-        if self._held is None:
-            connection = await self._engine.connect()
-            await connection.execution_options(**{WRITE_OPTION: True})
-            self._held = _Held(connection, await sqlite_driver(connection))
-        return self._held
-
-    async def _release(self) -> None:
-        if self._release_check is not None:
-            self._release_check.cancel()
-            self._release_check = None
-        held, self._held = self._held, None
-        if held is not None:
-            await held.connection.close()
-        releasing, self._releasing = self._releasing, None
-        if releasing is not None:
-            await releasing

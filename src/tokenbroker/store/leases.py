@@ -29,13 +29,14 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.batching import Batched
 from tokenbroker.errors import UnprocessableEntity
 from tokenbroker.store.engine import read_connection, write_connection
 from tokenbroker.store.group_commit import GroupCommit, Statement
+from tokenbroker.store.held import HeldConnection
 from tokenbroker.store.sqlite_direct import SqliteReader
 from tokenbroker.store.tables import leases, token_uses
 
@@ -113,13 +114,20 @@ class Leases:
     activation go through the store's group commit (an activation with the audit event of its
     issue, ``AuditLog.record``)."""
 
-    def __init__(
-        self, engine: AsyncEngine, commits: GroupCommit, sqlite: SqliteReader | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
         self._engine = engine
         self._commits = commits
-        self._sqlite = sqlite
+        # A retry's one read: on SQLite at once on the sqlite3 connection; on PostgreSQL the
+        # questions asked at once share one read, on a connection held while they keep coming.
+        self._sqlite = SqliteReader(engine) if engine.dialect.name == "sqlite" else None
         self._active: Batched[str, bool] = Batched(self._active_among)
+        self._reading = HeldConnection(engine, write=False, busy=lambda: self._active.running)
+
+    async def close(self) -> None:
+        """Give the connections of the hot reads back (before the engine's dispose)."""
+        if self._sqlite is not None:
+            await self._sqlite.close()
+        await self._reading.release()
 
     async def claim(self, pending: Lease, now: datetime, *, stale_after: float) -> Claimed | Held:
         """Insert ``pending`` under its slot, or answer the lease that holds the slot.
@@ -222,18 +230,33 @@ class Leases:
     async def is_active(self, lease_id: str) -> bool:
         """Whether a lease is active (issued, and neither revoked nor expired yet).
 
-        Every retry asks. On SQLite it is read at once on the sqlite3 connection; on
-        PostgreSQL the questions asked at once share one read.
+        Every retry asks (see ``__init__`` for how it is read).
         """
         if self._sqlite is not None:
             return bool(await self._sqlite.rows(_IS_ACTIVE, {"lease_id": lease_id}))
         return await self._active(lease_id)
 
     async def _active_among(self, lease_ids: Sequence[str]) -> list[bool]:
-        async with read_connection(self._engine) as conn:
-            rows = await conn.execute(_ACTIVE_AMONG, {"lease_ids": sorted(set(lease_ids))})
-            active = {row[0] for row in rows}
+        wanted = {"lease_ids": sorted(set(lease_ids))}
+        try:
+            active = await self._read_active(wanted)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The held connection had died (a restart, a failover): a read is safe to run
+            # again, on a fresh connection the pool checks on checkout.
+            active = await self._read_active(wanted)
         return [lease_id in active for lease_id in lease_ids]
+
+    async def _read_active(self, wanted: Mapping[str, object]) -> set[str]:
+        held = await self._reading.get()
+        try:
+            rows = await held.connection.execute(_ACTIVE_AMONG, wanted)
+        except BaseException as exc:
+            await self._reading.forget_if_broken(exc)
+            raise
+        self._reading.used()
+        return {row[0] for row in rows}
 
     async def by_slot(self, slot: str) -> Lease | None:
         """The lease holding a reuse slot."""

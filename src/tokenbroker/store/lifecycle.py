@@ -23,7 +23,6 @@ from tokenbroker.store.leases import Leases
 from tokenbroker.store.policy import Policy, bump_revision
 from tokenbroker.store.policy_cache import PolicyCache
 from tokenbroker.store.signing_keys import SigningKeys
-from tokenbroker.store.sqlite_direct import SqliteReader
 from tokenbroker.store.tables import metadata
 from tokenbroker.store.validation import CredentialTypes
 
@@ -92,8 +91,7 @@ class Store:
         self._commits = commits = GroupCommit(engine)
         self.audit = AuditLog(engine, commits)
         """The audit trail: appended by group commit, read newest first."""
-        self._sqlite_reader = SqliteReader(engine) if engine.dialect.name == "sqlite" else None
-        self.leases = Leases(engine, commits, self._sqlite_reader)
+        self.leases = Leases(engine, commits)
         """Every credential issued, from its claim to its end."""
 
     @classmethod
@@ -129,8 +127,7 @@ class Store:
     async def close(self) -> None:
         """Write the audit events still pending, then close every connection."""
         await self._commits.close()
-        if self._sqlite_reader is not None:
-            await self._sqlite_reader.close()
+        await self.leases.close()
         await self._engine.dispose()
 
     async def upgrade(self) -> None:

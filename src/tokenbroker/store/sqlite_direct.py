@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 from sqlalchemy import ClauseElement, Executable
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from tokenbroker.store.engine import LoopThreadConnection
+from tokenbroker.store.held import HeldConnection
 
 _Processor = Callable[[Any], Any]
 _T = TypeVar("_T")
@@ -83,14 +84,8 @@ async def run_on_sqlite3(
         raise DBAPIError.instance(None, None, exc, sqlite3.Error) from None
 
 
-async def sqlite_driver(connection: AsyncConnection) -> LoopThreadConnection | None:
-    """The sqlite3 side of a checked-out connection; None on PostgreSQL."""
-    driver = (await connection.get_raw_connection()).driver_connection
-    return driver if isinstance(driver, LoopThreadConnection) else None
-
-
 class SqliteReader:
-    """The store's hot reads on SQLite, on one connection it holds until the store closes.
+    """The store's hot reads on SQLite, on one held connection (store/held.py).
 
     A read runs in the turn that awaits it (no round to wait for, no pool checkout); reads
     take turns on the connection, so one that meets a lock (and waits for it on a thread)
@@ -100,9 +95,8 @@ class SqliteReader:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
-        self._connection: AsyncConnection | None = None
-        self._driver: LoopThreadConnection | None = None
         self._turn = asyncio.Lock()
+        self._held = HeldConnection(engine, write=False, busy=self._turn.locked)
 
     async def rows(
         self, statement: Executable, parameters: Mapping[str, object]
@@ -116,21 +110,14 @@ class SqliteReader:
             return connection.execute(compiled.sql, values).fetchall()
 
         async with self._turn:
-            return await run_on_sqlite3(await self._held(), read)
+            driver = (await self._held.get()).sqlite
+            if driver is None:
+                raise TypeError("SqliteReader needs a SQLite engine")
+            found = await run_on_sqlite3(driver, read)
+            self._held.used()
+            return found
 
     async def close(self) -> None:
         """Give the connection back (before the engine's dispose)."""
         async with self._turn:
-            connection, self._connection, self._driver = self._connection, None, None
-            if connection is not None:
-                await connection.close()
-
-    async def _held(self) -> LoopThreadConnection:
-        if self._driver is None:
-            connection = await self._engine.connect()
-            driver = await sqlite_driver(connection)
-            if driver is None:
-                await connection.close()
-                raise TypeError("SqliteReader needs a SQLite engine")
-            self._connection, self._driver = connection, driver
-        return self._driver
+            await self._held.release()
