@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -105,6 +105,17 @@ async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tupl
 
 
 @contextlib.contextmanager
+def listening(store: Store, name: str, listener: Callable[..., None]) -> Iterator[None]:  # noqa: F811
+    """``listener`` on the ``name`` events of ``store``'s engine while the block runs."""
+    engine = store._engine.sync_engine
+    event.listen(engine, name, listener)
+    try:
+        yield
+    finally:
+        event.remove(engine, name, listener)
+
+
+@contextlib.contextmanager
 def statements_on(store: Store) -> Iterator[list[str]]:  # noqa: F811
     """The SQL statements ``store`` sends while the block runs."""
     statements: list[str] = []
@@ -112,12 +123,8 @@ def statements_on(store: Store) -> Iterator[list[str]]:  # noqa: F811
     def sent(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
-    engine = store._engine.sync_engine
-    event.listen(engine, "before_cursor_execute", sent)
-    try:
+    with listening(store, "before_cursor_execute", sent):
         yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", sent)
 
 
 @pytest.fixture
@@ -191,12 +198,8 @@ def backends_checked_out(store: Store) -> Iterator[list[int]]:  # noqa: F811
     def checked_out(dbapi_connection: object, record: Any, proxy: object) -> None:
         backends.append(record.driver_connection.get_server_pid())
 
-    engine = store._engine.sync_engine
-    event.listen(engine, "checkout", checked_out)
-    try:
+    with listening(store, "checkout", checked_out):
         yield backends
-    finally:
-        event.remove(engine, "checkout", checked_out)
 
 
 @postgresql
