@@ -7,9 +7,9 @@ token.
 
 Validated tokens are remembered (``memo_size`` of them, by default 1024) because the same
 token comes back again and again: CI runners retry with it, and the broker's idempotent-retry
-path sees it on every retry, where parsing and the signature check would otherwise be most of
-the work. A repeated token skips the base64/JSON parsing and the signature check, and nothing
-else; that is as safe as validating it again:
+path sees it on every retry, where parsing it and checking its signature again would learn
+nothing new. A repeated token skips the base64/JSON parsing and the signature check, and
+nothing else; that is as safe as validating it again:
 
 - The memo is keyed by the SHA-256 of the exact token string, so a hit is the very same
   header, payload and signature bytes, which the same key verifies again. The memo holds the
