@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import pytest
 from sqlalchemy import event
 
 from tests.store.conftest import store, store_url  # noqa: F401 (fixtures)
-from tests.store.helpers import terminate_backend
+from tests.store.helpers import postgresql, terminate_backend, watch_checkouts
 from tokenbroker.backends.base import IssuedCredential
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.clock import FrozenClock
@@ -77,11 +76,6 @@ class Broker:
     window: ReuseWindow
 
 
-postgresql = pytest.mark.parametrize(
-    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
-
-
 def broker(store: Store, clock: FrozenClock, **options: float) -> Broker:  # noqa: F811
     return Broker(
         store, ReuseWindow(store.leases, store.audit, clock, encryption_key="k" * 32, **options)
@@ -105,17 +99,6 @@ async def issue(on: Broker, issuer: CountingIssuer, key: ReuseKey = KEY) -> tupl
 
 
 @contextlib.contextmanager
-def listening(store: Store, name: str, listener: Callable[..., None]) -> Iterator[None]:  # noqa: F811
-    """``listener`` on the ``name`` events of ``store``'s engine while the block runs."""
-    engine = store._engine.sync_engine
-    event.listen(engine, name, listener)
-    try:
-        yield
-    finally:
-        event.remove(engine, name, listener)
-
-
-@contextlib.contextmanager
 def statements_on(store: Store) -> Iterator[list[str]]:  # noqa: F811
     """The SQL statements ``store`` sends while the block runs."""
     statements: list[str] = []
@@ -123,8 +106,12 @@ def statements_on(store: Store) -> Iterator[list[str]]:  # noqa: F811
     def sent(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
-    with listening(store, "before_cursor_execute", sent):
+    engine = store._engine.sync_engine
+    event.listen(engine, "before_cursor_execute", sent)
+    try:
         yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", sent)
 
 
 @pytest.fixture
@@ -190,18 +177,6 @@ async def test_concurrent_retries_read_their_lease_states_in_one_read_or_on_sqli
     assert issuer.calls == 9
 
 
-@contextlib.contextmanager
-def backends_checked_out(store: Store) -> Iterator[list[int]]:  # noqa: F811
-    """The PostgreSQL server backend of every connection ``store``'s pool hands out."""
-    backends: list[int] = []
-
-    def checked_out(dbapi_connection: object, record: Any, proxy: object) -> None:
-        backends.append(record.driver_connection.get_server_pid())
-
-    with listening(store, "checkout", checked_out):
-        yield backends
-
-
 @postgresql
 async def test_on_postgresql_retries_read_their_lease_states_on_one_held_connection(
     reuse: Broker,
@@ -209,11 +184,11 @@ async def test_on_postgresql_retries_read_their_lease_states_on_one_held_connect
 ) -> None:
     issuer = CountingIssuer()
     first, _ = await issue(reuse, issuer)
-    with backends_checked_out(store) as backends:
-        retries = [await issue(reuse, issuer) for _ in range(3)]
+    checkouts = watch_checkouts(store._engine)
+    retries = [await issue(reuse, issuer) for _ in range(3)]
     assert [(again.lease_id, reused) for again, reused in retries] == [(first.lease_id, True)] * 3
     # One checkout (and one pre-ping) for the three rounds, not one each.
-    assert len(backends) == 1
+    assert len(checkouts.backends) == 1
 
 
 @postgresql
@@ -224,13 +199,13 @@ async def test_on_postgresql_a_retry_whose_read_connection_died_reads_again_on_a
 ) -> None:
     issuer = CountingIssuer()
     first, _ = await issue(reuse, issuer)
-    with backends_checked_out(store) as backends:
-        await issue(reuse, issuer)
-        (held,) = backends
-        await terminate_backend(store_url, held)
-        again, reused = await issue(reuse, issuer)
+    checkouts = watch_checkouts(store._engine)
+    await issue(reuse, issuer)
+    (held,) = checkouts.backends
+    await terminate_backend(store_url, held)
+    again, reused = await issue(reuse, issuer)
     assert (again.lease_id, reused, issuer.calls) == (first.lease_id, True, 1)
-    assert backends[-1] != held
+    assert checkouts.backends[-1] != held
 
 
 async def test_a_repeat_after_the_reuse_window_is_a_new_issue(

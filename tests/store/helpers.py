@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import text
+import pytest
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 
 from tokenbroker.policy.models import Credential, CredentialAssignment, Organization
 from tokenbroker.store import Store
 from tokenbroker.store.engine import create_engine
 
 VAULT_SETTINGS: Mapping[str, object] = {"address": "https://vault.example.com", "role": "deploy"}
+# A store test that runs on PostgreSQL only (tests/store/conftest.py's ``store_url``).
+postgresql = pytest.mark.parametrize(
+    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 @dataclass(frozen=True)
@@ -56,3 +63,30 @@ async def terminate_backend(store_url: str, pid: int) -> None:
             assert result.scalar_one() is True
     finally:
         await other.dispose()
+
+
+@dataclass
+class PoolCheckouts:
+    """The server backend of every connection a pool handed out, and the returns."""
+
+    backends: list[int] = field(default_factory=list)
+    checkins: int = 0
+
+
+def watch_checkouts(engine: AsyncEngine) -> PoolCheckouts:
+    """Count checkouts and checkins on ``engine``'s pool from now on (a PostgreSQL one:
+    asyncpg's server pids)."""
+    seen = PoolCheckouts()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(
+        dbapi_connection: object, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
+    ) -> None:
+        assert record.driver_connection is not None
+        seen.backends.append(record.driver_connection.get_server_pid())
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
+        seen.checkins += 1
+
+    return seen

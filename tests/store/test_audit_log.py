@@ -5,16 +5,22 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import event, insert, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection, QueuePool
+from sqlalchemy.pool import QueuePool
 
-from tests.store.helpers import terminate_backend, wal_bytes
+from tests.store.helpers import (
+    PoolCheckouts,
+    postgresql,
+    terminate_backend,
+    wal_bytes,
+    watch_checkouts,
+)
 from tokenbroker.backends.registry import INSTALLED
 from tokenbroker.policy.models import AuditEvent
 from tokenbroker.store import Store
@@ -31,9 +37,6 @@ EVENT = AuditEvent(
     latency_ms=1.0,
 )
 sqlite_file = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
-postgresql = pytest.mark.parametrize(
-    "store_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
 
 
 @pytest.fixture
@@ -52,31 +55,10 @@ async def writer(engine: AsyncEngine) -> AsyncIterator[AuditLog]:
     await commits.close()
 
 
-@dataclass
-class PoolCheckouts:
-    """The server backend of every connection ``engine``'s pool handed out, and the returns."""
-
-    backends: list[int] = field(default_factory=list)
-    checkins: int = 0
-
-
 @pytest.fixture
 def checkouts(engine: AsyncEngine) -> PoolCheckouts:
     """Counts checkouts and checkins on ``engine``'s pool (a PostgreSQL one: asyncpg's pids)."""
-    seen = PoolCheckouts()
-
-    @event.listens_for(engine.sync_engine, "checkout")
-    def _on_checkout(
-        dbapi_connection: object, record: ConnectionPoolEntry, proxy: PoolProxiedConnection
-    ) -> None:
-        assert record.driver_connection is not None
-        seen.backends.append(record.driver_connection.get_server_pid())
-
-    @event.listens_for(engine.sync_engine, "checkin")
-    def _on_checkin(dbapi_connection: object, record: ConnectionPoolEntry) -> None:
-        seen.checkins += 1
-
-    return seen
+    return watch_checkouts(engine)
 
 
 def _checked_out(engine: AsyncEngine) -> int:
