@@ -174,13 +174,13 @@ async def measure(args: argparse.Namespace) -> dict[str, float]:
         # As serving does once it listens (web/serving.py), on both sides of an A/B.
         gc.freeze()
         profile = cProfile.Profile() if args.profile else None
+        retry_send = into_service if args.service else exchange
         with _loop_turns(asyncio.get_running_loop()) as turns:
             for name in ("fresh", "retry"):
                 turns[0] = 0
                 if profile is not None and args.profile == name:
                     profile.enable()
                 started = time.process_time()
-                retry_send = into_service if args.service else exchange
                 await phase(tokens[: args.n], exchange if name == "fresh" else retry_send)
                 results[f"{name}_ms"] = 1000 * (time.process_time() - started) / args.n
                 if profile is not None and args.profile == name:

@@ -6,9 +6,8 @@ pool checkout and a greenlet switch, none of which these statements need. The gr
 rounds (group_commit.py) and the one read of every retry (a remembered lease's state,
 leases.py) do without them: they run the SQL SQLAlchemy compiles once per statement for the
 dialect, with the values its column types' own bind processors make, and raise sqlite3's
-errors as SQLAlchemy's.
-No SQL is written by hand. The rest of the store, and everything on PostgreSQL, goes through
-SQLAlchemy.
+errors as SQLAlchemy's. No SQL is written by hand. The rest of the store, and everything on
+PostgreSQL, goes through SQLAlchemy.
 """
 
 from __future__ import annotations
