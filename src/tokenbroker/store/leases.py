@@ -109,6 +109,56 @@ class Held:
     lease: Lease
 
 
+class _SqliteStates:
+    """A retry's lease-state read on SQLite: at once, on the sqlite3 connection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._reader = SqliteReader(engine)
+
+    async def is_active(self, lease_id: str) -> bool:
+        return bool(await self._reader.rows(_IS_ACTIVE, {"lease_id": lease_id}))
+
+    async def close(self) -> None:
+        await self._reader.close()
+
+
+class _BatchedStates:
+    """A retry's lease-state read on PostgreSQL: the questions asked at once share one read, on
+    a connection held while they keep coming."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._batched: Batched[str, bool] = Batched(self._active_among)
+        self._held = HeldConnection(engine, write=False, busy=lambda: self._batched.running)
+
+    async def is_active(self, lease_id: str) -> bool:
+        return await self._batched(lease_id)
+
+    async def close(self) -> None:
+        await self._held.release()
+
+    async def _active_among(self, lease_ids: Sequence[str]) -> list[bool]:
+        wanted = {"lease_ids": sorted(set(lease_ids))}
+        try:
+            active = await self._read(wanted)
+        except DBAPIError as exc:
+            if not exc.connection_invalidated:
+                raise
+            # The held connection had died (a restart, a failover): a read is safe to run
+            # again, on a fresh connection the pool checks on checkout.
+            active = await self._read(wanted)
+        return [lease_id in active for lease_id in lease_ids]
+
+    async def _read(self, wanted: Mapping[str, object]) -> set[str]:
+        held = await self._held.get()
+        try:
+            rows = await held.connection.execute(_ACTIVE_AMONG, wanted)
+        except BaseException as exc:
+            await self._held.forget_if_broken(exc)
+            raise
+        self._held.used()
+        return {row[0] for row in rows}
+
+
 class Leases:
     """Leases in the store; every method is its own transaction, but a claim's INSERT and an
     activation go through the store's group commit (an activation with the audit event of its
@@ -117,17 +167,13 @@ class Leases:
     def __init__(self, engine: AsyncEngine, commits: GroupCommit) -> None:
         self._engine = engine
         self._commits = commits
-        # A retry's one read: on SQLite at once on the sqlite3 connection; on PostgreSQL the
-        # questions asked at once share one read, on a connection held while they keep coming.
-        self._sqlite = SqliteReader(engine) if engine.dialect.name == "sqlite" else None
-        self._active: Batched[str, bool] = Batched(self._active_among)
-        self._reading = HeldConnection(engine, write=False, busy=lambda: self._active.running)
+        self._states: _SqliteStates | _BatchedStates = (
+            _SqliteStates(engine) if engine.dialect.name == "sqlite" else _BatchedStates(engine)
+        )
 
     async def close(self) -> None:
-        """Give the connections of the hot reads back (before the engine's dispose)."""
-        if self._sqlite is not None:
-            await self._sqlite.close()
-        await self._reading.release()
+        """Give the connection of the hot reads back (before the engine's dispose)."""
+        await self._states.close()
 
     async def claim(self, pending: Lease, now: datetime, *, stale_after: float) -> Claimed | Held:
         """Insert ``pending`` under its slot, or answer the lease that holds the slot.
@@ -230,33 +276,9 @@ class Leases:
     async def is_active(self, lease_id: str) -> bool:
         """Whether a lease is active (issued, and neither revoked nor expired yet).
 
-        Every retry asks (see ``__init__`` for how it is read).
+        Every retry asks (``_SqliteStates``, ``_BatchedStates``: how it is read).
         """
-        if self._sqlite is not None:
-            return bool(await self._sqlite.rows(_IS_ACTIVE, {"lease_id": lease_id}))
-        return await self._active(lease_id)
-
-    async def _active_among(self, lease_ids: Sequence[str]) -> list[bool]:
-        wanted = {"lease_ids": sorted(set(lease_ids))}
-        try:
-            active = await self._read_active(wanted)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-            # The held connection had died (a restart, a failover): a read is safe to run
-            # again, on a fresh connection the pool checks on checkout.
-            active = await self._read_active(wanted)
-        return [lease_id in active for lease_id in lease_ids]
-
-    async def _read_active(self, wanted: Mapping[str, object]) -> set[str]:
-        held = await self._reading.get()
-        try:
-            rows = await held.connection.execute(_ACTIVE_AMONG, wanted)
-        except BaseException as exc:
-            await self._reading.forget_if_broken(exc)
-            raise
-        self._reading.used()
-        return {row[0] for row in rows}
+        return await self._states.is_active(lease_id)
 
     async def by_slot(self, slot: str) -> Lease | None:
         """The lease holding a reuse slot."""
