@@ -966,10 +966,28 @@ def _curve(
     return {workers: totals[_label(workers)] for workers in counts}
 
 
+def _busy_scaling(stack: Stack, cpu_ms: float, plan: Plan) -> tuple[Totals, Totals]:
+    """A server spending ``cpu_ms`` per request, one process and then two on one port, in
+    rotating rounds: what this machine gives a second process of a server of that cost."""
+    loads = []
+    servers = []
+    for processes in (1, 2):
+        url, server = stack.start_busy(f"busy-{processes}", cpu_ms, processes)
+        target = wrk.Target(f"busy, {processes}", url, body=hello_target(stack).body)
+        loads.append(Load(target, wrk.NO_TOKEN, server.pid))
+        servers.append(server)
+    totals = run_rounds([], loads, CONCURRENCY, plan.phase_seconds, plan.rounds)
+    for server in servers:
+        server.stop()
+    return totals["busy, 1"], totals["busy, 2"]
+
+
 def measure_workers(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
-    """The retry path of a broker of ``--workers 2`` against one of a single worker."""
+    """The retry path of a broker of ``--workers 2`` against one of a single worker, and a
+    server of one worker's CPU per request (and no database) in two processes against one."""
     curve = _curve(stack, pool.tokens, pool.retry, (1, 2), plan, CONCURRENCY)
     one, two = curve[1], curve[2]
+    busy_one, busy_two = _busy_scaling(stack, one.cpu_ms, plan)
     return [
         _ratio_row(
             WORKERS_SECTION,
@@ -981,7 +999,18 @@ def measure_workers(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
             f"{two.machine_cpus:.2f} of {os.cpu_count()}",
             {"one_worker": one.data(), "two_workers": two.data()},
             at_least=True,
-        )
+        ),
+        Row(
+            WORKERS_SECTION,
+            "a server of one worker's CPU per request, 2 processes / 1 rate",
+            busy_two.rate / busy_one.rate,
+            "x",
+            context=f"{busy_one.rate:,.0f} -> {busy_two.rate:,.0f} req/s, its CPU "
+            f"{busy_one.cpu_ms:.3f} -> {busy_two.cpu_ms:.3f} ms/req (a busy loop of "
+            f"{one.cpu_ms:.3f} ms, no database); machine CPUs busy "
+            f"{busy_one.machine_cpus:.2f} -> {busy_two.machine_cpus:.2f}",
+            data={"one_process": busy_one.data(), "two_processes": busy_two.data()},
+        ),
     ]
 
 

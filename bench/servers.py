@@ -13,19 +13,26 @@ without ``--jwks-url`` and ``--database`` only the request and the outbound call
 ``python -m bench.servers retry-floor --port N --database F``: the floor of a retry, less than a
 retry must do (the request and its JSON body, the token's SHA-256 looked up in memory, one read
 of a lease's state through ``sqlite3``, a JSON answer; no audit row).
+``python -m bench.servers busy --port N --cpu-ms X [--processes P]``: a server whose every request
+costs X ms of CPU and nothing else, served by P processes on one port (SO_REUSEPORT, as the
+broker's workers): what this machine gives a second process of a server of the broker's cost.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
+import multiprocessing
+import signal
 import sqlite3
 import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import aiohttp
@@ -38,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer, create_issuer_app
 from tokenbroker.store.engine import create_engine
-from tokenbroker.web.loop import new_event_loop
+from tokenbroker.web.loop import EventLoopChoice, new_event_loop
 
 
 def hello_app() -> web.Application:
@@ -178,6 +185,63 @@ def retry_floor_app(database: Path) -> web.Application:
     return _floor_server(start, stop, retry)
 
 
+# How long a busy server's other processes get to start listening.
+_START_SECONDS = 30.0
+
+
+def busy_app(cpu_ms: float) -> web.Application:
+    """A server whose every request spends ``cpu_ms`` of its thread's CPU, and nothing else."""
+    budget = cpu_ms / 1000
+
+    async def busy(request: web.Request) -> web.Response:
+        await request.read()
+        until = time.thread_time() + budget
+        while time.thread_time() < until:
+            pass
+        return web.Response(text="busy")
+
+    app = web.Application()
+    app.router.add_post("/", busy)
+    app.router.add_get("/", _ok)
+    return app
+
+
+def _serve_busy(
+    port: int, cpu_ms: float, event_loop: EventLoopChoice, listening: Event | None = None
+) -> None:
+    """Serve ``busy_app`` on ``port`` (shared with the other processes) until SIGTERM."""
+
+    async def serve() -> None:
+        runner = web.AppRunner(busy_app(cpu_ms), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port, reuse_port=True).start()
+        if listening is not None:
+            listening.set()
+        stopped = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopped.set)
+        await stopped.wait()
+        await runner.cleanup()
+
+    loop = new_event_loop(event_loop)
+    loop.run_until_complete(serve())
+    loop.close()
+
+
+def serve_busy(port: int, cpu_ms: float, processes: int, event_loop: EventLoopChoice) -> int:
+    """``processes`` of ``busy_app`` on one port; this one answers last, once all listen (the
+    others are its daemonic children: they end with it)."""
+    context = multiprocessing.get_context("spawn")
+    for _ in range(processes - 1):
+        listening = context.Event()
+        context.Process(
+            target=_serve_busy, args=(port, cpu_ms, event_loop, listening), daemon=True
+        ).start()
+        if not listening.wait(_START_SECONDS):
+            raise SystemExit("a busy server process did not start")
+    _serve_busy(port, cpu_ms, event_loop)
+    return 0
+
+
 def _floor_server(
     start: Callable[[web.Application], Awaitable[None]],
     stop: Callable[[web.Application], Awaitable[None]],
@@ -208,7 +272,7 @@ def _serve_moto(port: int) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Serve one of the benchmark's servers on loopback until terminated."""
     parser = argparse.ArgumentParser(prog="python -m bench.servers")
-    parser.add_argument("kind", choices=["hello", "issuer", "moto", "floor", "retry-floor"])
+    parser.add_argument("kind", choices=["hello", "issuer", "moto", "floor", "retry-floor", "busy"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--keys-dir", type=Path, help="the dev issuer's key directory")
     parser.add_argument("--login-url", help="floor: OpenBao's JWT login URL")
@@ -218,11 +282,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audience", help="floor: the tokens' aud")
     parser.add_argument("--database", type=Path, help="floor: write a row per request here")
     parser.add_argument("--sqlite3", action="store_true", help="floor: the row through sqlite3")
+    parser.add_argument("--cpu-ms", type=float, default=0.0, help="busy: CPU per request")
+    parser.add_argument("--processes", type=int, default=1, help="busy: processes on the port")
     # The hello-world is the broker's ceiling: it runs on the loop the broker runs on.
     parser.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], default="auto")
     args = parser.parse_args(argv)
     if args.kind == "moto":
         return _serve_moto(args.port)
+    if args.kind == "busy":
+        return serve_busy(args.port, args.cpu_ms, args.processes, args.event_loop)
     if args.kind == "hello":
         app = hello_app()
     elif args.kind == "retry-floor":

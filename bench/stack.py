@@ -429,6 +429,15 @@ class Stack:
         args = ["bench.servers", "retry-floor", "--port", str(port), "--database", database]
         return url, self.serve(name, [*args, "--event-loop", self.event_loop], url)
 
+    def start_busy(self, name: str, cpu_ms: float, processes: int) -> tuple[str, ServerProcess]:
+        """A server spending ``cpu_ms`` of CPU per request (``bench.servers busy``), served by
+        ``processes`` processes on one port: its URL and (parent) process."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/"
+        args = ["bench.servers", "busy", "--port", str(port), "--cpu-ms", f"{cpu_ms:.4f}"]
+        args += ["--processes", str(processes), "--event-loop", self.event_loop]
+        return url, self.serve(name, args, url)
+
     # -- tokens ----------------------------------------------------------------------------
 
     def mint_tokens(self, count: int, workers: int = 2) -> list[str]:
