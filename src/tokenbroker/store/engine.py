@@ -157,6 +157,12 @@ class LoopThreadConnection(aiosqlite.Connection):
             self._connection = None
 
 
+async def sqlite_driver(connection: AsyncConnection) -> LoopThreadConnection | None:
+    """The sqlite3 side of a checked-out connection; None on PostgreSQL."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    return driver if isinstance(driver, LoopThreadConnection) else None
+
+
 def _sqlite_connector(url: URL) -> Callable[[], Awaitable[LoopThreadConnection]]:
     database = url.database or ":memory:"
     uri = str(url.query.get("uri", "")).lower() in ("true", "1")

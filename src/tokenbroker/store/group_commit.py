@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import Executable
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokenbroker.batching import Batched
 from tokenbroker.store.engine import LoopThreadConnection
@@ -90,15 +90,8 @@ class GroupCommit:
             await self._sqlite_transaction(held.sqlite, grouped)
             return
         conn = held.connection
-        # One statement is atomic by itself (asyncpg runs an executemany in one implicit
-        # transaction), so it runs in autocommit: one round trip, not BEGIN, it and COMMIT.
-        # It then commits itself, so once sent it may be written even if it fails, and is not
-        # run again here: a connection the server closed while held is replaced before it, by
-        # ``HeldConnection.get``.
-        autocommit = len(grouped) == 1
-        sent = autocommit
+        sent = False
         try:
-            await _isolation(conn, autocommit=autocommit)
             async with conn.begin():
                 for statement, parameters in grouped.items():
                     await conn.execute(statement, parameters)
@@ -129,14 +122,3 @@ class GroupCommit:
                 raise
 
         await run_on_sqlite3(driver, write)
-
-
-async def _isolation(connection: AsyncConnection, *, autocommit: bool) -> None:
-    """Switch ``connection`` to autocommit or back to the database's default isolation (no
-    round trip: asyncpg's connection keeps it as a setting of its own)."""
-    default = connection.dialect.default_isolation_level
-    wanted = "AUTOCOMMIT" if autocommit else default
-    if connection.sync_connection is None:  # never: the held connection is checked out
-        raise RuntimeError("the group commit's connection is closed")
-    if connection.sync_connection.get_execution_options().get("isolation_level", default) != wanted:
-        await connection.execution_options(isolation_level=wanted)

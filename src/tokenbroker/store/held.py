@@ -10,27 +10,15 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokenbroker.store.engine import LoopThreadConnection, set_up
+from tokenbroker.store.engine import LoopThreadConnection, set_up, sqlite_driver
 
 
 @dataclass(frozen=True, slots=True)
 class Held:
-    """The held connection, and its driver's own connection (found once)."""
+    """The held connection, and on SQLite its driver's side (found once)."""
 
     connection: AsyncConnection
-    driver: object
-    closed_by_server: Callable[[], bool]
-    """Whether PostgreSQL closed it while it was held (a restart, a failover, a terminated
-    backend): asyncpg reads the server's goodbye as it comes, so asking costs no round trip."""
-
-    @property
-    def sqlite(self) -> LoopThreadConnection | None:
-        """The ``sqlite3`` side, on SQLite."""
-        return self.driver if isinstance(self.driver, LoopThreadConnection) else None
-
-
-def _never() -> bool:
-    return False
+    sqlite: LoopThreadConnection | None
 
 
 class HeldConnection:
@@ -62,17 +50,11 @@ class HeldConnection:
         self._releasing: asyncio.Task[None] | None = None
 
     async def get(self) -> Held:
-        """The held connection, checked out (and set up for writes or reads) when none is, or
-        when the server closed the one held."""
-        if self._held is not None and self._held.closed_by_server():
-            await self.release()
+        """The held connection, checked out (and set up for writes or reads) when none is."""
         if self._held is None:
             connection = await self._engine.connect()
             await set_up(connection, write=self._write)
-            driver = (await connection.get_raw_connection()).driver_connection
-            # asyncpg's connection says when it was closed; the sqlite3 side is never closed
-            # from outside.
-            self._held = Held(connection, driver, getattr(driver, "is_closed", _never))
+            self._held = Held(connection, await sqlite_driver(connection))
         return self._held
 
     def used(self) -> None:
