@@ -228,8 +228,9 @@ def _serve_busy(
 
 
 def serve_busy(port: int, cpu_ms: float, processes: int, event_loop: EventLoopChoice) -> int:
-    """``processes`` of ``busy_app`` on one port; this one answers last, once all listen (the
-    others are its daemonic children: they end with it)."""
+    """``processes`` of ``busy_app`` on one port. This process listens last, once the others
+    do, so a readiness check it answers means all of them serve; the others are its daemonic
+    children and end with it."""
     context = multiprocessing.get_context("spawn")
     for _ in range(processes - 1):
         listening = context.Event()
