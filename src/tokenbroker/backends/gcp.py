@@ -250,7 +250,8 @@ class GcpOidcBackend:
     }
 
     def __init__(self, context: BackendContext, *, sleep: Sleep = asyncio.sleep) -> None:
-        # google-auth's transport is synchronous; the hot path stays async on the shared session.
+        # google-auth's transport is synchronous and would block the event loop; the calls go
+        # through the app's shared aiohttp session.
         self._http = context.http
         self._clock = context.clock
         self._sleep = sleep

@@ -94,8 +94,8 @@ class VaultOidcSettings(CredentialSettings):
 
 
 # ---------------------------------------------------------------------------------------------
-# The backend. hvac is not used here: it is synchronous (requests), and this is the hot path of
-# every exchange, so the login goes through the app's shared aiohttp session instead.
+# The backend. hvac is not used here: it is synchronous (requests) and would block the event
+# loop every exchange is served on, so the login goes through the app's shared aiohttp session.
 # ---------------------------------------------------------------------------------------------
 
 logger = logging.getLogger(__name__)

@@ -242,7 +242,7 @@ class RateLimitSettings(_Section):
     # Before any token is read, each client address has a bucket of its own, so a flood of junk
     # tokens gets no signature check and no audit row per request. It is kept in this
     # instance's memory even when redis_url is set: it protects this instance, which another
-    # instance's count says nothing about, and it must cost no round trip.
+    # instance's count says nothing about, and it must not wait on another server.
     per_client_per_minute: int = Field(default=600, ge=1, le=1_000_000)
     per_client_burst: int = Field(default=120, ge=1, le=100_000)
 

@@ -7,8 +7,8 @@ and interval, once the interval has ended (found by the periodic sweep, or by th
 next refusal) and at shutdown.
 
 The buckets live in this process's memory even when exchanges share theirs through Redis: they
-guard this process's CPU, which no other instance's count says anything about, and a refusal
-must cost no round trip.
+guard this process, which no other instance's count says anything about, and a refusal must
+not wait on another server.
 """
 
 from __future__ import annotations

@@ -439,8 +439,8 @@ class Policy:
     async def _lookup(
         self, issuer: str, platform_org_id: str, project: str | None
     ) -> tuple[Organization | None, list[Credential]]:
-        # One statement rather than the organization, then its assignments: on the hot path
-        # every statement is several trips through the driver.
+        # One statement rather than the organization, then its assignments: the two are read
+        # from one snapshot, so an assignment never comes without the organization it names.
         async with self._connections.reading() as conn:
             if project is None or _unmatchable(project):
                 return await _find_organization(conn, issuer, platform_org_id), []

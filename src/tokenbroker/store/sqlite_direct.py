@@ -1,13 +1,12 @@
-"""The store's hottest statements on SQLite, run on the ``sqlite3`` connection itself.
+"""The statements every exchange runs on SQLite, run on the ``sqlite3`` connection itself.
 
-SQLite runs in this process, so a statement is Python work end to end, done while an exchange
-waits. To each statement it executes SQLAlchemy adds an execution context, events, a result, a
-pool checkout and a greenlet switch, none of which these statements need. The group commit's
-rounds (group_commit.py) and the one read of every retry (a remembered lease's state,
-leases.py) do without them: they run the SQL SQLAlchemy compiles once per statement for the
-dialect, with the values its column types' own bind processors make, and raise sqlite3's
-errors as SQLAlchemy's. No SQL is written by hand. The rest of the store, and everything on
-PostgreSQL, goes through SQLAlchemy.
+To each statement it executes SQLAlchemy adds an execution context, events, a result, a pool
+checkout and a greenlet switch, none of which these statements need. The group commit's rounds
+(group_commit.py) and the one read of every retry (a remembered lease's state, leases.py) do
+without them: they run the SQL SQLAlchemy compiles once per statement for the dialect, with the
+values its column types' own bind processors make, and raise sqlite3's errors as SQLAlchemy's.
+No SQL is written by hand. The rest of the store, and everything on PostgreSQL, goes through
+SQLAlchemy.
 """
 
 from __future__ import annotations

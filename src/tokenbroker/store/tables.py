@@ -74,7 +74,7 @@ organizations = Table(
     Column("created_at", UtcDateTime(), nullable=False),
     Column("updated_at", UtcDateTime(), nullable=False),
     UniqueConstraint("name"),
-    # The exchange hot path: organization by (issuer, platform org id).
+    # Every exchange finds its organization by (issuer, platform org id).
     UniqueConstraint("issuer", "platform_org_id"),
 )
 
@@ -117,7 +117,8 @@ assignments = Table(
         nullable=False,
     ),
     Column("created_at", UtcDateTime(), nullable=False),
-    # Its leading (organization_id, project) columns serve the exchange hot path.
+    # Its leading (organization_id, project) columns serve every exchange's lookup of what a
+    # project is assigned.
     UniqueConstraint("organization_id", "project", "credential_id"),
     # Deleting a credential finds its assignments without a scan.
     Index(None, "credential_id"),
