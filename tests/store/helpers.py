@@ -51,18 +51,27 @@ def wal_bytes(database: Path) -> int | None:
     return wal.stat().st_size if wal.exists() else None
 
 
-async def terminate_backend(store_url: str, pid: int) -> None:
-    """End PostgreSQL server backend ``pid`` from a connection of another engine, as an admin
-    (or a failover) would."""
+async def _backend_scalar(store_url: str, sql: str, pid: int) -> object:
+    """``sql`` about PostgreSQL server backend ``pid``, on a connection of another engine (so
+    the engine under test sees no checkout of it); its one value."""
     other = create_engine(store_url)
     try:
         async with other.connect() as connection:
-            result = await connection.execute(
-                text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
-            )
-            assert result.scalar_one() is True
+            return (await connection.execute(text(sql), {"pid": pid})).scalar_one()
     finally:
         await other.dispose()
+
+
+async def terminate_backend(store_url: str, pid: int) -> None:
+    """End PostgreSQL server backend ``pid`` from a connection of another engine, as an admin
+    (or a failover) would."""
+    assert await _backend_scalar(store_url, "SELECT pg_terminate_backend(:pid)", pid) is True
+
+
+async def backend_ended(store_url: str, pid: int) -> bool:
+    """Whether PostgreSQL server backend ``pid`` is gone from ``pg_stat_activity``."""
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"
+    return await _backend_scalar(store_url, sql, pid) == 0
 
 
 @dataclass

@@ -16,6 +16,7 @@ from sqlalchemy.pool import QueuePool
 
 from tests.store.helpers import (
     PoolCheckouts,
+    backend_ended,
     postgresql,
     terminate_backend,
     wal_bytes,
@@ -296,19 +297,6 @@ async def test_a_batch_after_its_pooled_connection_was_terminated_is_written_on_
     ]
 
 
-async def _backend_ended(store_url: str, pid: int) -> bool:
-    """Whether PostgreSQL backend ``pid`` is gone from ``pg_stat_activity``."""
-    other = create_engine(store_url)
-    try:
-        async with other.connect() as connection:
-            result = await connection.execute(
-                text("SELECT count(*) FROM pg_stat_activity WHERE pid = :pid"), {"pid": pid}
-            )
-            return bool(result.scalar_one() == 0)
-    finally:
-        await other.dispose()
-
-
 @postgresql
 async def test_a_lone_event_after_the_server_closed_the_held_connection_is_written_on_a_fresh_one(
     writer: AuditLog, checkouts: PoolCheckouts, store: Store, store_url: str
@@ -317,7 +305,7 @@ async def test_a_lone_event_after_the_server_closed_the_held_connection_is_writt
     (held,) = checkouts.backends
     await terminate_backend(store_url, held)
     deadline = asyncio.get_running_loop().time() + 10
-    while not await _backend_ended(store_url, held):
+    while not await backend_ended(store_url, held):
         assert asyncio.get_running_loop().time() < deadline, "the backend did not end"
     # A round of one event: no batch to fall back on, the round itself runs again.
     await writer.record(replace(EVENT, request_id="after"))
