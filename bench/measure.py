@@ -58,6 +58,8 @@ FLOOR_SQLITE3 = "floor, the row through sqlite3 itself"
 FLOOR_NO_ROW = "floor without the row (verify, outbound login)"
 FLOOR_OUTBOUND = "floor, outbound login only"
 RETRY_FLOOR = "retry floor (request, digest, one read; no audit row)"
+RETRY_FLOOR_AUDITED = "retry floor with its audit row (batched rounds)"
+REFUSAL_FLOOR = "refusal floor (request, its audit row, 401)"
 _UNLIMITED = {
     "enabled": True,
     "requests_per_minute": 1_000_000,
@@ -427,6 +429,27 @@ def measure_main(stack: Stack, pool: Pool, plan: Plan, extras: Extras) -> list[R
             retry_floor.pid,
         ),
         Load(
+            wrk.Target(
+                RETRY_FLOOR_AUDITED,
+                f"{retry_floor_url}audited",
+                body=hello_target(stack).body,
+                bearer=True,
+            ),
+            retry_token,
+            retry_floor.pid,
+        ),
+        Load(
+            wrk.Target(
+                REFUSAL_FLOOR,
+                f"{retry_floor_url}refused",
+                body=hello_target(stack).body,
+                expect_status=401,
+                headers=malformed,
+            ),
+            wrk.NO_TOKEN,
+            retry_floor.pid,
+        ),
+        Load(
             via_broker("dry run", broker, VAULT_PASSTHROUGH, dry_run=True),
             retry_token,
             broker.pid,
@@ -642,6 +665,7 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
 
     section = "4 retry path (same token and credential, c=32)"
     retry, dry, retry_floor = c32["retry path"], c32["dry run"], c32[RETRY_FLOOR]
+    audited_floor, refusal_floor = c32[RETRY_FLOOR_AUDITED], c32[REFUSAL_FLOOR]
     rows += [
         _ratio_row(
             section,
@@ -684,6 +708,22 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
             f"{hello.rate:,.0f} -> {retry_floor.rate:,.0f} req/s",
             retry_floor.data(),
         ),
+        _ratio_row(
+            section,
+            f"{RETRY_FLOOR_AUDITED} / hello-world CPU per request",
+            audited_floor.cpu_ms / hello.cpu_ms,
+            None,
+            cpu_context(audited_floor),
+            audited_floor.data(),
+        ),
+        _ratio_row(
+            section,
+            f"{RETRY_FLOOR_AUDITED} / hello-world rate",
+            audited_floor.rate / hello.rate,
+            None,
+            f"{hello.rate:,.0f} -> {audited_floor.rate:,.0f} req/s",
+            audited_floor.data(),
+        ),
     ]
 
     section = "5 refused requests (c=32)"
@@ -701,6 +741,25 @@ def _main_rows(c32: dict[str, Totals], c1: dict[str, Totals], extras: Extras) ->
                 totals.data(),
             )
         )
+    # Rows 4 and 5 together: a retry at 2x the hello-world leaves a refusal 1x, one request.
+    rows += [
+        _ratio_row(
+            section,
+            f"{REFUSAL_FLOOR} / hello-world CPU per request",
+            refusal_floor.cpu_ms / hello.cpu_ms,
+            None,
+            cpu_context(refusal_floor),
+            refusal_floor.data(),
+        ),
+        _ratio_row(
+            section,
+            f"{REFUSAL_FLOOR} / {RETRY_FLOOR_AUDITED} CPU per request",
+            refusal_floor.cpu_ms / audited_floor.cpu_ms,
+            None,
+            f"{refusal_floor.cpu_ms:.3f} vs {audited_floor.cpu_ms:.3f} ms/req",
+            {},
+        ),
+    ]
 
     if extras.shared is not None:
         section = "6 PostgreSQL + Redis (shared lease and limits, c=32)"

@@ -10,9 +10,13 @@ do for one (receive the request; verify the RS256 platform token against the cac
 one outbound POST of it to OpenBao's JWT login; one row written to SQLite through the broker's
 engine, or with ``--sqlite3`` through the standard library's driver on the loop's thread);
 without ``--jwks-url`` and ``--database`` only the request and the outbound call.
-``python -m bench.servers retry-floor --port N --database F``: the floor of a retry, less than a
-retry must do (the request and its JSON body, the token's SHA-256 looked up in memory, one read
-of a lease's state through ``sqlite3``, a JSON answer; no audit row).
+``python -m bench.servers retry-floor --port N --database F``: the floors of a retry and of a
+refusal. ``POST /``: less than a retry must do (the request and its JSON body, the token's
+SHA-256 looked up in memory, one read of a lease's state through ``sqlite3``, a JSON answer; no
+audit row). ``POST /audited``: the same and the one audit event every decision commits before
+it answers, in the broker's audit table, written in rounds of what arrived while one ran (the
+broker's batching core), one ``sqlite3`` transaction each. ``POST /refused``: a refused token
+(the request and its body, the token not three segments, its audit event as above, a 401).
 ``python -m bench.servers busy --port N --cpu-ms X [--processes P]``: a server whose every request
 costs X ms of CPU and nothing else, served by P processes on one port (SO_REUSEPORT, as the
 broker's workers): what this machine gives a second process of a server of the broker's cost.
@@ -22,15 +26,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import hashlib
 import json
 import multiprocessing
+import secrets
 import signal
 import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -41,10 +47,14 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert
+from sqlalchemy import create_engine as create_sync_engine
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokenbroker.batching import Batched
 from tokenbroker.devstack.platform_issuer import DevPlatformIssuer, create_issuer_app
 from tokenbroker.store.engine import create_engine
+from tokenbroker.store.tables import audit_events
 from tokenbroker.web.loop import EventLoopChoice, new_event_loop
 
 
@@ -151,25 +161,84 @@ def floor_app(settings: FloorSettings) -> web.Application:
 
 _LEASES = web.AppKey("leases", sqlite3.Connection)
 _REMEMBERED = web.AppKey("remembered", dict[bytes, str])
+_AUDIT = web.AppKey("audit", Batched[tuple[object, ...], None])
+# The columns a runner's decision fills in the broker's audit table (the rest stay NULL), in
+# the table's order: the statement is SQLAlchemy's, compiled for SQLite's qmark style.
+_AUDIT_KEYS = [c.name for c in audit_events.columns if c.name not in ("id", "actor", "detail")]
+_AUDIT_INSERT = str(insert(audit_events).compile(dialect=sqlite_dialect(), column_keys=_AUDIT_KEYS))
+_REFUSAL = json.dumps(
+    {"error": "invalid_token", "error_description": "the token is not three segments"}
+)
+
+
+def _audit_rounds(connection: sqlite3.Connection) -> Batched[tuple[object, ...], None]:
+    """Audit rows written as the broker's group commit writes them on SQLite: the rows that
+    arrived while a round ran share the next, one transaction each."""
+
+    async def write(rows: Sequence[tuple[object, ...]]) -> list[None]:
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            connection.executemany(_AUDIT_INSERT, rows)
+            connection.execute("COMMIT")
+        except BaseException:
+            if connection.in_transaction:
+                connection.execute("ROLLBACK")
+            raise
+        return [None] * len(rows)
+
+    return Batched(write)
+
+
+def _audit_values(
+    request: web.Request, digest: bytes, outcome: str, reason: str, started: float, lease: str
+) -> tuple[object, ...]:
+    # A retry's event as the broker fills it, with values of the same lengths.
+    now = time.time()
+    return (
+        time.strftime("%Y-%m-%d %H:%M:%S.000000", time.gmtime(now)),
+        secrets.token_hex(8),
+        outcome,
+        reason,
+        round((time.perf_counter() - started) * 1000, 3),
+        "dev-env0",
+        "acme",
+        "5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c",
+        "auth0|5b44fa6d-ecfd-40ab-8e69-14d6fe7c638c",
+        "vault-passthrough",
+        "vault_oidc",
+        digest.hex(),
+        request.remote,
+        "exchange",
+        lease,
+    )
 
 
 def retry_floor_app(database: Path) -> web.Application:
-    """A retry's irreducible work but its audit row: what the retry path is weighed against."""
+    """A retry's irreducible work (without and with its audit row) and a refusal's: what the
+    retry path and the refused token are weighed against."""
 
     async def start(app: web.Application) -> None:
+        # The broker's own audit table and indexes, made by SQLAlchemy once, before serving.
+        tables = create_sync_engine(f"sqlite:///{database}")
+        audit_events.create(tables, checkfirst=True)
+        tables.dispose()
         connection = sqlite3.connect(database, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
+        connection.execute("PRAGMA synchronous=NORMAL")
         connection.execute(
             "CREATE TABLE IF NOT EXISTS leases (id TEXT PRIMARY KEY, state TEXT NOT NULL)"
         )
         connection.execute("INSERT OR REPLACE INTO leases VALUES ('lease-1', 'active')")
         app[_LEASES] = connection
         app[_REMEMBERED] = {}
+        app[_AUDIT] = _audit_rounds(connection)
 
     async def stop(app: web.Application) -> None:
+        await app[_AUDIT].flush()
         app[_LEASES].close()
 
-    async def retry(request: web.Request) -> web.Response:
+    async def retry(request: web.Request, *, audited: bool) -> web.Response:
+        started = time.perf_counter()
         token = request.headers.get("Authorization", "").removeprefix("Bearer ")
         body = json.loads(await request.read())
         digest = hashlib.sha256(token.encode()).digest()
@@ -179,10 +248,34 @@ def retry_floor_app(database: Path) -> web.Application:
             .execute("SELECT state FROM leases WHERE id = ?", (lease,))
             .fetchone()
         )
+        if audited:
+            await request.app[_AUDIT](
+                _audit_values(request, digest, "success", "reused", started, lease)
+            )
         answer = {"credential": body.get("credential"), "lease_id": lease, "state": state}
         return web.Response(text=json.dumps(answer), content_type="application/json")
 
-    return _floor_server(start, stop, retry)
+    async def refused(request: web.Request) -> web.Response:
+        started = time.perf_counter()
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        json.loads(await request.read())
+        if len(token.split(".")) == 3:
+            raise web.HTTPBadRequest(text="this floor answers tokens that are not JWTs")
+        digest = hashlib.sha256(token.encode()).digest()
+        await request.app[_AUDIT](
+            _audit_values(request, digest, "denied", "token_malformed", started, "")
+        )
+        return web.Response(
+            status=401,
+            text=_REFUSAL,
+            content_type="application/json",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+    app = _floor_server(start, stop, functools.partial(retry, audited=False))
+    app.router.add_post("/audited", functools.partial(retry, audited=True))
+    app.router.add_post("/refused", refused)
+    return app
 
 
 # How long a busy server's other processes get to start listening.
