@@ -23,6 +23,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench import store_growth, wrk
+from bench.postgres import local_server_pid
 from bench.procs import machine_busy_seconds, rss_kib, tree_cpu_seconds
 from bench.report import Row, at_most
 from bench.stack import (
@@ -161,6 +162,8 @@ class Load:
     target: wrk.Target
     tokens: wrk.Tokens | Cursor
     pid: int | None
+    # The database server the server measured writes to, when it runs here: its CPU too.
+    database_pid: int | None = None
 
     @property
     def label(self) -> str:
@@ -175,6 +178,7 @@ class Totals:
     requests: int = 0
     seconds: float = 0.0
     cpu_seconds: float = 0.0
+    database_seconds: float = 0.0
     # Busy CPU time of the whole machine over its phases (wrk, every server, the rest).
     machine_seconds: float = 0.0
     histogram: Counter[int] = field(default_factory=Counter)
@@ -189,6 +193,16 @@ class Totals:
     def cpu_ms(self) -> float:
         """CPU milliseconds of its server per request."""
         return 1000 * self.cpu_seconds / self.requests if self.requests else 0.0
+
+    @property
+    def database_ms(self) -> float:
+        """CPU milliseconds of the database server (``Load.database_pid``) per request."""
+        return 1000 * self.database_seconds / self.requests if self.requests else 0.0
+
+    @property
+    def machine_ms(self) -> float:
+        """Busy CPU milliseconds of the whole machine per request."""
+        return 1000 * self.machine_seconds / self.requests if self.requests else 0.0
 
     @property
     def machine_cpus(self) -> float:
@@ -209,6 +223,8 @@ class Totals:
             "cpu_ms_per_request": round(self.cpu_ms, 4),
             "machine_cpus_busy": round(self.machine_cpus, 3),
         }
+        if self.database_seconds:
+            values["database_cpu_ms_per_request"] = round(self.database_ms, 4)
         if self.exhausted:
             values["fresh_tokens_ran_out"] = True
         if self.histogram:
@@ -234,6 +250,8 @@ def run_rounds(
     def one(load: Load, phase_seconds: int, record: bool) -> None:
         use = load.tokens.tokens() if isinstance(load.tokens, Cursor) else load.tokens
         cpu_before = tree_cpu_seconds(load.pid) if load.pid is not None else 0.0
+        database = load.database_pid
+        database_before = tree_cpu_seconds(database) if database is not None else 0.0
         machine_before = machine_busy_seconds()
         phase = wrk.checked(
             wrk.run(
@@ -247,6 +265,7 @@ def run_rounds(
         )
         cpu = tree_cpu_seconds(load.pid) - cpu_before if load.pid is not None else 0.0
         machine = machine_busy_seconds() - machine_before
+        database_cpu = tree_cpu_seconds(database) - database_before if database is not None else 0.0
         if isinstance(load.tokens, Cursor):
             load.tokens.used(phase.sent)
         if phase.exhausted:
@@ -257,6 +276,7 @@ def run_rounds(
             total.requests += phase.expected
             total.seconds += phase.seconds
             total.cpu_seconds += cpu
+            total.database_seconds += database_cpu
             total.machine_seconds += machine
             total.histogram += phase.histogram
             total.exhausted = total.exhausted or phase.exhausted
@@ -1001,6 +1021,7 @@ def _curve(
 ) -> dict[int, Totals]:
     """The retry path's rate and CPU per request of a broker of each of ``counts`` workers."""
     store_url = stack.postgres_store_url()
+    database_pid = local_server_pid(stack.postgres_url)
     policy = stack.main_policy()
     loads: list[Load] = []
     brokers: list[Broker] = []
@@ -1017,7 +1038,8 @@ def _curve(
         # One token again and again: the first request (in the warm-up) issues it, every later
         # one is a retry answered from its lease, whichever broker and worker it reaches.
         target = via_broker(_label(workers), broker, VAULT_PASSTHROUGH)
-        loads.append(Load(target, wrk.Tokens("fixed", token_index, token_index + 1), broker.pid))
+        tokens_of = wrk.Tokens("fixed", token_index, token_index + 1)
+        loads.append(Load(target, tokens_of, broker.pid, database_pid))
         brokers.append(broker)
     totals = run_rounds(tokens, loads, connections, plan.phase_seconds, plan.rounds)
     for broker in brokers:
@@ -1047,14 +1069,19 @@ def measure_workers(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
     curve = _curve(stack, pool.tokens, pool.retry, (1, 2), plan, CONCURRENCY)
     one, two = curve[1], curve[2]
     busy_one, busy_two = _busy_scaling(stack, one.cpu_ms, plan)
-    return [
+    database = (
+        f"; PostgreSQL's CPU {one.database_ms:.3f} -> {two.database_ms:.3f} ms/req"
+        if two.database_seconds
+        else ""
+    )
+    rows = [
         _ratio_row(
             WORKERS_SECTION,
             "retry path, --workers 2 / 1 worker rate",
             two.rate / one.rate,
             WORKERS_TARGET,
             f"{one.rate:,.0f} -> {two.rate:,.0f} req/s, broker CPU {one.cpu_ms:.3f} -> "
-            f"{two.cpu_ms:.3f} ms/req; machine CPUs busy {one.machine_cpus:.2f} -> "
+            f"{two.cpu_ms:.3f} ms/req{database}; machine CPUs busy {one.machine_cpus:.2f} -> "
             f"{two.machine_cpus:.2f} of {os.cpu_count()}",
             {"one_worker": one.data(), "two_workers": two.data()},
             at_least=True,
@@ -1071,6 +1098,26 @@ def measure_workers(stack: Stack, pool: Pool, plan: Plan) -> list[Row]:
             data={"one_process": busy_one.data(), "two_processes": busy_two.data()},
         ),
     ]
+    if two.database_seconds:
+        # The machine's CPUs of the two-worker phases, spent at one worker's broker and
+        # PostgreSQL CPU per request (wrk and the rest as they were): the rate they would
+        # carry if a second worker added nothing per request.
+        rest = two.machine_ms - two.cpu_ms - two.database_ms
+        at_one_workers_cost = two.machine_cpus * 1000 / (one.cpu_ms + one.database_ms + rest)
+        rows.append(
+            Row(
+                WORKERS_SECTION,
+                "retry path, the CPUs of 2 workers at 1 worker's cost per request / 1 worker rate",
+                at_one_workers_cost / one.rate,
+                "x",
+                context=f"{one.rate:,.0f} -> {at_one_workers_cost:,.0f} req/s: "
+                f"{two.machine_cpus:.2f} CPUs at {one.cpu_ms:.3f} (broker) + "
+                f"{one.database_ms:.3f} (PostgreSQL) + {rest:.3f} (wrk, the rest) ms/req; "
+                f"measured at 2 workers {two.machine_ms:.3f} ms/req",
+                data={},
+            )
+        )
+    return rows
 
 
 def measure_scaling(stack: Stack, tokens: Sequence[str], max_workers: int, plan: Plan) -> list[Row]:

@@ -10,6 +10,7 @@ import asyncio
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
@@ -34,6 +35,30 @@ async def run_sql(database_url: str, statement: str) -> None:
             await connection.execute(text(statement))
     finally:
         await engine.dispose()
+
+
+async def _server_pid(database_url: str) -> int | None:
+    engine = create_async_engine(database_url, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as connection:
+            backend = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+            try:
+                # Read while the backend lives: it ends with its connection.
+                proc = Path(f"/proc/{backend}")
+                if (proc / "comm").read_text().strip() != "postgres":
+                    return None  # another machine's backend: this id is some other process
+                stat = (proc / "stat").read_text()
+            except OSError:  # another machine's process id
+                return None
+    finally:
+        await engine.dispose()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def local_server_pid(raw: str) -> int | None:
+    """The PostgreSQL server process (the postmaster, parent of every backend) at ``raw``
+    when it runs on this machine, so that its CPU can be measured; None when it does not."""
+    return asyncio.run(_server_pid(postgres_urls(raw, "public")[0]))
 
 
 @contextmanager
